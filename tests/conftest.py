@@ -1,0 +1,25 @@
+"""Shared fixtures: tiny real-architecture trios built once per test run (no network)."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def trio(tmp_path_factory):
+    """base/coder/vlm folders (untied embeddings, sharded checkpoints). Treat as read-only."""
+    from viscodex.tiny import TinyConfig, build_trio
+
+    return build_trio(tmp_path_factory.mktemp("trio"), TinyConfig(seed=0))
+
+
+@pytest.fixture(scope="session")
+def tied_trio(tmp_path_factory):
+    """Like `trio` but with tied embeddings (lm_head absent on disk), as Qwen2.5 0.5B-3B."""
+    from viscodex.tiny import TinyConfig, build_trio
+
+    return build_trio(tmp_path_factory.mktemp("tied_trio"), TinyConfig(seed=1, tie_word_embeddings=True))

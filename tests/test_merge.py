@@ -1,0 +1,541 @@
+"""Merge core (issue 2): math, roles, layouts, output loadability, errors, atomicity, recipes."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from typer.testing import CliRunner
+
+from viscodex import arch
+from viscodex.cli import app
+from viscodex.errors import CompatibilityError, MergeError, RecipeError, SourceError, ViscodexError
+from viscodex.merge import run_merge
+from viscodex.recipe import RECIPE_FILE, Recipe
+
+
+def load_sd(folder: Path) -> dict[str, torch.Tensor]:
+    """All tensors of a checkpoint folder, canonicalised to the legacy layout."""
+    out = {}
+    for f in sorted(Path(folder).glob("*.safetensors")):
+        with safe_open(f, "pt") as s:
+            for k in s.keys():
+                out[k] = s.get_tensor(k)
+    layout = arch.detect_layout(out)
+    return {arch.to_canonical(k, layout): v for k, v in out.items()}
+
+
+def merge(trio, tmp_path, name="out", **kw) -> tuple[Path, dict]:
+    r = Recipe(vlm=str(trio["vlm"]), coder=str(trio["coder"]), base=str(trio["base"]), **kw)
+    out = tmp_path / name
+    run_merge(r, out, progress=False, shard_size="300KB")
+    return out, load_sd(out)
+
+
+@pytest.fixture(scope="module")
+def sds(trio):
+    return {k: load_sd(v) for k, v in trio.items()}
+
+
+def vision_ids(trio) -> list[int]:
+    cfg = json.loads((trio["vlm"] / "config.json").read_text())
+    return sorted({cfg[f] for f in arch.VISION_TOKEN_ID_FIELDS if f in cfg})
+
+
+# ---------------------------------------------------------------- math
+@pytest.mark.parametrize("lam,expert", [(1.0, "vlm"), (0.0, "coder")])
+def test_endpoints_give_an_expert_exactly(trio, sds, tmp_path, lam, expert):
+    _, out = merge(trio, tmp_path, lam=lam)
+    ids = vision_ids(trio)
+    for k, v in out.items():
+        role = arch.role_of(k).role
+        if role == "backbone":
+            assert torch.equal(v, sds[expert][k]), k
+        elif role == "embedding":
+            rows = [i for i in range(v.shape[0]) if i not in ids]
+            assert torch.equal(v[rows], sds[expert][k][rows]), k
+
+
+def test_lambda_07_matches_formula(trio, sds, tmp_path):
+    lam = 0.7
+    _, out = merge(trio, tmp_path, lam=lam)
+    base, vlm, coder = sds["base"], sds["vlm"], sds["coder"]
+    n_backbone = 0
+    for k, v in out.items():
+        if arch.role_of(k).role != "backbone":
+            continue
+        want = base[k] + lam * (vlm[k] - base[k]) + (1 - lam) * (coder[k] - base[k])
+        torch.testing.assert_close(v, want, rtol=1e-5, atol=1e-6)
+        assert not torch.equal(v, vlm[k]) and not torch.equal(v, coder[k])
+        n_backbone += 1
+    assert n_backbone == 2 * 12 + 1  # 2 layers x 12 tensors + final norm
+
+
+def test_scale_not_one_uses_base(trio, sds, tmp_path):
+    """With task-vector weights that do not sum to 1 the base no longer cancels."""
+    _, out = merge(trio, tmp_path, lam=0.7, params={"scale": 0.5})
+    k = "model.layers.0.mlp.up_proj.weight"
+    base, vlm, coder = sds["base"][k], sds["vlm"][k], sds["coder"][k]
+    want = base + 0.5 * (0.7 * (vlm - base) + 0.3 * (coder - base))
+    torch.testing.assert_close(out[k], want, rtol=1e-5, atol=1e-6)
+    rec = Recipe.load(tmp_path / "out")
+    assert rec.records["sources"]["base"]["read"] is True
+
+
+def test_vision_and_projector_bitwise_and_vision_token_rows(trio, sds, tmp_path):
+    _, out = merge(trio, tmp_path, lam=0.7)
+    vis = [k for k in sds["vlm"] if k.startswith("visual.")]
+    assert any(k.startswith("visual.merger.") for k in vis)
+    for k in vis:
+        assert out[k].dtype == sds["vlm"][k].dtype
+        assert torch.equal(out[k], sds["vlm"][k]), k
+    ids = vision_ids(trio)
+    assert len(ids) == 4
+    for k in ("model.embed_tokens.weight", "lm_head.weight"):
+        assert torch.equal(out[k][ids], sds["vlm"][k][ids])
+        other = [i for i in range(10)]
+        assert not torch.equal(out[k][other], sds["vlm"][k][other])  # ordinary rows are merged
+
+
+def test_rows_past_shared_vocab_come_from_vlm(trio, tmp_path):
+    """A coder with fewer (padding) embedding rows: shared rows merged, the rest from the VLM."""
+    coder = tmp_path / "coder_small"
+    shutil.copytree(trio["coder"], coder)
+    sd = load_sd(coder)
+    n = sd["model.embed_tokens.weight"].shape[0] - 32
+    for f in coder.glob("*.safetensors"):
+        f.unlink()
+    (coder / "model.safetensors.index.json").unlink()
+    sd["model.embed_tokens.weight"] = sd["model.embed_tokens.weight"][:n].clone()
+    sd["lm_head.weight"] = sd["lm_head.weight"][:n].clone()
+    save_file(sd, str(coder / "model.safetensors"), metadata={"format": "pt"})
+    r = Recipe(vlm=str(trio["vlm"]), coder=str(coder), base=str(trio["base"]), lam=0.5)
+    res = run_merge(r, tmp_path / "o", progress=False)
+    out, vlm = load_sd(tmp_path / "o"), load_sd(trio["vlm"])
+    k = "model.embed_tokens.weight"
+    assert out[k].shape == vlm[k].shape
+    assert torch.equal(out[k][n:], vlm[k][n:])
+    torch.testing.assert_close(out[k][:10], 0.5 * vlm[k][:10] + 0.5 * sd[k][:10])
+    assert res.plan.shared_rows == n
+
+
+def test_swapped_variant_is_vlm_with_coder_backbone(trio, sds, tmp_path):
+    _, out = merge(trio, tmp_path, variant="swapped")
+    ids = vision_ids(trio)
+    for k, v in out.items():
+        role = arch.role_of(k).role
+        if role == "vision":
+            assert torch.equal(v, sds["vlm"][k])
+        elif role == "backbone":
+            assert torch.equal(v, sds["coder"][k])
+        else:
+            rows = [i for i in range(v.shape[0]) if i not in ids]
+            assert torch.equal(v[rows], sds["coder"][k][rows])
+            assert torch.equal(v[ids], sds["vlm"][k][ids])
+    assert set(out) == set(sds["vlm"])
+
+
+def test_dtype_option_casts_everything(trio, sds, tmp_path):
+    _, out = merge(trio, tmp_path, lam=0.7, dtype="bfloat16")
+    assert {v.dtype for v in out.values()} == {torch.bfloat16}
+    k = "visual.merger.mlp.0.weight"
+    assert torch.equal(out[k], sds["vlm"][k].to(torch.bfloat16))
+
+
+# ---------------------------------------------------------------- layouts and tying
+def _relayout(src: Path, dst: Path) -> None:
+    """Rewrite a legacy VLM checkpoint into the model.language_model.* / model.visual.* layout."""
+    shutil.copytree(src, dst)
+    idx = json.loads((dst / "model.safetensors.index.json").read_text())
+    new_map = {}
+    for f in sorted(set(idx["weight_map"].values())):
+        with safe_open(dst / f, "pt") as s:
+            tensors = {k: s.get_tensor(k) for k in s.keys()}
+        renamed = {}
+        for k, v in tensors.items():
+            nk = "model.language_model." + k[6:] if k.startswith("model.") else ("model." + k if k.startswith("visual.") else k)
+            renamed[nk] = v
+            new_map[nk] = f
+        save_file(renamed, str(dst / f), metadata={"format": "pt"})
+    idx["weight_map"] = new_map
+    (dst / "model.safetensors.index.json").write_text(json.dumps(idx))
+
+
+def test_language_model_layout_gives_identical_result(trio, tmp_path):
+    new = tmp_path / "vlm_new_layout"
+    _relayout(trio["vlm"], new)
+    r1 = Recipe(vlm=str(trio["vlm"]), coder=str(trio["coder"]), base=str(trio["base"]), lam=0.7)
+    r2 = Recipe(vlm=str(new), coder=str(trio["coder"]), base=str(trio["base"]), lam=0.7)
+    a = run_merge(r1, tmp_path / "a", progress=False)
+    b = run_merge(r2, tmp_path / "b", progress=False)
+    assert b.recipe.records["sources"]["vlm"]["layout"] == "language_model"
+    assert a.files == b.files  # identical bytes, legacy names written in both cases
+    with safe_open(next((tmp_path / "b").glob("*.safetensors")), "pt") as s:
+        assert all(not k.startswith("model.language_model.") for k in s.keys())
+
+
+def test_tied_embeddings(tied_trio, tmp_path):
+    sds = {k: load_sd(v) for k, v in tied_trio.items()}
+    assert "lm_head.weight" not in sds["vlm"]
+    out_dir, out = merge(tied_trio, tmp_path, lam=0.7)
+    assert "lm_head.weight" not in out
+    k = "model.embed_tokens.weight"
+    ids = vision_ids(tied_trio)
+    rows = [i for i in range(out[k].shape[0]) if i not in ids]
+    torch.testing.assert_close(out[k][rows], 0.7 * sds["vlm"][k][rows] + 0.3 * sds["coder"][k][rows])
+    _load_and_generate(out_dir)
+
+
+def test_untied_coder_into_tied_vlm_is_noted(tied_trio, tmp_path):
+    """The VLM ties embeddings; an untied coder's own lm_head cannot be used, and the plan says so."""
+    coder = tmp_path / "coder_untied"
+    shutil.copytree(tied_trio["coder"], coder)
+    sd = load_sd(coder)
+    for f in coder.glob("*.safetensors"):
+        f.unlink()
+    (coder / "model.safetensors.index.json").unlink()
+    sd["lm_head.weight"] = sd["model.embed_tokens.weight"] + 1.0
+    save_file(sd, str(coder / "model.safetensors"))
+    cfg = json.loads((coder / "config.json").read_text())
+    cfg["tie_word_embeddings"] = False
+    (coder / "config.json").write_text(json.dumps(cfg))
+    r = Recipe(vlm=str(tied_trio["vlm"]), coder=str(coder), base=str(tied_trio["base"]))
+    res = run_merge(r, tmp_path / "o", progress=False)
+    assert res.plan.sources["vlm"].tied
+    assert any("has its own lm_head but the vlm ties embeddings" in n for n in res.plan.notes)
+    assert "lm_head.weight" not in load_sd(tmp_path / "o")
+
+
+# ---------------------------------------------------------------- loadability
+def _load_and_generate(folder: Path, caplog=None) -> str:
+    from PIL import Image
+    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(folder)
+    proc = AutoProcessor.from_pretrained(folder)
+    msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "a small red circle"}]}]
+    text = proc.apply_chat_template(msgs, add_generation_prompt=True)
+    inputs = proc(text=[text], images=[Image.new("RGB", (56, 56), (200, 30, 30))], return_tensors="pt")
+    assert (inputs["input_ids"] == model.config.image_token_id).sum() == 4
+    out = model.generate(**inputs, max_new_tokens=6, do_sample=False)
+    assert out.shape[1] > inputs["input_ids"].shape[1]
+    return proc.batch_decode(out[:, inputs["input_ids"].shape[1]:])[0]
+
+
+def test_output_loads_without_missing_weights_and_generates(trio, tmp_path, capfd):
+    from transformers import Qwen2_5_VLForConditionalGeneration
+    from transformers.utils import logging as hf_logging
+
+    out, _ = merge(trio, tmp_path, lam=0.7)
+    hf_logging.set_verbosity_warning()
+    _, info = Qwen2_5_VLForConditionalGeneration.from_pretrained(out, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
+    _load_and_generate(out)
+    err = capfd.readouterr().err
+    assert "newly initialized" not in err and "not used" not in err and "MISSING" not in err
+    files = sorted(p.name for p in out.iterdir())
+    for f in ("config.json", "tokenizer.json", "chat_template.jinja", "generation_config.json", RECIPE_FILE,
+              "model.safetensors.index.json"):
+        assert f in files
+    idx = json.loads((out / "model.safetensors.index.json").read_text())
+    assert set(idx["weight_map"].values()) == {f for f in files if f.endswith(".safetensors")}
+
+
+def test_missing_processor_is_a_warning(trio, tmp_path, caplog):
+    vlm = tmp_path / "vlm_noproc"
+    shutil.copytree(trio["vlm"], vlm)
+    for f in ("processor_config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        (vlm / f).unlink()
+    r = Recipe(vlm=str(vlm), coder=str(trio["coder"]), base=str(trio["base"]))
+    with caplog.at_level(logging.WARNING, logger="viscodex"):
+        run_merge(r, tmp_path / "o", progress=False)
+    assert "has no preprocessor_config.json, tokenizer_config.json, tokenizer.json" in caplog.text
+    assert (tmp_path / "o" / "config.json").exists()
+
+
+# ---------------------------------------------------------------- errors write nothing
+def _expect_error(recipe: Recipe, out: Path, exc, *needles):
+    with pytest.raises(exc) as ei:
+        run_merge(recipe, out, progress=False)
+    msg = str(ei.value)
+    for n in needles:
+        assert n in msg, msg
+    assert not out.exists()
+    assert not list(out.parent.glob(f".{out.name}.viscodex-tmp-*"))
+    return msg
+
+
+def test_error_missing_shard(trio, tmp_path):
+    vlm = tmp_path / "vlm"
+    shutil.copytree(trio["vlm"], vlm)
+    (vlm / "model-00002-of-00006.safetensors").unlink()
+    r = Recipe(vlm=str(vlm), coder=str(trio["coder"]), base=str(trio["base"]))
+    _expect_error(r, tmp_path / "o", SourceError, "model-00002-of-00006.safetensors", "missing shard")
+
+
+def test_error_missing_folder(trio, tmp_path):
+    r = Recipe(vlm=str(tmp_path / "nope"), coder=str(trio["coder"]))
+    _expect_error(r, tmp_path / "o", SourceError, "nope", "neither an existing folder nor a Hub repo id")
+
+
+def test_error_truncated_safetensors(trio, tmp_path):
+    coder = tmp_path / "coder"
+    shutil.copytree(trio["coder"], coder)
+    f = coder / "model-00003-of-00004.safetensors"
+    data = f.read_bytes()
+    f.write_bytes(data[: len(data) - 100])
+    r = Recipe(vlm=str(trio["vlm"]), coder=str(coder), base=str(trio["base"]))
+    _expect_error(r, tmp_path / "o", SourceError, "model-00003-of-00004.safetensors", "truncated")
+
+
+def test_error_corrupt_header(trio, tmp_path):
+    coder = tmp_path / "coder"
+    shutil.copytree(trio["coder"], coder)
+    f = coder / "model-00001-of-00004.safetensors"
+    data = bytearray(f.read_bytes())
+    data[10:20] = b"\xff" * 10
+    f.write_bytes(bytes(data))
+    r = Recipe(vlm=str(trio["vlm"]), coder=str(coder), base=str(trio["base"]))
+    _expect_error(r, tmp_path / "o", SourceError, "model-00001-of-00004.safetensors", "corrupt")
+
+
+def test_error_vlm_not_qwen_vl(trio, tmp_path):
+    r = Recipe(vlm=str(trio["coder"]), coder=str(trio["coder"]), base=str(trio["base"]))
+    _expect_error(r, tmp_path / "o", CompatibilityError, "model_type 'qwen2' is not a Qwen2-VL/Qwen2.5-VL model")
+
+
+def test_error_coder_not_qwen2(trio, tmp_path):
+    coder = tmp_path / "coder"
+    shutil.copytree(trio["coder"], coder)
+    cfg = json.loads((coder / "config.json").read_text())
+    cfg["model_type"] = "llama"
+    (coder / "config.json").write_text(json.dumps(cfg))
+    r = Recipe(vlm=str(trio["vlm"]), coder=str(coder), base=str(trio["base"]))
+    _expect_error(r, tmp_path / "o", CompatibilityError, "coder coder: model_type 'llama' is not a Qwen2-family causal LM")
+
+
+def test_error_shape_and_config_mismatch_lists_every_problem(trio, tmp_path):
+    from viscodex.tiny import TinyConfig, build_tokenizer, new_base
+
+    cfg = TinyConfig(intermediate_size=96)
+    tok = build_tokenizer(cfg)
+    coder = tmp_path / "coder"
+    model = new_base(cfg, tok)
+    model.save_pretrained(coder)
+    tok.save_pretrained(coder)
+    r = Recipe(vlm=str(trio["vlm"]), coder=str(coder), base=str(trio["base"]))
+    msg = _expect_error(r, tmp_path / "o", CompatibilityError, "config intermediate_size: vlm vlm has 128, coder coder has 96",
+                        "shape mismatch for model.layers.0.mlp.up_proj.weight: vlm [128, 64] vs coder coder [96, 64]",
+                        "model.layers.1.mlp.down_proj.weight")
+    assert msg.count("shape mismatch") == 6  # gate/up/down x 2 layers
+
+
+def test_error_missing_and_extra_tensors(trio, tmp_path):
+    coder = tmp_path / "coder"
+    shutil.copytree(trio["coder"], coder)
+    sd = load_sd(coder)
+    for f in coder.glob("*.safetensors"):
+        f.unlink()
+    (coder / "model.safetensors.index.json").unlink()
+    sd.pop("model.layers.1.self_attn.q_proj.bias")
+    sd["model.layers.2.mlp.up_proj.weight"] = torch.zeros(128, 64)
+    save_file(sd, str(coder / "model.safetensors"))
+    r = Recipe(vlm=str(trio["vlm"]), coder=str(coder), base=str(trio["base"]))
+    _expect_error(r, tmp_path / "o", CompatibilityError,
+                  "coder coder is missing tensor model.layers.1.self_attn.q_proj.bias (vlm shape [64])",
+                  "coder coder has extra tensor model.layers.2.mlp.up_proj.weight [128, 64]")
+
+
+def test_error_vocab_mismatch(trio, tmp_path):
+    coder = tmp_path / "coder"
+    shutil.copytree(trio["coder"], coder)
+    tj = json.loads((coder / "tokenizer.json").read_text())
+    vocab = tj["model"]["vocab"]
+    a, b = sorted(vocab, key=vocab.get)[300:302]
+    vocab[a], vocab[b] = vocab[b], vocab[a]
+    (coder / "tokenizer.json").write_text(json.dumps(tj))
+    r = Recipe(vlm=str(trio["vlm"]), coder=str(coder), base=str(trio["base"]))
+    _expect_error(r, tmp_path / "o", CompatibilityError, "vocab mismatch: token id 300", "(2 ids differ)")
+
+
+def test_error_unknown_method_and_lambda(trio, tmp_path):
+    r = Recipe(vlm=str(trio["vlm"]), coder=str(trio["coder"]), base=str(trio["base"]), method="magic")
+    _expect_error(r, tmp_path / "o", RecipeError, "unknown merge method 'magic'", "task_arithmetic")
+    r = Recipe(vlm=str(trio["vlm"]), coder=str(trio["coder"]), base=str(trio["base"]), lam=1.3)
+    _expect_error(r, tmp_path / "o", RecipeError, "lambda 1.3 is outside [0, 1]", "--allow-extrapolation")
+    r = Recipe(vlm=str(trio["vlm"]), coder=str(trio["coder"]), base=str(trio["base"]), lam=1.3, allow_extrapolation=True)
+    run_merge(r, tmp_path / "o", progress=False)
+    assert (tmp_path / "o" / "config.json").exists()
+
+
+def test_error_nan_names_tensor(trio, tmp_path):
+    coder = tmp_path / "coder"
+    shutil.copytree(trio["coder"], coder)
+    sd = load_sd(coder)
+    for f in coder.glob("*.safetensors"):
+        f.unlink()
+    (coder / "model.safetensors.index.json").unlink()
+    sd["model.layers.1.mlp.gate_proj.weight"][3, 4] = float("nan")
+    save_file(sd, str(coder / "model.safetensors"))
+    r = Recipe(vlm=str(trio["vlm"]), coder=str(coder), base=str(trio["base"]))
+    _expect_error(r, tmp_path / "o", MergeError, "output tensor model.layers.1.mlp.gate_proj.weight has 1 NaN/Inf")
+
+
+def test_refuses_to_overwrite_without_force(trio, tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    r = Recipe(vlm=str(trio["vlm"]), coder=str(trio["coder"]), base=str(trio["base"]))
+    with pytest.raises(ViscodexError, match="already exists; pass --force"):
+        run_merge(r, out, progress=False)
+    assert (out / "keep.txt").read_text() == "mine"
+    run_merge(r, out, progress=False, force=True)
+    assert not (out / "keep.txt").exists() and (out / RECIPE_FILE).exists()
+
+
+def test_failure_midway_leaves_nothing(trio, tmp_path, monkeypatch):
+    import viscodex.merge as m
+
+    real = m.compute_item
+    calls = {"n": 0}
+
+    def flaky(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 20:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(m, "compute_item", flaky)
+    r = Recipe(vlm=str(trio["vlm"]), coder=str(trio["coder"]), base=str(trio["base"]))
+    with pytest.raises(KeyboardInterrupt):
+        run_merge(r, tmp_path / "o", progress=False, shard_size="100KB")
+    assert sorted(os.listdir(tmp_path)) == []
+
+
+def test_killed_merge_leaves_no_output_folder(trio, tmp_path):
+    """SIGKILL in the middle of writing: nothing at --out (only a hidden temp folder may remain)."""
+    script = textwrap.dedent(f"""
+        import time, viscodex.merge as m
+        from viscodex.recipe import Recipe
+        real = m.compute_item
+        def slow(*a, **k):
+            time.sleep(0.2)
+            return real(*a, **k)
+        m.compute_item = slow
+        r = Recipe(vlm={str(trio['vlm'])!r}, coder={str(trio['coder'])!r}, base={str(trio['base'])!r})
+        m.run_merge(r, {str(tmp_path / 'o')!r}, progress=False, shard_size="100KB")
+    """)
+    p = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        tmps = list(tmp_path.glob(".o.viscodex-tmp-*"))
+        if tmps and list(tmps[0].glob("*.safetensors")):
+            break
+        time.sleep(0.05)
+    else:
+        p.kill()
+        pytest.fail("merge never started writing")
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert not (tmp_path / "o").exists()
+
+
+# ---------------------------------------------------------------- recipes and CLI
+def test_recipe_round_trip_reproduces_hashes(trio, tmp_path):
+    r = Recipe(vlm=str(trio["vlm"]), coder=str(trio["coder"]), base=str(trio["base"]), lam=0.6, dtype="bfloat16")
+    a = run_merge(r, tmp_path / "a", progress=False)
+    written = Recipe.load(tmp_path / "a" / RECIPE_FILE)
+    assert written.lam == 0.6 and written.method == "task_arithmetic" and written.params == {"scale": 1.0}
+    assert written.records["output"]["files"] == a.files
+    assert set(written.records["sources"]) == {"vlm", "coder", "base"}
+    assert len(written.records["sources"]["vlm"]["files"]) == 6
+    b = run_merge(written, tmp_path / "b", progress=False)
+    assert b.files == a.files
+    assert Recipe.load(tmp_path / "b").records["output"]["files"] == a.files
+
+
+def test_recipe_validation_messages(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text("vlm: a\ncoder: b\nlambda: 0.5\nfoo: 1\n")
+    with pytest.raises(RecipeError, match="unknown recipe field"):
+        Recipe.load(p)
+    p.write_text("vlm: a\ncoder: b\npolicy:\n  tensors:\n    - {pattern: 'model\\.norm', policy: maybe}\n")
+    with pytest.raises(RecipeError, match="unknown policy 'maybe'"):
+        Recipe.load(p)
+    with pytest.raises(RecipeError, match="unknown parameter"):
+        Recipe(vlm="a", coder="b", params={"density": 0.2}).validate()
+    with pytest.raises(RecipeError, match="recipe file not found"):
+        Recipe.load(tmp_path / "missing.yaml")
+
+
+def test_policy_override_per_tensor(trio, sds, tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text(textwrap.dedent(f"""
+        vlm: {trio['vlm']}
+        coder: {trio['coder']}
+        base: {trio['base']}
+        lambda: 0.7
+        policy:
+          tensors:
+            - pattern: '^model\\.layers\\.0\\.'
+              policy: vlm
+          roles:
+            embedding: vlm
+    """))
+    run_merge(Recipe.load(p), tmp_path / "o", progress=False)
+    out = load_sd(tmp_path / "o")
+    assert torch.equal(out["model.layers.0.mlp.up_proj.weight"], sds["vlm"]["model.layers.0.mlp.up_proj.weight"])
+    assert not torch.equal(out["model.layers.1.mlp.up_proj.weight"], sds["vlm"]["model.layers.1.mlp.up_proj.weight"])
+    assert torch.equal(out["lm_head.weight"], sds["vlm"]["lm_head.weight"])
+    used = Recipe.load(tmp_path / "o").records["policy_used"]
+    assert used["roles"]["embedding"] == "vlm" and used["tensor_rules"][0]["policy"] == "vlm"
+
+
+def test_shipped_recipes_are_valid():
+    root = Path(__file__).resolve().parents[1] / "recipes"
+    r8, r33 = Recipe.load(root / "viscodex-8b.yaml").validate(), Recipe.load(root / "viscodex-33b.yaml").validate()
+    assert (r8.vlm, r8.coder, r8.base, r8.lam) == ("Qwen/Qwen2.5-VL-7B-Instruct", "nvidia/OpenCodeReasoning-Nemotron-1.1-7B", "Qwen/Qwen2.5-7B", 0.7)
+    assert (r33.vlm, r33.lam) == ("Qwen/Qwen2.5-VL-32B-Instruct", 0.85)
+
+
+def test_cli_merge_recipe_with_overrides_and_inspect(trio, sds, tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text(f"vlm: {trio['vlm']}\ncoder: {trio['coder']}\nbase: {trio['base']}\nlambda: 0.9\n")
+    runner = CliRunner()
+    res = runner.invoke(app, ["merge", str(p), "--variant", "swapped", "--out", str(tmp_path / "sw"), "--shard-size", "1MB"])
+    assert res.exit_code == 0, res.output
+    out = load_sd(tmp_path / "sw")
+    k = "model.layers.0.self_attn.k_proj.weight"
+    assert torch.equal(out[k], sds["coder"][k])
+    res = runner.invoke(app, ["merge", str(p), "--lam", "0.25", "--out", str(tmp_path / "m")])
+    assert res.exit_code == 0, res.output
+    assert Recipe.load(tmp_path / "m").lam == 0.25
+    res = runner.invoke(app, ["merge", str(p), "--out", str(tmp_path / "m")])
+    assert res.exit_code == 2 and "already exists; pass --force" in res.output
+    res = runner.invoke(app, ["merge", str(p), "--lam", "2", "--out", str(tmp_path / "x")])
+    assert res.exit_code == 2 and "outside [0, 1]" in res.output and not (tmp_path / "x").exists()
+    res = runner.invoke(app, ["inspect", str(trio["vlm"]), str(trio["coder"]), str(trio["base"])])
+    assert res.exit_code == 0, res.output
+    assert "Qwen2_5_VLForConditionalGeneration (qwen2_5_vl, vlm)" in res.output
+    assert "2 layers, hidden 64, mlp 128, heads 4/2 kv" in res.output
+    assert "trio: compatible - 27 tensors merged, 30 copied from the vlm" in res.output
+    res = runner.invoke(app, ["inspect", str(trio["vlm"]), str(trio["vlm"])])
+    assert "trio: NOT compatible" in res.output and "is not a Qwen2-family causal LM" in res.output
+
+
+def test_cli_flags_only(trio, tmp_path):
+    res = CliRunner().invoke(app, ["merge", "--vlm", str(trio["vlm"]), "--coder", str(trio["coder"]), "--base",
+                                   str(trio["base"]), "--lam", "0.7", "--out", str(tmp_path / "m")])
+    assert res.exit_code == 0, res.output
+    assert "wrote" in res.output and (tmp_path / "m" / RECIPE_FILE).exists()
