@@ -407,7 +407,7 @@ def test_refuses_to_overwrite_without_force(trio, tmp_path):
 def test_failure_midway_leaves_nothing(trio, tmp_path, monkeypatch):
     import viscodex.merge as m
 
-    real = m.compute_item
+    real = m.compute_chunk
     calls = {"n": 0}
 
     def flaky(*a, **k):
@@ -416,7 +416,7 @@ def test_failure_midway_leaves_nothing(trio, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(m, "compute_item", flaky)
+    monkeypatch.setattr(m, "compute_chunk", flaky)
     r = Recipe(vlm=str(trio["vlm"]), coder=str(trio["coder"]), base=str(trio["base"]))
     with pytest.raises(KeyboardInterrupt):
         run_merge(r, tmp_path / "o", progress=False, shard_size="100KB")
@@ -428,11 +428,11 @@ def test_killed_merge_leaves_no_output_folder(trio, tmp_path):
     script = textwrap.dedent(f"""
         import time, viscodex.merge as m
         from viscodex.recipe import Recipe
-        real = m.compute_item
+        real = m.compute_chunk
         def slow(*a, **k):
             time.sleep(0.2)
             return real(*a, **k)
-        m.compute_item = slow
+        m.compute_chunk = slow
         r = Recipe(vlm={str(trio['vlm'])!r}, coder={str(trio['coder'])!r}, base={str(trio['base'])!r})
         m.run_merge(r, {str(tmp_path / 'o')!r}, progress=False, shard_size="100KB")
     """)
@@ -460,9 +460,34 @@ def test_recipe_round_trip_reproduces_hashes(trio, tmp_path):
     assert written.records["output"]["files"] == a.files
     assert set(written.records["sources"]) == {"vlm", "coder", "base"}
     assert len(written.records["sources"]["vlm"]["files"]) == 6
+    assert written.records["sources"]["vlm"]["read"] and written.records["sources"]["coder"]["read"]
     b = run_merge(written, tmp_path / "b", progress=False)
     assert b.files == a.files
     assert Recipe.load(tmp_path / "b").records["output"]["files"] == a.files
+
+
+def test_row_chunking_gives_identical_bytes(trio, tmp_path):
+    """Big tensors are streamed in row chunks; chunk size must not change a single output byte."""
+    r = Recipe(vlm=str(trio["vlm"]), coder=str(trio["coder"]), base=str(trio["base"]), lam=0.7, params={"scale": 0.9})
+    whole = run_merge(r, tmp_path / "whole", progress=False, shard_size="300KB")
+    small = run_merge(r, tmp_path / "small", progress=False, shard_size="300KB", chunk_bytes=3000, window_bytes=10_000)
+    assert whole.files == small.files
+    import viscodex.merge as m
+
+    chunks = m.chunks_of(small.plan.items, 3000)
+    assert len(chunks) > 3 * len(small.plan.items)  # really chunked (embeddings, lm_head, MLPs, vision)
+
+
+def test_input_hashes_are_file_sha256(trio, tmp_path):
+    from viscodex.sources import sha256_file
+
+    r = Recipe(vlm=str(trio["vlm"]), coder=str(trio["coder"]), base=str(trio["base"]), lam=0.7)
+    run_merge(r, tmp_path / "o", progress=False, chunk_bytes=5000)
+    srcs = Recipe.load(tmp_path / "o").records["sources"]
+    for role in ("vlm", "coder"):
+        want = {f.name: sha256_file(f) for f in sorted(trio[role].glob("*.safetensors"))}
+        assert srcs[role]["files"] == want
+    assert srcs["base"]["read"] is False and "files" not in srcs["base"]  # the base cancels: never read
 
 
 def test_recipe_validation_messages(tmp_path):

@@ -27,7 +27,8 @@ from . import __version__, arch
 from .errors import MergeError, SourceError, ViscodexError
 from .plan import MergePlan, PlanItem, build_plan
 from .recipe import RECIPE_FILE, Recipe
-from .safetensors_io import DTYPES, PlannedTensor, ShardWriter, bytes_to_tensor, plan_shards, read_bytes, shard_names
+from .hashing import InputHasher
+from .safetensors_io import DTYPES, PlannedTensor, ShardWriter, plan_shards, read_range, shard_names
 from .sources import Source, display_name, open_source
 
 log = logging.getLogger("viscodex")
@@ -83,11 +84,54 @@ def open_sources(recipe: Recipe) -> dict[str, Source]:
     return out
 
 
-class _Prefetcher:
-    """Reads plan items' inputs ahead of compute, bounded by bytes in flight."""
+@dataclass(frozen=True)
+class Chunk:
+    """Rows [r0, r1) of one plan item: the unit that is read, computed and written."""
 
-    def __init__(self, items: list[PlanItem], threads: int, window_bytes: int):
-        self.items = items
+    item: PlanItem
+    r0: int
+    r1: int
+
+    def ranges(self) -> dict[str, tuple]:
+        """role -> (TensorInfo, byte offset, byte count, rows) to read for this chunk."""
+        out = {}
+        for role, info in self.item.inputs.items():
+            rows = info.shape[0] if info.shape else 1
+            if self.item.role == "embedding" and role != "vlm" and self.item.rows_shared is not None:
+                rows = min(rows, self.item.rows_shared)
+            hi = min(self.r1, rows)
+            row_bytes = info.nbytes // rows if rows else 0
+            if info.shape and info.shape[0] != rows:
+                row_bytes = info.nbytes // info.shape[0]
+            if hi > self.r0:
+                out[role] = (info, info.start + self.r0 * row_bytes, (hi - self.r0) * row_bytes, hi - self.r0)
+        return out
+
+    @property
+    def read_bytes(self) -> int:
+        return sum(r[2] for r in self.ranges().values())
+
+
+def chunks_of(items: list[PlanItem], chunk_bytes: int) -> list[Chunk]:
+    """Split element-wise work (copies, element-wise methods) into row chunks of about chunk_bytes."""
+    out = []
+    for it in items:
+        rows = it.shape[0] if it.shape else 1
+        whole = it.policy == "merge" and not it.method.elementwise
+        nbytes = max((t.nbytes for t in it.inputs.values()), default=0)
+        if whole or rows <= 1 or nbytes <= chunk_bytes:
+            out.append(Chunk(it, 0, rows))
+            continue
+        step = max(1, rows * chunk_bytes // nbytes)
+        out += [Chunk(it, r, min(rows, r + step)) for r in range(0, rows, step)]
+    return out
+
+
+class _Prefetcher:
+    """Reads chunks' input bytes ahead of compute with positioned reads, bounded by bytes in flight."""
+
+    def __init__(self, chunks: list[Chunk], threads: int, window_bytes: int):
+        self.chunks = chunks
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="viscodex-read")
         self.window = window_bytes
         self.futures: dict[int, Future] = {}
@@ -105,20 +149,21 @@ class _Prefetcher:
                     raise SourceError(f"{path}: cannot open ({e.strerror})") from e
             return self.fds[path]
 
-    def _read(self, item: PlanItem) -> dict[str, torch.Tensor]:
-        return {r: read_bytes(t, self._fd(t.file)) for r, t in item.inputs.items()}
+    def _read(self, ch: Chunk) -> dict[str, tuple]:
+        return {r: (info, off, read_range(info.file, off, n, self._fd(info.file)))
+                for r, (info, off, n, _) in ch.ranges().items()}
 
     def _fill(self) -> None:
-        while self.next < len(self.items) and (self.inflight < self.window or not self.futures):
-            it = self.items[self.next]
-            self.futures[self.next] = self.pool.submit(self._read, it)
-            self.inflight += it.read_bytes
+        while self.next < len(self.chunks) and (self.inflight < self.window or not self.futures):
+            ch = self.chunks[self.next]
+            self.futures[self.next] = self.pool.submit(self._read, ch)
+            self.inflight += ch.read_bytes
             self.next += 1
 
-    def get(self, i: int) -> dict[str, torch.Tensor]:
+    def get(self, i: int) -> dict[str, tuple]:
         self._fill()
         data = self.futures.pop(i).result()
-        self.inflight -= self.items[i].read_bytes
+        self.inflight -= self.chunks[i].read_bytes
         self._fill()
         return data
 
@@ -130,54 +175,80 @@ class _Prefetcher:
             os.close(fd)
 
 
-def compute_item(item: PlanItem, raw: dict[str, torch.Tensor], recipe: Recipe, device: torch.device,
-                 generator: torch.Generator | None = None) -> torch.Tensor | torch.Tensor:
-    """Output bytes-or-tensor for one plan item. Copies stay byte copies when the dtype allows."""
+_EXP_MASK = {torch.bfloat16: (torch.int16, 0x7F80), torch.float16: (torch.int16, 0x7C00),
+             torch.float32: (torch.int32, 0x7F800000)}
+
+
+def nonfinite_count(t: torch.Tensor) -> int:
+    """NaN/Inf count by the exponent bits: integer ops, fast on every dtype (isfinite on bf16 is not)."""
+    if not t.is_floating_point() or not t.numel():
+        return 0
+    if t.dtype in _EXP_MASK:
+        it, mask = _EXP_MASK[t.dtype]
+        return int(((t.view(it) & mask) == mask).sum())
+    return int((~torch.isfinite(t)).sum())
+
+
+def compute_chunk(ch: Chunk, raw: dict[str, tuple], recipe: Recipe, device: torch.device,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """Output for rows [r0, r1) of one item. Same-dtype copies stay byte copies."""
+    item = ch.item
     out_dt = DTYPES[item.out_dtype]
+    n_rows = ch.r1 - ch.r0
+    shape = (n_rows, *item.shape[1:]) if item.shape else ()
+
+    def typed(role: str) -> torch.Tensor:
+        info, _, buf = raw[role]
+        rows = buf.numel() // max(1, (info.nbytes // info.shape[0]) if info.shape else info.nbytes)
+        if not info.shape:
+            return buf.view(info.torch_dtype).reshape(())
+        return buf.view(info.torch_dtype).reshape(rows, *info.shape[1:])
+
     if item.is_copy:
-        src = item.inputs[item.policy if item.policy in item.inputs else "vlm"]
-        buf = raw[item.policy if item.policy in raw else "vlm"]
-        if src.dtype == item.out_dtype:
-            t = bytes_to_tensor(buf, src)
-            _check_finite(item.name, t)
+        role = item.policy
+        info, _, buf = raw[role]
+        if info.dtype == item.out_dtype:
+            t = typed(role)
+            _check(item.name, t)
             return buf  # byte-for-byte
-        return _finish(item, bytes_to_tensor(buf, src).to(out_dt))
-    tensors = {r: bytes_to_tensor(raw[r], item.inputs[r]) for r in item.inputs}
-    vlm_full = tensors["vlm"]
-    n = item.rows_shared if item.role == "embedding" else None
+        out = typed(role).to(out_dt)
+        _check(item.name, out)
+        return out
 
-    def prep(t: torch.Tensor) -> torch.Tensor:
-        t = t[:n] if n is not None else t
-        return t.to(device=device, dtype=torch.float32, non_blocking=True)
-
-    if item.policy == "merge":
-        params = item.params if item.params is not None else recipe.params
-        base = prep(tensors["base"]) if "base" in tensors else None
-        experts = [prep(tensors["vlm"]), prep(tensors["coder"])]
-        merged = item.method.fn(base, experts, recipe.weights, generator=generator, **params)
-        if merged.shape != experts[0].shape:
-            raise MergeError(f"{item.name}: method {item.method.name} returned shape {list(merged.shape)}, expected {list(experts[0].shape)}")
+    vlm = typed("vlm")
+    if item.role == "embedding":  # rows past the shared vocabulary and the vision tokens' rows: VLM's
+        m = max(0, min(ch.r1, item.rows_shared if item.rows_shared is not None else ch.r1) - ch.r0)
     else:
-        merged = prep(tensors[item.policy])
-    merged = merged.to(dtype=out_dt).cpu()
-    if item.role == "embedding":
-        full = vlm_full.to(out_dt).clone()
-        full[: merged.shape[0]] = merged
-        if item.keep_rows:
-            idx = torch.tensor(item.keep_rows, dtype=torch.long)
-            full[idx] = vlm_full[idx].to(out_dt)
-        merged = full
-    return _finish(item, merged)
+        m = n_rows
+    src_roles = ["base", "vlm", "coder"] if item.policy == "merge" else [item.policy]
+    ins = {r: typed(r)[:m].to(device=device, dtype=torch.float32) for r in src_roles if r in raw} if m else {}
+    if m and item.policy == "merge":
+        params = item.params if item.params is not None else recipe.params
+        merged = item.method.fn(ins.get("base"), [ins["vlm"], ins["coder"]], recipe.weights, generator=generator, **params)
+        if merged.shape != ins["vlm"].shape:
+            raise MergeError(f"{item.name}: method {item.method.name} returned shape {list(merged.shape)}, "
+                             f"expected {list(ins['vlm'].shape)}")
+    elif m:
+        merged = ins[item.policy]
+    if m and not bool(torch.isfinite(merged).all()):
+        raise MergeError(f"output tensor {item.name} has {int((~torch.isfinite(merged)).sum())} NaN/Inf value(s); "
+                         f"nothing was written to --out")
+    if m == n_rows and not item.keep_rows:
+        return merged.to(dtype=out_dt).cpu().reshape(shape)
+    out = vlm.to(out_dt, copy=True)
+    if m:
+        out[:m] = merged.to(dtype=out_dt).cpu()
+    keep = [k - ch.r0 for k in item.keep_rows if ch.r0 <= k < ch.r1]
+    if keep:
+        idx = torch.tensor(keep, dtype=torch.long)
+        out[idx] = vlm[idx].to(out_dt)
+    _check(item.name, out)
+    return out
 
 
-def _finish(item: PlanItem, t: torch.Tensor) -> torch.Tensor:
-    _check_finite(item.name, t)
-    return t
-
-
-def _check_finite(name: str, t: torch.Tensor) -> None:
-    if t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all()):
-        bad = int((~torch.isfinite(t)).sum())
+def _check(name: str, t: torch.Tensor) -> None:
+    bad = nonfinite_count(t)
+    if bad:
         raise MergeError(f"output tensor {name} has {bad} NaN/Inf value(s); nothing was written to --out")
 
 
@@ -241,8 +312,8 @@ def finalize(tmp: Path, out: Path) -> None:
 
 
 def run_merge(recipe: Recipe, out: str | os.PathLike, *, device: str = "cpu", shard_size: str | int = DEFAULT_SHARD_SIZE,
-              threads: int = 4, force: bool = False, progress: bool = True, window_bytes: int = 512 * 1024**2,
-              hash_inputs: bool = True, sources: dict[str, Source] | None = None) -> MergeResult:
+              threads: int = 4, force: bool = False, progress: bool = True, window_bytes: int = 256 * 1024**2,
+              chunk_bytes: int = 32 * 1024**2, hash_inputs: bool = True, sources: dict[str, Source] | None = None) -> MergeResult:
     """Merge per `recipe` into folder `out`. Everything is checked before anything is written."""
     t0 = time.perf_counter()
     recipe.validate()
@@ -259,18 +330,12 @@ def run_merge(recipe: Recipe, out: str | os.PathLike, *, device: str = "cpu", sh
     planned = [PlannedTensor(it.name, it.out_dtype, it.shape) for it in plan.items]
     shards = plan_shards(planned, parse_size(shard_size))
     names = shard_names(len(shards))
+    shard_of = {t.name: i for i, shard in enumerate(shards) for t in shard}
+    chunks = chunks_of(plan.items, chunk_bytes)
     tmp = _tmp_dir(out)
     gen = torch.Generator(device=dev).manual_seed(recipe.seed) if any(
         it.method is not None and it.method.seeded for it in plan.items) else None
-    hashes: dict[str, dict[str, str]] = {}
-    hash_thread = None
-    if hash_inputs:
-        def _hash():
-            for r in plan.used_sources() | set(sources):
-                if sources[r].has_weights:
-                    hashes[r] = sources[r].file_hashes()
-        hash_thread = threading.Thread(target=_hash, name="viscodex-hash", daemon=True)
-        hash_thread.start()
+    hasher = InputHasher(sources, plan.used_sources()) if hash_inputs else None
     write_q: queue.Queue = queue.Queue(maxsize=4)
     files: dict[str, str] = {}
     werr: list[BaseException] = []
@@ -279,36 +344,44 @@ def run_merge(recipe: Recipe, out: str | os.PathLike, *, device: str = "cpu", sh
                disable=not progress, dynamic_ncols=True)
 
     def writer():
+        w, cur = None, -1
         try:
-            for shard, fname in zip(shards, names):
-                w = ShardWriter(tmp / fname, shard)
-                try:
-                    for _ in shard:
-                        name, data = write_q.get()
-                        if name is None:  # the producer gave up
-                            w.abort()
-                            return
-                        w.write(name, data)
-                        bar.update(data.numel() * data.element_size())
-                    files[fname] = w.close()
-                except BaseException:
-                    w.abort()
-                    raise
+            for _ in chunks:
+                name, data = write_q.get()
+                if name is None:  # the producer gave up
+                    return
+                if shard_of[name] != cur:
+                    if w is not None:
+                        files[names[cur]] = w.close()
+                    cur = shard_of[name]
+                    w = ShardWriter(tmp / names[cur], shards[cur])
+                w.write(name, data)
+                bar.update(data.numel() * data.element_size())
+            if w is not None:
+                files[names[cur]] = w.close()
+                w = None
         except BaseException as e:  # re-raised by the main thread
             werr.append(e)
             while write_q.get()[0] is not None:  # drain until the producer's sentinel
                 pass
+        finally:
+            if w is not None:
+                w.abort()
 
     wt = threading.Thread(target=writer, name="viscodex-write", daemon=True)
     wt.start()
-    pre = _Prefetcher(plan.items, threads=threads, window_bytes=window_bytes)
+    pre = _Prefetcher(chunks, threads=threads, window_bytes=window_bytes)
     ok = False
     try:
         try:
-            for i, item in enumerate(plan.items):
+            for i, ch in enumerate(chunks):
                 if werr:
                     break
-                write_q.put((item.name, compute_item(item, pre.get(i), recipe, dev, gen)))
+                raw = pre.get(i)
+                if hasher is not None:
+                    for info, off, buf in raw.values():
+                        hasher.feed(info.file, off, buf)
+                write_q.put((ch.item.name, compute_chunk(ch, raw, recipe, dev, gen)))
         finally:
             write_q.put((None, None))
             wt.join()
@@ -319,8 +392,8 @@ def run_merge(recipe: Recipe, out: str | os.PathLike, *, device: str = "cpu", sh
                      "weight_map": {t.name: fname for shard, fname in zip(shards, names) for t in shard}}
             (tmp / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
         _copy_sidecars(sources["vlm"], tmp, plan.out_dtype)
-        if hash_thread is not None:
-            hash_thread.join()
+        hashes = hasher.result() if hasher is not None else {}
+        hasher = None
         written = _record(recipe, plan, sources, hashes, files)
         (tmp / RECIPE_FILE).write_text(written.dump())
         finalize(tmp, out)
@@ -328,10 +401,12 @@ def run_merge(recipe: Recipe, out: str | os.PathLike, *, device: str = "cpu", sh
     finally:
         pre.close()
         bar.close()
+        if hasher is not None:
+            hasher.abort()
         if not ok:
             shutil.rmtree(tmp, ignore_errors=True)
     dt = time.perf_counter() - t0
-    return MergeResult(out, plan, written, files, dt, sum(it.read_bytes for it in plan.items), total)
+    return MergeResult(out, plan, written, files, dt, sum(c.read_bytes for c in chunks), total)
 
 
 def _record(recipe: Recipe, plan: MergePlan, sources: dict[str, Source], hashes, files) -> Recipe:
@@ -352,11 +427,6 @@ def _record(recipe: Recipe, plan: MergePlan, sources: dict[str, Source], hashes,
         versions=_versions(),
     )
     return dataclasses.replace(recipe, records=records)
-
-
-def merge_from_recipe(recipe: Recipe, out, **kw) -> MergeResult:
-    """Convenience wrapper used by the CLI, sweep and demo."""
-    return run_merge(recipe, out, **kw)
 
 
 __all__ = ["run_merge", "open_sources", "build_plan", "MergeResult", "parse_size"]

@@ -97,30 +97,24 @@ def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
     return out, meta
 
 
-def read_bytes(info: TensorInfo, fd: int | None = None) -> torch.Tensor:
-    """Read a tensor's raw bytes into a fresh uint8 tensor with positioned reads (no mmap)."""
-    buf = torch.empty(info.nbytes, dtype=torch.uint8)
+def read_range(path: Path, offset: int, nbytes: int, fd: int | None = None) -> torch.Tensor:
+    """Read bytes [offset, offset + nbytes) into a fresh uint8 tensor with positioned reads (no mmap)."""
+    buf = torch.empty(nbytes, dtype=torch.uint8)
     own = fd is None
     if own:
-        fd = os.open(info.file, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY)
     try:
         view = memoryview(buf.numpy())
         got = 0
-        while got < info.nbytes:
-            n = os.preadv(fd, [view[got:]], info.start + got)
+        while got < nbytes:
+            n = os.preadv(fd, [view[got:]], offset + got)
             if n <= 0:
-                raise SourceError(f"{info.file}: truncated while reading at byte {info.start + got}")
+                raise SourceError(f"{path}: truncated while reading at byte {offset + got}")
             got += n
     finally:
         if own:
             os.close(fd)
     return buf
-
-
-def bytes_to_tensor(buf: torch.Tensor, info: TensorInfo) -> torch.Tensor:
-    if info.nbytes == 0:
-        return torch.empty(info.shape, dtype=info.torch_dtype)
-    return buf.view(info.torch_dtype).reshape(info.shape)
 
 
 @dataclass
@@ -175,6 +169,7 @@ class ShardWriter:
         self._sha = hashlib.sha256()
         self._write(struct.pack("<Q", len(raw)) + raw)
         self._next = 0
+        self._partial = 0
 
     def _write(self, data) -> None:
         mv = memoryview(data).cast("B")
@@ -184,19 +179,27 @@ class ShardWriter:
             mv = mv[n:]
 
     def write(self, name: str, data: torch.Tensor | bytes) -> None:
+        """Append bytes of tensor `name`: the whole tensor at once or consecutive row chunks."""
         if self._next >= len(self.expected) or self.expected[self._next] != name:
             raise RuntimeError(f"writer for {self.path.name}: got {name!r}, expected {self.expected[self._next:self._next + 1]}")
         if isinstance(data, torch.Tensor):
             data = data.contiguous().view(torch.uint8).reshape(-1).numpy()
-        if memoryview(data).nbytes != self.sizes[name]:
-            raise RuntimeError(f"{name}: {memoryview(data).nbytes} bytes, header says {self.sizes[name]}")
+        n = memoryview(data).nbytes
+        if self._partial + n > self.sizes[name]:
+            raise RuntimeError(f"{name}: {self._partial + n} bytes, header says {self.sizes[name]}")
         self._write(data)
-        self._next += 1
+        self._partial += n
+        if self._partial == self.sizes[name]:
+            self._next += 1
+            self._partial = 0
 
     def close(self) -> str:
         """Finish the file; returns its sha256."""
+        while self._next < len(self.expected) and self.sizes[self.expected[self._next]] == 0:
+            self._next += 1  # empty tensors have no bytes to write
         if self._next != len(self.expected):
             raise RuntimeError(f"{self.path.name}: closed after {self._next} of {len(self.expected)} tensors")
+        os.fsync(self._f.fileno())  # durable before the folder is renamed into place
         self._f.close()
         return self._sha.hexdigest()
 

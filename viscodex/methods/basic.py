@@ -41,10 +41,12 @@ register(Method(
     reference="Ilharco et al. 2023, Editing Models with Task Arithmetic (arXiv 2212.04089); VisCodex (arXiv 2508.09945)",
     params=(Param("scale", float, 1.0, "global scale on the weighted sum of task vectors", min=-10.0, max=10.0),),
     uses_base=lambda w, p: not _sums_to_one(w, p.get("scale", 1.0)),
+    elementwise=True,
 ))
 register(Method(
     name="weight_average",
     fn=weight_average,
     reference="Wortsman et al. 2022, Model soups (arXiv 2203.05482)",
     uses_base=lambda w, p: False,
+    elementwise=True,
 ))

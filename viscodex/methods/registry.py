@@ -62,6 +62,9 @@ class Method:
     # Whether the base tensor is read, given weights and params. Default: always.
     uses_base: Callable[[Sequence[float], dict], bool] = field(default=lambda w, p: True)
     seeded: bool = False
+    # Element-wise methods can be computed on row chunks of a tensor (bounded memory for huge
+    # embeddings); whole-tensor methods (top-k, SVD, optimisation) get the full tensor at once.
+    elementwise: bool = False
 
     def validate_params(self, params: dict | None) -> dict:
         params = dict(params or {})
