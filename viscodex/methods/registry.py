@@ -5,7 +5,7 @@
 `base` is the base LLM's tensor (None when the method does not need it, see `needs_base`),
 `experts` the fine-tuned tensors (here: the VLM's backbone and the coder), `weights` one weight per
 expert (VisCodex: lam and 1 - lam). Inputs arrive in float32 on the merge device; the engine casts
-the result to the output dtype. Methods never read files and never see tensor names.
+the result to the output dtype (methods flagged `low_precision_ok` may get bf16/fp16 inputs). Methods never read files and never see tensor names.
 """
 from __future__ import annotations
 
@@ -65,6 +65,9 @@ class Method:
     # Element-wise methods can be computed on row chunks of a tensor (bounded memory for huge
     # embeddings); whole-tensor methods (top-k, SVD, optimisation) get the full tensor at once.
     elementwise: bool = False
+    # True when fn accepts bf16/fp16 inputs and still computes in float32 (e.g. torch.lerp's opmath,
+    # or explicit upcasts): the engine then skips materialising float32 copies of the inputs.
+    low_precision_ok: bool = False
 
     def validate_params(self, params: dict | None) -> dict:
         params = dict(params or {})
