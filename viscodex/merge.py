@@ -97,12 +97,10 @@ class Chunk:
         out = {}
         for role, info in self.item.inputs.items():
             rows = info.shape[0] if info.shape else 1
-            if self.item.role == "embedding" and role != "vlm" and self.item.rows_shared is not None:
-                rows = min(rows, self.item.rows_shared)
-            hi = min(self.r1, rows)
             row_bytes = info.nbytes // rows if rows else 0
-            if info.shape and info.shape[0] != rows:
-                row_bytes = info.nbytes // info.shape[0]
+            if self.item.role == "embedding" and role != "vlm" and self.item.rows_shared is not None:
+                rows = min(rows, self.item.rows_shared)  # rows past the shared vocabulary come from the VLM
+            hi = min(self.r1, rows)
             if hi > self.r0:
                 out[role] = (info, info.start + self.r0 * row_bytes, (hi - self.r0) * row_bytes, hi - self.r0)
         return out
