@@ -490,6 +490,17 @@ def test_input_hashes_are_file_sha256(trio, tmp_path):
     assert srcs["base"]["read"] is False and "files" not in srcs["base"]  # the base cancels: never read
 
 
+def test_source_licences_are_recorded(trio, tmp_path):
+    vlm = tmp_path / "vlm"
+    shutil.copytree(trio["vlm"], vlm)
+    (vlm / "README.md").write_text("---\nlicense: apache-2.0\ntags: [x]\n---\n# card\n")
+    r = Recipe(vlm=str(vlm), coder=str(trio["coder"]), base=str(trio["base"]))
+    run_merge(r, tmp_path / "o", progress=False)
+    srcs = Recipe.load(tmp_path / "o").records["sources"]
+    assert srcs["vlm"]["license"] == "apache-2.0" and srcs["coder"]["license"] is None
+    assert not (tmp_path / "o" / "README.md").exists()  # the VLM's card is not the merged model's card
+
+
 def test_recipe_validation_messages(tmp_path):
     p = tmp_path / "r.yaml"
     p.write_text("vlm: a\ncoder: b\nlambda: 0.5\nfoo: 1\n")

@@ -75,10 +75,8 @@ def merge(
         r.params = {**r.params, **flag_params}
         res = run_merge(r, out, device=device, shard_size=shard_size, threads=threads, force=force, hash_inputs=not no_hash)
         gb = res.bytes_written / 1e9
-        typer.echo(
-            f"wrote {res.out} ({r.variant}, {r.method}, lambda={r.lam}) - {len(res.files)} shard(s), {gb:.3f} GB "
-            f"in {res.seconds:.1f}s"
-        )
+        what = f"{r.method}, lambda={r.lam}" if r.variant == "merged" else "the coder's backbone in the VLM"
+        typer.echo(f"wrote {res.out} ({r.variant}: {what}) - {len(res.files)} shard(s), {gb:.3f} GB in {res.seconds:.1f}s")
 
     _guard(run)
 
@@ -102,6 +100,265 @@ def methods() -> None:
     for m in METHODS.values():
         ps = ", ".join(f"{p.name}={p.default!r}" for p in m.params) or "-"
         typer.echo(f"{m.name:22s} params: {ps}\n{'':22s} {m.reference}")
+
+
+@app.command()
+def tiny(
+    out: Annotated[Path, typer.Argument(help="Folder to write base/, coder/ and vlm/ into.")],
+    seed: Annotated[int, typer.Option(help="Seed (same seed, same bytes).")] = 0,
+    tied: Annotated[bool, typer.Option("--tied", help="Tie lm_head to the embeddings (like Qwen2.5 0.5B-3B).")] = False,
+) -> None:
+    """Build a tiny untrained trio (real Qwen2 / Qwen2.5-VL classes, tokenizer, processor) to try commands offline."""
+    from .tiny import TinyConfig, build_trio
+
+    def run():
+        paths = build_trio(out, TinyConfig(seed=seed, tie_word_embeddings=tied))
+        for role, p in paths.items():
+            typer.echo(f"{role:6s} {p}")
+
+    _guard(run)
+
+
+@app.command()
+def train(
+    model: Annotated[str, typer.Argument(help="Merged model: local folder or Hub id (a Qwen2.5-VL model).")],
+    data: Annotated[str, typer.Option(help="Records: .json/.jsonl file, folder, or Hub dataset id (e.g. lingjie23/MultimodalCodingDataset).")] = ...,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output model folder (must not exist unless --force).")] = ...,
+    images: Annotated[Optional[Path], typer.Option(help="Folder that image paths in the records are relative to.")] = None,
+    epochs: Annotated[float, typer.Option(help="Epochs over the data (paper: 2).")] = 2.0,
+    lr: Annotated[float, typer.Option("--lr", help="AdamW learning rate (paper: 1e-5).")] = 1e-5,
+    global_batch: Annotated[int, typer.Option(help="Sequences per optimizer step, over all GPUs (paper: 128); reached by gradient accumulation.")] = 128,
+    batch_size: Annotated[int, typer.Option(help="Sequences per GPU per forward pass.")] = 1,
+    max_len: Annotated[int, typer.Option(help="Max tokens per sequence, image tokens included (paper: 8192).")] = 8192,
+    max_steps: Annotated[Optional[int], typer.Option(help="Stop after this many optimizer steps (overrides --epochs).")] = None,
+    min_pixels: Annotated[Optional[int], typer.Option(help="Smallest image area after resizing (default: the processor's).")] = None,
+    max_pixels: Annotated[Optional[int], typer.Option(help="Largest image area after resizing (default: the processor's).")] = None,
+    truncation: Annotated[str, typer.Option(help="Over-long records: truncate (cut the answer's tail) or drop.")] = "truncate",
+    freeze_embeddings: Annotated[bool, typer.Option("--freeze-embeddings", help="Also freeze embed_tokens and lm_head.")] = False,
+    warmup_ratio: Annotated[float, typer.Option(help="Fraction of steps for linear warm-up.")] = 0.03,
+    lr_scheduler: Annotated[str, typer.Option(help="transformers scheduler name (cosine, linear, constant...).")] = "cosine",
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.0,
+    seed: Annotated[int, typer.Option(help="Seed for data order and initialisation.")] = 42,
+    bf16: Annotated[Optional[bool], typer.Option("--bf16/--no-bf16", help="bfloat16 autocast (default: on when the GPU supports it).")] = None,
+    dtype: Annotated[str, typer.Option(help="Weights and optimizer state while training: float32 (fp32 master weights) or bfloat16 (halves memory).")] = "float32",
+    gradient_checkpointing: Annotated[bool, typer.Option("--gradient-checkpointing/--no-gradient-checkpointing", help="Recompute activations in backward to save memory.")] = True,
+    save_steps: Annotated[int, typer.Option(help="Checkpoint every N optimizer steps.")] = 500,
+    save_total_limit: Annotated[Optional[int], typer.Option(help="Keep at most N checkpoints.")] = 2,
+    logging_steps: Annotated[int, typer.Option(help="Log every N optimizer steps.")] = 10,
+    resume: Annotated[Optional[str], typer.Option(help="'auto' (latest checkpoint in --checkpoint-dir) or a checkpoint folder.")] = None,
+    checkpoint_dir: Annotated[Optional[Path], typer.Option(help="Where checkpoints go (default: <out>-checkpoints).")] = None,
+    max_records: Annotated[Optional[int], typer.Option(help="Use only the first N records.")] = None,
+    workers: Annotated[int, typer.Option(help="Data loader worker processes.")] = 0,
+    attn_implementation: Annotated[Optional[str], typer.Option(help="sdpa (default), flash_attention_2, eager.")] = None,
+    report_to: Annotated[str, typer.Option(help="Experiment tracker: none, tensorboard, wandb, trackio...")] = "none",
+    force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
+) -> None:
+    """Fine-tune a merged model (SFT) with the vision encoder and projector frozen."""
+    from .train import TrainConfig, run_train
+
+    def run():
+        cfg = TrainConfig(
+            model=model, data=data, out=str(out), images=str(images) if images else None, epochs=epochs,
+            learning_rate=lr, global_batch=global_batch, batch_size=batch_size, max_len=max_len, max_steps=max_steps,
+            min_pixels=min_pixels, max_pixels=max_pixels, truncation=truncation, freeze_embeddings=freeze_embeddings,
+            warmup_ratio=warmup_ratio, lr_scheduler=lr_scheduler, weight_decay=weight_decay, seed=seed, bf16=bf16,
+            dtype=dtype, gradient_checkpointing=gradient_checkpointing, save_steps=save_steps,
+            save_total_limit=save_total_limit, logging_steps=logging_steps, resume=resume,
+            checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None, max_records=max_records, workers=workers,
+            attn_implementation=attn_implementation, report_to=report_to, force=force,
+        )
+        res = run_train(cfg)
+        if res.training:  # rank 0
+            d = res.training["data"]
+            typer.echo(f"wrote {res.out} - {res.global_step} steps, final loss {res.final_loss}, "
+                       f"{d['used']}/{d['records']} records used in {res.seconds:.1f}s")
+
+    _guard(run)
+
+
+@app.command()
+def card(
+    folder: Annotated[Path, typer.Argument(help="Merged model folder (holds viscodex_recipe.yaml).")],
+    repo_id: Annotated[Optional[str], typer.Option("--repo-id", help="Hub id the usage snippet loads (default: the folder's name).")] = None,
+    license: Annotated[Optional[str], typer.Option("--license", help="Licence id to declare (decides a conflict between the sources' licences).")] = None,
+    validate: Annotated[bool, typer.Option("--validate", help="Also validate the metadata with the Hub (network).")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Write README.md without printing it.")] = False,
+) -> None:
+    """Write (or refresh) the folder's README.md model card from its recipe, and print it."""
+    from .card import validate_card, write_card
+
+    def run():
+        path, build = write_card(folder, repo_id=repo_id, license=license)
+        if validate:
+            validate_card(build.card, remote=True)
+        if not quiet:
+            typer.echo(str(build.card))
+        typer.echo(f"wrote {path}", err=True)
+
+    _guard(run)
+
+
+@app.command()
+def publish(
+    folder: Annotated[Path, typer.Argument(help="Merged model folder to upload.")],
+    repo: Annotated[str, typer.Option("--repo", help="Hub repo id, namespace/name (created if needed).")] = ...,
+    private: Annotated[bool, typer.Option("--private", help="Create the repo private.")] = False,
+    revision: Annotated[str, typer.Option(help="Branch to commit to (created if needed).")] = "main",
+    license: Annotated[Optional[str], typer.Option("--license", help="Licence id to declare in the card.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the card and the files with sizes; upload nothing.")] = False,
+) -> None:
+    """Upload a merged folder to the Hub with a model card generated from its recipe."""
+    from .publish import format_files
+    from .publish import publish as run_publish
+
+    def run():
+        res = run_publish(folder, repo, private=private, revision=revision, dry_run=dry_run, license=license)
+        if dry_run:
+            typer.echo(res.card)
+            typer.echo(f"--- dry run: would commit to {res.repo_id}@{res.revision}: {res.commit_message}")
+            typer.echo(format_files(res.files))
+            typer.echo("nothing was uploaded")
+        else:
+            typer.echo(f"published {len(res.files)} files ({res.total_bytes / 1e9:.3f} GB) to {res.url} "
+                       f"(revision {res.revision}, commit {res.commit})")
+
+    _guard(run)
+
+
+@app.command()
+def space(
+    model: Annotated[str, typer.Option("--model", help="Hub id of the merged model the demo shows.")] = ...,
+    repo: Annotated[str, typer.Option("--repo", help="Hub id of the Space, namespace/name (created if needed).")] = ...,
+    base_vlm: Annotated[Optional[str], typer.Option("--base-vlm", help="Hub id of the VLM it was merged from (default: read from the model's recipe).")] = None,
+    swapped: Annotated[Optional[str], typer.Option("--swapped", help="Hub id of the coder-swapped baseline, if published.")] = None,
+    hardware: Annotated[Optional[str], typer.Option(help="zerogpu (default) or a Space hardware flavor.")] = None,
+    app_dir: Annotated[Optional[Path], typer.Option("--app-dir", help="Folder with app.py and requirements.txt (default: the checkout).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Also keep the assembled Space folder here.")] = None,
+    private: Annotated[bool, typer.Option("--private", help="Create the Space private.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the Space README, files and variables; upload nothing.")] = False,
+) -> None:
+    """Publish the demo Space: app, package, requirements and a README generated from space_config/."""
+    from .publish import format_files
+    from .space import publish_space
+
+    def run():
+        plan = publish_space(model=model, repo_id=repo, base_vlm=base_vlm, swapped=swapped, hardware=hardware,
+                             app_dir=app_dir, private=private, dry_run=dry_run, keep=out)
+        fp = plan.footprint
+        if dry_run:
+            typer.echo(plan.readme)
+            typer.echo(f"--- dry run: would publish Space {plan.repo_id}")
+            typer.echo(format_files(plan.files))
+        for k, v in plan.variables.items():
+            typer.echo(f"variable {k}={v}")
+        typer.echo(f"GPU footprint {fp.total / 1024**3:.2f} GiB -> hardware {plan.hardware}"
+                   + (f", ZeroGPU slice {fp.slice}" if plan.hardware == "zero-a10g" else ""))
+        typer.echo("nothing was uploaded" if dry_run else f"published {plan.url} (commit {plan.commit})")
+
+    _guard(run)
+
+
+@app.command("app")
+def app_cmd(
+    vlm: Annotated[Optional[str], typer.Option("--vlm", help="Base VLM: model id or folder (env VISCODEX_BASE_VLM).")] = None,
+    swapped: Annotated[Optional[str], typer.Option("--swapped", help="Coder-swapped model (env VISCODEX_SWAPPED).")] = None,
+    merged: Annotated[Optional[str], typer.Option("--merged", help="Merged VisCodex model (env VISCODEX_MERGED).")] = None,
+    port: Annotated[Optional[int], typer.Option("--port", help="Server port (default 7860).")] = None,
+    host: Annotated[Optional[str], typer.Option("--host", help="Server address, e.g. 0.0.0.0 (default 127.0.0.1).")] = None,
+) -> None:
+    """Launch the side-by-side demo (app.py): base VLM, coder-swapped and merged. Nothing given and
+    no Hub: the tiny offline demo trio."""
+    import os
+    import runpy
+
+    from .compare import ENV_VARS
+
+    def run():
+        script = Path(__file__).resolve().parents[1] / "app.py"
+        if not script.is_file():
+            script = Path.cwd() / "app.py"
+        if not script.is_file():
+            raise ViscodexError("app.py not found: run from the viscodex checkout (it holds app.py)")
+        for name, value in (("vlm", vlm), ("swapped", swapped), ("merged", merged)):
+            if value:
+                os.environ[ENV_VARS[name]] = value
+        if port is not None:
+            os.environ["GRADIO_SERVER_PORT"] = str(port)
+        if host is not None:
+            os.environ["GRADIO_SERVER_NAME"] = host
+        sys.argv = [str(script)]
+        runpy.run_path(str(script), run_name="__main__")
+
+    _guard(run)
+
+
+@app.command("eval")
+def eval_cmd(
+    model: Annotated[str, typer.Argument(help="Model to evaluate: local folder or Hub id.")],
+    task: Annotated[list[str], typer.Option("--task", "-t", help="mmcode, chartmimic, design2code, toy_grounding, toy_coding, toy_image_code (repeatable).")] = ...,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Results JSON.")] = Path("results.json"),
+    limit: Annotated[Optional[int], typer.Option(help="Evaluate only the first N samples of each task.")] = None,
+    source: Annotated[Optional[str], typer.Option(help="Where samples come from: omit for the Hub, 'sample' for the tiny offline sample, or a local copy.")] = None,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Per-sample results for resuming (default: <out>.samples/).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Prompts per generate() call (halved on CUDA OOM).")] = 8,
+    max_new_tokens: Annotated[Optional[int], typer.Option(help="Tokens to generate per answer (default: per task).")] = None,
+    device: Annotated[Optional[str], typer.Option(help="cuda, cuda:1, cpu (default: cuda when available).")] = None,
+    workers: Annotated[int, typer.Option(help="Threads scoring in the sandbox while generation goes on.")] = 2,
+    resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Reuse per-sample results of an earlier run.")] = True,
+    write_recipe: Annotated[bool, typer.Option("--write-recipe", help="Record the results in MODEL's viscodex_recipe.yaml (shown by `viscodex card`).")] = False,
+) -> None:
+    """Score a model on multimodal code benchmarks (generated code runs only in the sandbox)."""
+    from .evaluation.records import card_entry, write_to_recipe
+    from .evaluation.runner import evaluate_many, write_json
+
+    def run():
+        cache = cache_dir or out.with_name(out.stem + ".samples")
+        reports = evaluate_many(model, task, source=source, limit=limit, cache_dir=cache, batch_size=batch_size,
+                                max_new_tokens=max_new_tokens, device=device, workers=workers, resume=resume)
+        write_json(out, {"model": model, "results": reports})
+        for r in reports:
+            typer.echo(f"{r['task']:16s} {100 * r['score']:6.2f}%  {r['metric_name'] or r['metric']} over {r['n']} samples "
+                       f"({r['generated']} generated, {r['cached']} cached)")
+        typer.echo(f"wrote {out}")
+        if write_recipe:
+            path = write_to_recipe(model, [card_entry(r) for r in reports])
+            typer.echo(f"recorded the results in {path} (run `viscodex card {model}` to refresh the model card)")
+
+    _guard(run)
+
+
+@app.command()
+def sweep(
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML (or a merged folder holding viscodex_recipe.yaml).")],
+    lambdas: Annotated[str, typer.Option("--lambdas", help="Comma-separated lambdas, e.g. 0.5,0.6,0.7,0.8,0.9.")] = ...,
+    task: Annotated[list[str], typer.Option("--task", "-t", help="Task(s) to evaluate; the first one picks the best lambda.")] = ...,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for table.md, plot.png, results.json and per-lambda caches.")] = ...,
+    limit: Annotated[Optional[int], typer.Option(help="Evaluate only the first N samples of each task.")] = None,
+    source: Annotated[Optional[str], typer.Option(help="Omit for the Hub, 'sample' for the tiny offline sample, or a local copy.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Prompts per generate() call.")] = 8,
+    max_new_tokens: Annotated[Optional[int], typer.Option(help="Tokens to generate per answer (default: per task).")] = None,
+    device: Annotated[Optional[str], typer.Option(help="Where generation runs (default: cuda when available).")] = None,
+    merge_device: Annotated[str, typer.Option(help="Where the merge math runs.")] = "cpu",
+    scratch: Annotated[Optional[Path], typer.Option(help="Folder for the temporary merges (default: <out>/.merges).")] = None,
+    keep: Annotated[bool, typer.Option("--keep", help="Keep each lambda's merged folder.")] = False,
+    workers: Annotated[int, typer.Option(help="Threads scoring in the sandbox.")] = 2,
+    write_recipe: Annotated[Optional[Path], typer.Option("--write-recipe", help="Merged folder whose viscodex_recipe.yaml gets the results for its lambda.")] = None,
+) -> None:
+    """Merge at each lambda, evaluate, and report the best lambda (table, plot, JSON)."""
+    from .evaluation.sweep import parse_lambdas, run_sweep
+    from .recipe import Recipe
+
+    def run():
+        res = run_sweep(Recipe.load(recipe), parse_lambdas(lambdas), task, out, source=source, limit=limit, keep=keep,
+                        scratch=scratch, device=device, merge_device=merge_device, batch_size=batch_size,
+                        max_new_tokens=max_new_tokens, workers=workers, write_recipe=write_recipe)
+        typer.echo(res.table.read_text(), nl=False)
+        typer.echo(f"best lambda: {res.best_lambda:g} ({res.selected_by} {100 * res.scores[res.best_lambda][res.selected_by]:.2f}%)")
+        typer.echo(f"wrote {res.table}, {res.plot}, {res.results}")
+        if res.recipe_written:
+            typer.echo(f"recorded the results in {res.recipe_written}")
+
+    _guard(run)
 
 
 def _guard(fn) -> None:

@@ -409,7 +409,8 @@ def _record(recipe: Recipe, plan: MergePlan, sources: dict[str, Source], hashes,
     srcs = {}
     for r, s in sources.items():
         srcs[r] = {"name": display_name(s.spec), "repo_id": s.repo_id, "revision": s.revision,
-                   "model_type": s.model_type, "layout": s.layout, "read": r in plan.used_sources()}
+                   "model_type": s.model_type, "layout": s.layout, "read": r in plan.used_sources(),
+                   "license": s.license}
         if r in hashes:
             srcs[r]["files"] = hashes[r]
     records = dict(recipe.records)

@@ -13,12 +13,14 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 from . import arch
 from .errors import SourceError
 from .safetensors_io import TensorInfo, read_header
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
-META_PATTERNS = ["*.json", "*.jinja", "*.txt", "*.model", "*.tiktoken"]
+META_PATTERNS = ["*.json", "*.jinja", "*.txt", "*.model", "*.tiktoken", "README.md"]
 
 
 def parse_spec(spec: str) -> tuple[str, str | None]:
@@ -93,6 +95,14 @@ class Source:
     def weight_files(self) -> list[Path]:
         return sorted({t.file for t in self.tensors.values()})
 
+    @property
+    def license(self) -> str | None:
+        """The licence declared in the source's model card (README.md front matter), if any."""
+        readme = self.path / "README.md"
+        if not readme.is_file():
+            return None
+        return license_of(front_matter(readme.read_text(errors="replace")))
+
     def file_hashes(self) -> dict[str, str]:
         """sha256 of each weight file. Hub blobs are stored under their sha256, so those are free."""
         out = {}
@@ -106,6 +116,30 @@ class Source:
 
     def total_bytes(self) -> int:
         return sum(t.nbytes for t in self.tensors.values())
+
+
+def front_matter(text: str) -> dict:
+    """The YAML metadata block of a model card ({} when absent or invalid)."""
+    m = re.match(r"^\s*---\r?\n(.*?)\r?\n---", text, re.S)
+    if not m:
+        return {}
+    try:
+        data = yaml.safe_load(m.group(1))
+    except yaml.YAMLError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def license_of(meta: dict) -> str | None:
+    """Hub licence id from card metadata ("other:<license_name>" for custom licences)."""
+    lic = meta.get("license")
+    if isinstance(lic, list):
+        lic = lic[0] if len(lic) == 1 else None
+    if not isinstance(lic, str) or not lic:
+        return None
+    if lic == "other" and meta.get("license_name"):
+        return f"other:{meta['license_name']}"
+    return lic
 
 
 def sha256_file(path: Path, chunk: int = 16 << 20) -> str:

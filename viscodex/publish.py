@@ -1,0 +1,399 @@
+"""Publishing a merged folder to the Hugging Face Hub.
+
+The folder is checked first (config, every indexed shard present and whole, no NaN marker in the
+recipe), its model card regenerated from the recipe, then uploaded with `HfApi.upload_folder`.
+The client retries its own preupload/LFS calls; `create_repo`, `repo_info` and the commit POST
+are retried here on 408/429/5xx and network errors. Each commit attempt re-reads the branch head
+and passes it as `parent_commit`, and files already on the Hub with the same content are skipped,
+so a retried commit whose first response was lost cannot land twice, and a re-run after a failure
+resumes: LFS objects already uploaded are not sent again.
+
+The token comes from the usual places (HF_TOKEN, `hf auth login`) and is only ever handed to the
+client: it is never printed, logged, or written into the card, the recipe or any other file.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, TypeVar
+
+from .errors import SourceError, ViscodexError
+from .recipe import RECIPE_FILE
+from .sources import HUB_ID
+
+log = logging.getLogger("viscodex")
+T = TypeVar("T")
+
+INDEX_FILE = "model.safetensors.index.json"
+# Never uploaded: viscodex's temporary files, partial downloads, caches, OS litter
+# (huggingface_hub adds .git/ and .cache/huggingface/ itself).
+IGNORE_PATTERNS = ["*.viscodex-tmp-*", "*.viscodex-old-*", "*.incomplete", "*__pycache__*", "*.DS_Store"]
+# Remote weight files that are not in the folder are removed, so the Hub never mixes two shardings.
+DELETE_PATTERNS = ["*.safetensors", INDEX_FILE]
+TRANSIENT_STATUS = {408, 412, 429, 500, 502, 503, 504}  # 412: the branch moved; re-read it
+PROCESSOR_HINTS = ("tokenizer.json", "tokenizer_config.json")
+
+
+class PublishError(ViscodexError):
+    """The folder cannot be published, or the Hub refused it."""
+
+
+@dataclass
+class RetryPolicy:
+    """Exponential backoff with jitter for calls huggingface_hub does not retry itself."""
+
+    attempts: int = 5
+    base: float = 2.0  # seconds before the first retry
+    cap: float = 60.0
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        if retry_after is not None:
+            return min(self.cap, max(0.0, retry_after))
+        return min(self.cap, self.base * 2 ** (attempt - 1)) * (0.75 + 0.5 * random.random())
+
+
+@dataclass
+class UploadFile:
+    path: str  # path in the repo
+    size: int
+
+
+@dataclass
+class PublishResult:
+    repo_id: str
+    revision: str
+    files: list[UploadFile]
+    card: str
+    commit_message: str
+    dry_run: bool
+    url: str | None = None
+    commit: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+
+# ---------------------------------------------------------------- loadability
+@dataclass
+class LoadCheck:
+    weight_files: list[str]
+    total_bytes: int
+    warnings: list[str]
+
+
+def check_loadable(folder: str | os.PathLike) -> LoadCheck:
+    """Refuse folders transformers could not load: config.json, every shard the index lists (whole,
+    with the tensors it promises), and a recipe free of NaN/Inf markers. Reads only headers."""
+    import json
+
+    from .card import find_nan_markers
+    from .safetensors_io import read_header
+
+    folder = Path(folder)
+    problems: list[str] = []
+    warnings: list[str] = []
+    if not folder.is_dir():
+        raise PublishError(f"{folder}: not a folder")
+    cfg = folder / "config.json"
+    try:
+        config = json.loads(cfg.read_text())
+        if not isinstance(config, dict) or not config.get("model_type"):
+            problems.append("config.json has no model_type")
+    except FileNotFoundError:
+        problems.append("config.json is missing")
+    except json.JSONDecodeError as e:
+        problems.append(f"config.json is not valid JSON ({e})")
+
+    weight_files: list[str] = []
+    total = 0
+    index = folder / INDEX_FILE
+    try:
+        if index.exists():
+            try:
+                wm = json.loads(index.read_text()).get("weight_map")
+            except json.JSONDecodeError as e:
+                wm = None
+                problems.append(f"{INDEX_FILE} is not valid JSON ({e})")
+            if not isinstance(wm, dict) or not wm:
+                problems.append(f"{INDEX_FILE} has no weight_map")
+                wm = {}
+            by_file: dict[str, list[str]] = {}
+            for k, f in wm.items():
+                by_file.setdefault(f, []).append(k)
+            for f, keys in sorted(by_file.items()):
+                fp = folder / f
+                if not fp.is_file():
+                    problems.append(f"shard {f} listed in {INDEX_FILE} is missing")
+                    continue
+                hdr, _ = read_header(fp)
+                missing = [k for k in keys if k not in hdr]
+                if missing:
+                    problems.append(f"shard {f} lacks {len(missing)} tensor(s) the index puts there (e.g. {missing[0]})")
+                weight_files.append(f)
+                total += sum(t.nbytes for t in hdr.values())
+        else:
+            for fp in sorted(folder.glob("*.safetensors")):
+                hdr, _ = read_header(fp)
+                weight_files.append(fp.name)
+                total += sum(t.nbytes for t in hdr.values())
+            if len(weight_files) > 1:
+                problems.append(f"{len(weight_files)} safetensors files but no {INDEX_FILE}")
+    except SourceError as e:
+        problems.append(str(e).replace(str(folder) + os.sep, ""))
+    if not weight_files and not any("shard" in p for p in problems):
+        problems.append("no safetensors weights")
+
+    recipe = folder / RECIPE_FILE
+    if not recipe.is_file():
+        problems.append(f"{RECIPE_FILE} is missing (publish folders written by `viscodex merge`)")
+    else:
+        import yaml
+
+        try:
+            data = yaml.safe_load(recipe.read_text()) or {}
+        except yaml.YAMLError as e:
+            data = {}
+            problems.append(f"{RECIPE_FILE} is not valid YAML ({e})")
+        nan = find_nan_markers(data)
+        if nan:
+            problems.append(f"{RECIPE_FILE} records NaN/Inf at {', '.join(nan)}")
+        listed = ((data.get("output") or {}).get("files") or {}) if isinstance(data, dict) else {}
+        for f in listed:
+            if not (folder / f).is_file():
+                problems.append(f"{f} (listed in the recipe's output) is missing")
+    for f in PROCESSOR_HINTS:
+        if not (folder / f).exists():
+            warnings.append(f"{f} is missing: users will not be able to load a tokenizer from the repo")
+    if problems:
+        raise PublishError(f"{folder.name}: not loadable, refusing to publish:\n" + "\n".join(f"  - {p}" for p in problems))
+    return LoadCheck(weight_files, total, warnings)
+
+
+# ---------------------------------------------------------------- retries
+def _status(e: BaseException) -> int | None:
+    resp = getattr(e, "response", None)
+    return getattr(resp, "status_code", None)
+
+
+def transient(e: BaseException) -> tuple[bool, float | None]:
+    """(whether `e` is worth retrying, the server's Retry-After in seconds if any), looking
+    through wrapped causes (upload_folder wraps LFS failures in RuntimeError)."""
+    try:
+        import httpx2
+
+        network = (httpx2.TransportError,)
+    except ImportError:  # pragma: no cover - older huggingface_hub used requests/httpx
+        network = ()
+    seen = 0
+    while e is not None and seen < 8:
+        seen += 1
+        status = _status(e)
+        if status is not None:
+            if status in TRANSIENT_STATUS:
+                ra = getattr(e.response, "headers", {}).get("Retry-After")
+                try:
+                    return True, float(ra) if ra is not None else None
+                except ValueError:
+                    return True, None
+            return False, None
+        if network and isinstance(e, network):
+            return True, None
+        e = e.__cause__ or e.__context__
+    return False, None
+
+
+def with_retry(fn: Callable[[], T], what: str, policy: RetryPolicy) -> T:
+    """Call `fn`, retrying transient Hub errors with backoff."""
+    for attempt in range(1, policy.attempts + 1):
+        try:
+            return fn()
+        except Exception as e:  # noqa: BLE001 - classified below
+            ok, retry_after = transient(e)
+            if not ok or attempt == policy.attempts:
+                raise
+            wait = policy.delay(attempt, retry_after)
+            log.warning("%s: transient Hub error (%s); retry %d/%d in %.1fs", what, _describe(e), attempt,
+                        policy.attempts - 1, wait)
+            time.sleep(wait)
+    raise AssertionError("unreachable")
+
+
+def _describe(e: BaseException) -> str:
+    s = _status(e)
+    return f"HTTP {s}" if s is not None else type(e).__name__
+
+
+def hub_error(e: BaseException, what: str, repo_id: str) -> PublishError:
+    """A clear message for a Hub failure (never includes the token)."""
+    s = _status(e)
+    ns = repo_id.split("/")[0]
+    if s == 401:
+        msg = "the Hub rejected the token (401): log in again with `hf auth login` or set HF_TOKEN"
+    elif s == 403:
+        msg = f"no write access to {ns!r} with this token (403)"
+    elif s == 404:
+        msg = f"{repo_id}: not found (404)"
+    elif isinstance(e, ValueError) and "metadata" in str(e).lower():
+        msg = f"the Hub rejected the README metadata: {e}"
+    else:
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        msg = f"{_describe(e)}: {detail}"
+    return PublishError(f"{what} failed: {msg}")
+
+
+# ---------------------------------------------------------------- publishing
+def resolve_token(token: str | None = None) -> str:
+    """The user's Hub token (argument, HF_TOKEN or `hf auth login`); the value is never shown."""
+    if token:
+        return token
+    from huggingface_hub import get_token
+
+    t = get_token()
+    if not t:
+        raise PublishError("no Hugging Face token: set HF_TOKEN or run `hf auth login` (a write token is needed)")
+    return t
+
+
+def upload_files(folder: Path, card_text: str | None = None) -> list[UploadFile]:
+    """What upload_folder will send: the folder's files minus ignored ones (README.md sized as the card)."""
+    from huggingface_hub.utils import filter_repo_objects
+    from huggingface_hub.utils._paths import DEFAULT_IGNORE_PATTERNS
+
+    rel = {p.relative_to(folder).as_posix(): p for p in sorted(folder.glob("**/*")) if p.is_file()}
+    if card_text is not None:
+        rel.setdefault("README.md", folder / "README.md")
+    keep = filter_repo_objects(list(rel), ignore_patterns=IGNORE_PATTERNS + DEFAULT_IGNORE_PATTERNS)
+    out = []
+    for r in keep:
+        if r == "README.md" and card_text is not None:
+            out.append(UploadFile(r, len(card_text.encode("utf-8"))))
+        else:
+            out.append(UploadFile(r, rel[r].stat().st_size))
+    return out
+
+
+def _refuse_token_in_files(folder: Path, files: list[UploadFile], token: str, card_text: str) -> None:
+    """Never upload a file that contains the token (e.g. pasted into a config by mistake)."""
+    needle = token.encode()
+    if needle in card_text.encode():
+        raise PublishError("the generated model card contains your Hub token; refusing to publish")
+    for f in files:
+        if f.path == "README.md" or f.path.endswith(".safetensors") or f.size > 64 * 1024 * 1024:
+            continue  # README.md is replaced by the card, checked above
+        if needle in (folder / f.path).read_bytes():
+            raise PublishError(f"{f.path} contains your Hub token; remove it before publishing")
+
+
+def commit_message(folder: Path) -> str:
+    from .recipe import Recipe
+
+    r = Recipe.load(folder)
+    name = r.name or folder.name
+    what = "coder-swapped baseline" if r.variant == "swapped" else f"{r.method}, lambda={r.lam:g}"
+    sft = ", fine-tuned" if r.records.get("training") else ""
+    return f"Upload {name} (viscodex recipe: {what}{sft})"
+
+
+def publish(folder: str | os.PathLike, repo_id: str, *, private: bool = False, revision: str | None = None,
+            dry_run: bool = False, token: str | None = None, license: str | None = None,
+            retry: RetryPolicy | None = None) -> PublishResult:
+    """Publish a merged folder as `repo_id` (created if needed). See the module docstring."""
+    from .card import build_card
+
+    retry = retry or RetryPolicy()
+    folder = Path(folder).expanduser().resolve()
+    if not HUB_ID.match(repo_id or ""):
+        raise PublishError(f"--repo {repo_id!r}: expected namespace/name, e.g. your-username/VisCodex-8B")
+    revision = revision or "main"
+    check = check_loadable(folder)
+    for w in check.warnings:
+        log.warning("publish: %s", w)
+    build = build_card(folder, repo_id=repo_id, license=license)
+    card_text = str(build.card)
+    files = upload_files(folder, card_text)
+    message = commit_message(folder)
+    result = PublishResult(repo_id, revision, files, card_text, message, dry_run,
+                           warnings=check.warnings + build.warnings)
+    if dry_run:
+        return result
+
+    tok = resolve_token(token)
+    _refuse_token_in_files(folder, files, tok, card_text)
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=tok)
+    (folder / "README.md").write_text(card_text, encoding="utf-8")
+    try:
+        url = with_retry(lambda: api.create_repo(repo_id, private=private, exist_ok=True), "create repo", retry)
+    except Exception as e:  # noqa: BLE001
+        raise hub_error(e, "creating the repo", repo_id) from None
+    if revision != "main":
+        try:
+            with_retry(lambda: api.create_branch(repo_id, branch=revision, exist_ok=True), "create branch", retry)
+        except Exception as e:  # noqa: BLE001
+            raise hub_error(e, f"creating branch {revision!r}", repo_id) from None
+    try:
+        info = with_retry(lambda: api.repo_info(repo_id), "repo info", retry)
+        if private and not info.private:
+            result.warnings.append(f"{repo_id} already exists and is public: --private was not applied")
+            log.warning("publish: %s", result.warnings[-1])
+    except Exception as e:  # noqa: BLE001
+        raise hub_error(e, "reading the repo", repo_id) from None
+
+    commit = commit_folder(api, folder, repo_id, revision, message, retry,
+                           description="Generated by viscodex publish from viscodex_recipe.yaml.",
+                           delete_patterns=DELETE_PATTERNS)
+    result.url = str(url)
+    result.commit = commit
+    return result
+
+
+def commit_folder(api, folder: Path, repo_id: str, revision: str, message: str, retry: RetryPolicy, *,
+                  repo_type: str = "model", description: str = "", delete_patterns: list[str] | None = None) -> str:
+    """upload_folder against the current head (parent_commit); on a transient failure, re-read the
+    head and run again: unchanged files are skipped, so a lost-response commit is not duplicated.
+    Returns the commit the branch points to afterwards."""
+    for attempt in range(1, retry.attempts + 1):
+        try:
+            head = with_retry(lambda: api.repo_info(repo_id, revision=revision, repo_type=repo_type).sha,
+                              "read branch head", retry)
+            info = api.upload_folder(
+                repo_id=repo_id, folder_path=folder, repo_type=repo_type, revision=revision,
+                commit_message=message, commit_description=description, parent_commit=head,
+                ignore_patterns=list(IGNORE_PATTERNS), delete_patterns=list(delete_patterns or []) or None,
+            )
+            return info.oid
+        except Exception as e:  # noqa: BLE001
+            ok, retry_after = transient(e)
+            if not ok or attempt == retry.attempts:
+                raise hub_error(e, "uploading the folder", repo_id) from None
+            wait = retry.delay(attempt, retry_after)
+            log.warning("upload: transient Hub error (%s); retry %d/%d in %.1fs (uploaded files are kept)",
+                        _describe(e), attempt, retry.attempts - 1, wait)
+            time.sleep(wait)
+    raise AssertionError("unreachable")
+
+
+def format_files(files: list[UploadFile]) -> str:
+    w = max((len(f.path) for f in files), default=4)
+    lines = [f"  {f.path:<{w}}  {_size(f.size):>10}" for f in files]
+    lines.append(f"  {'total':<{w}}  {_size(sum(f.size for f in files)):>10}  ({len(files)} files)")
+    return "\n".join(lines)
+
+
+def _size(n: int) -> str:
+    if n < 1000:
+        return f"{n} B"
+    e = min(int(math.log(n, 1000)), 4)
+    return f"{n / 1000 ** e:.1f} {['B', 'kB', 'MB', 'GB', 'TB'][e]}"
+
+
+__all__ = ["publish", "check_loadable", "commit_folder", "PublishError", "PublishResult", "RetryPolicy", "with_retry",
+           "transient", "resolve_token", "upload_files", "format_files"]
