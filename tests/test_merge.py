@@ -279,9 +279,10 @@ def _expect_error(recipe: Recipe, out: Path, exc, *needles):
 def test_error_missing_shard(trio, tmp_path):
     vlm = tmp_path / "vlm"
     shutil.copytree(trio["vlm"], vlm)
-    (vlm / "model-00002-of-00006.safetensors").unlink()
+    shard = sorted(vlm.glob("*.safetensors"))[1]
+    shard.unlink()
     r = Recipe(vlm=str(vlm), coder=str(trio["coder"]), base=str(trio["base"]))
-    _expect_error(r, tmp_path / "o", SourceError, "model-00002-of-00006.safetensors", "missing shard")
+    _expect_error(r, tmp_path / "o", SourceError, shard.name, "missing shard")
 
 
 def test_error_missing_folder(trio, tmp_path):
@@ -292,22 +293,22 @@ def test_error_missing_folder(trio, tmp_path):
 def test_error_truncated_safetensors(trio, tmp_path):
     coder = tmp_path / "coder"
     shutil.copytree(trio["coder"], coder)
-    f = coder / "model-00003-of-00004.safetensors"
+    f = sorted(coder.glob("*.safetensors"))[-1]
     data = f.read_bytes()
     f.write_bytes(data[: len(data) - 100])
     r = Recipe(vlm=str(trio["vlm"]), coder=str(coder), base=str(trio["base"]))
-    _expect_error(r, tmp_path / "o", SourceError, "model-00003-of-00004.safetensors", "truncated")
+    _expect_error(r, tmp_path / "o", SourceError, f.name, "truncated")
 
 
 def test_error_corrupt_header(trio, tmp_path):
     coder = tmp_path / "coder"
     shutil.copytree(trio["coder"], coder)
-    f = coder / "model-00001-of-00004.safetensors"
+    f = sorted(coder.glob("*.safetensors"))[0]
     data = bytearray(f.read_bytes())
     data[10:20] = b"\xff" * 10
     f.write_bytes(bytes(data))
     r = Recipe(vlm=str(trio["vlm"]), coder=str(coder), base=str(trio["base"]))
-    _expect_error(r, tmp_path / "o", SourceError, "model-00001-of-00004.safetensors", "corrupt")
+    _expect_error(r, tmp_path / "o", SourceError, f.name, "corrupt")
 
 
 def test_error_vlm_not_qwen_vl(trio, tmp_path):
@@ -459,7 +460,7 @@ def test_recipe_round_trip_reproduces_hashes(trio, tmp_path):
     assert written.lam == 0.6 and written.method == "task_arithmetic" and written.params == {"scale": 1.0}
     assert written.records["output"]["files"] == a.files
     assert set(written.records["sources"]) == {"vlm", "coder", "base"}
-    assert len(written.records["sources"]["vlm"]["files"]) == 6
+    assert len(written.records["sources"]["vlm"]["files"]) == len(list(trio["vlm"].glob("*.safetensors"))) > 1
     assert written.records["sources"]["vlm"]["read"] and written.records["sources"]["coder"]["read"]
     b = run_merge(written, tmp_path / "b", progress=False)
     assert b.files == a.files

@@ -182,44 +182,53 @@ def nonfinite_count(t: torch.Tensor) -> int:
     return int((~torch.isfinite(t)).sum())
 
 
+def _typed(raw: dict[str, tuple], role: str) -> torch.Tensor:
+    """A chunk's raw bytes for one source, viewed with that tensor's dtype and trailing shape."""
+    info, _, buf = raw[role]
+    if not info.shape:
+        return buf.view(info.torch_dtype).reshape(())
+    return buf.view(info.torch_dtype).reshape(-1, *info.shape[1:])
+
+
+def _merged_rows(ch: Chunk) -> int:
+    """How many leading rows of the chunk are computed (embeddings: only rows all sources share)."""
+    item = ch.item
+    if item.role == "embedding" and item.rows_shared is not None:
+        return max(0, min(ch.r1, item.rows_shared) - ch.r0)
+    return ch.r1 - ch.r0
+
+
+def _method_inputs(ch: Chunk, raw: dict[str, tuple], device: torch.device) -> dict[str, torch.Tensor]:
+    """Source tensors a merge/copy policy computes from, on `device`: float32 unless the method
+    computes in float32 itself (low_precision_ok) and the sources share one dtype."""
+    item, m = ch.item, _merged_rows(ch)
+    roles = [r for r in (["base", "vlm", "coder"] if item.policy == "merge" else [item.policy]) if r in raw]
+    native = item.policy != "merge" or (item.method.low_precision_ok and len({raw[r][0].dtype for r in roles}) == 1)
+    return {r: _typed(raw, r)[:m].to(device=device, dtype=None if native else torch.float32) for r in roles} if m else {}
+
+
 def compute_chunk(ch: Chunk, raw: dict[str, tuple], recipe: Recipe, device: torch.device,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
+                  generator: torch.Generator | None = None, extra: dict | None = None) -> torch.Tensor:
     """Output for rows [r0, r1) of one item. Same-dtype copies stay byte copies."""
     item = ch.item
     out_dt = DTYPES[item.out_dtype]
     n_rows = ch.r1 - ch.r0
     shape = (n_rows, *item.shape[1:]) if item.shape else ()
 
-    def typed(role: str) -> torch.Tensor:
-        info, _, buf = raw[role]
-        rows = buf.numel() // max(1, (info.nbytes // info.shape[0]) if info.shape else info.nbytes)
-        if not info.shape:
-            return buf.view(info.torch_dtype).reshape(())
-        return buf.view(info.torch_dtype).reshape(rows, *info.shape[1:])
-
     if item.is_copy:
-        role = item.policy
-        info, _, buf = raw[role]
+        info, _, buf = raw[item.policy]
         if info.dtype == item.out_dtype:
-            t = typed(role)
-            _check(item.name, t)
+            _check(item.name, _typed(raw, item.policy))
             return buf  # byte-for-byte
-        out = typed(role).to(out_dt)
+        out = _typed(raw, item.policy).to(out_dt)
         _check(item.name, out)
         return out
 
-    vlm = typed("vlm")
-    if item.role == "embedding":  # rows past the shared vocabulary and the vision tokens' rows: VLM's
-        m = max(0, min(ch.r1, item.rows_shared if item.rows_shared is not None else ch.r1) - ch.r0)
-    else:
-        m = n_rows
-    src_roles = ["base", "vlm", "coder"] if item.policy == "merge" else [item.policy]
-    native = item.policy != "merge" or (item.method.low_precision_ok
-                                         and len({raw[r][0].dtype for r in src_roles if r in raw}) == 1)
-    ins = {r: typed(r)[:m].to(device=device, dtype=None if native else torch.float32)
-           for r in src_roles if r in raw} if m else {}
+    vlm = _typed(raw, "vlm")
+    m = _merged_rows(ch)
+    ins = _method_inputs(ch, raw, device)
     if m and item.policy == "merge":
-        params = item.params if item.params is not None else recipe.params
+        params = item.params if item.params is not None else {**recipe.params, **(extra or {})}
         merged = item.method.fn(ins.get("base"), [ins["vlm"], ins["coder"]], recipe.weights, generator=generator, **params)
         if merged.shape != ins["vlm"].shape:
             raise MergeError(f"{item.name}: method {item.method.name} returned shape {list(merged.shape)}, "
@@ -238,6 +247,30 @@ def compute_chunk(ch: Chunk, raw: dict[str, tuple], recipe: Recipe, device: torc
             out[idx] = vlm[idx].to(out_dt)
     _check(item.name, out)
     return out
+
+
+def run_prepass(plan: MergePlan, device: torch.device, threads: int, window_bytes: int) -> dict:
+    """Whole-model statistics a method needs before merging any tensor (e.g. global TIES
+    thresholds): the method's pre-pass object observes every tensor it merges, once per pass."""
+    from .methods import get_method
+
+    recipe = plan.recipe
+    method = get_method(recipe.method)
+    pre = method.prepass(recipe.params) if method.prepass else None
+    if pre is None:
+        return {}
+    chunks = chunks_of([it for it in plan.items if it.method is method and it.params is None], 1 << 62)
+    for p in range(pre.passes):
+        fetch = _Prefetcher(chunks, threads=threads, window_bytes=window_bytes)
+        try:
+            for i, ch in enumerate(tqdm(chunks, desc=f"{method.name} pre-pass {p + 1}/{pre.passes}", leave=False,
+                                        disable=not log.isEnabledFor(logging.INFO))):
+                ins = _method_inputs(ch, fetch.get(i), device)
+                if ins:
+                    pre.observe(p, ins.get("base"), [ins["vlm"], ins["coder"]], recipe.weights)
+        finally:
+            fetch.close()
+    return pre.result()
 
 
 def _check(name: str, t: torch.Tensor) -> None:
@@ -329,6 +362,7 @@ def run_merge(recipe: Recipe, out: str | os.PathLike, *, device: str = "cpu", sh
     tmp = _tmp_dir(out)
     gen = torch.Generator(device=dev).manual_seed(recipe.seed) if any(
         it.method is not None and it.method.seeded for it in plan.items) else None
+    extra = run_prepass(plan, dev, threads, window_bytes)
     hasher = InputHasher(sources, plan.used_sources()) if hash_inputs else None
     write_q: queue.Queue = queue.Queue(maxsize=4)
     files: dict[str, str] = {}
@@ -375,7 +409,7 @@ def run_merge(recipe: Recipe, out: str | os.PathLike, *, device: str = "cpu", sh
                 if hasher is not None:
                     for info, off, buf in raw.values():
                         hasher.feed(info.file, off, buf)
-                write_q.put((ch.item.name, compute_chunk(ch, raw, recipe, dev, gen)))
+                write_q.put((ch.item.name, compute_chunk(ch, raw, recipe, dev, gen, extra)))
         finally:
             write_q.put((None, None))
             wt.join()
@@ -388,7 +422,7 @@ def run_merge(recipe: Recipe, out: str | os.PathLike, *, device: str = "cpu", sh
         _copy_sidecars(sources["vlm"], tmp, plan.out_dtype)
         hashes = hasher.result() if hasher is not None else {}
         hasher = None
-        written = _record(recipe, plan, sources, hashes, files)
+        written = _record(recipe, plan, sources, hashes, files, extra)
         (tmp / RECIPE_FILE).write_text(written.dump())
         finalize(tmp, out)
         ok = True
@@ -403,7 +437,7 @@ def run_merge(recipe: Recipe, out: str | os.PathLike, *, device: str = "cpu", sh
     return MergeResult(out, plan, written, files, dt, sum(c.read_bytes for c in chunks), total)
 
 
-def _record(recipe: Recipe, plan: MergePlan, sources: dict[str, Source], hashes, files) -> Recipe:
+def _record(recipe: Recipe, plan: MergePlan, sources: dict[str, Source], hashes, files, extra: dict) -> Recipe:
     import dataclasses
 
     srcs = {}
@@ -417,7 +451,7 @@ def _record(recipe: Recipe, plan: MergePlan, sources: dict[str, Source], hashes,
     records.pop("output", None)
     records.update(
         sources=srcs,
-        policy_used=plan.policy_record(),
+        policy_used=plan.policy_record() | ({"prepass": extra} if extra else {}),
         output={"dtype": plan.out_dtype, "total_bytes": plan.out_bytes, "files": dict(sorted(files.items()))},
         versions=_versions(),
     )

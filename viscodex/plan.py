@@ -209,7 +209,7 @@ def build_plan(recipe: Recipe, sources: dict[str, Source]) -> MergePlan:
         inputs: dict[str, TensorInfo] = {}
         m, params = None, None
         if policy == "merge":
-            m, params = method_for(method, name, info.shape)
+            m, params = method_for(method, name, info.shape, recipe.params)
             if not m.needs_base(recipe.weights, params if params is not None else recipe.params):
                 wanted.remove("base")
         for r in wanted:

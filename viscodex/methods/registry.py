@@ -62,6 +62,11 @@ class Method:
     # Whether the base tensor is read, given weights and params. Default: always.
     uses_base: Callable[[Sequence[float], dict], bool] = field(default=lambda w, p: True)
     seeded: bool = False
+    # Methods whose parameters need statistics of the whole model (TIES with topk=global) return,
+    # from the validated params, an object with `passes` (int), `observe(pass_index, base, experts,
+    # weights)` (called for every tensor this method handles, in every pass) and `result()` (extra
+    # keyword arguments for `fn`); None when the params need no pre-pass. See methods/ties.py.
+    prepass: Callable[[dict], Any] | None = None
     # Element-wise methods can be computed on row chunks of a tensor (bounded memory for huge
     # embeddings); whole-tensor methods (top-k, SVD, optimisation) get the full tensor at once.
     elementwise: bool = False
@@ -106,12 +111,15 @@ def get_method(name: str) -> Method:
         raise RecipeError(f"unknown merge method {name!r}; choose from {', '.join(sorted(METHODS))}") from None
 
 
-def method_for(method: Method, name: str, shape: Sequence[int]) -> tuple[Method, dict | None]:
+def method_for(method: Method, name: str, shape: Sequence[int], params: dict | None = None) -> tuple[Method, dict | None]:
     """The method that actually handles tensor `name` (the fallback for excluded tensors).
 
-    Returns (method, params) where params is None when the recipe's own params apply.
+    Returns (method, params) where params is None when the recipe's own params apply. The fallback
+    runs with its defaults, except for parameters it shares with the recipe's method (`scale`),
+    which it inherits from `params` (the recipe's validated params) when given.
     """
     if method.applies_to(name, shape):
         return method, None
     fb = get_method(method.fallback)
-    return fb, fb.validate_params({})
+    shared = {p.name for p in fb.params} & {p.name for p in method.params}
+    return fb, fb.validate_params({k: v for k, v in (params or {}).items() if k in shared})
