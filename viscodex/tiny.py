@@ -41,13 +41,7 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
-COLORS = ["red", "green", "blue", "yellow", "purple", "orange", "black", "white"]
-SHAPES = ["circle", "square", "triangle", "star"]
-SIZES = ["small", "large"]
-RGB = {
-    "red": (220, 30, 30), "green": (30, 170, 60), "blue": (30, 70, 220), "yellow": (235, 215, 30),
-    "purple": (140, 50, 170), "orange": (245, 140, 20), "black": (10, 10, 10), "white": (250, 250, 250),
-}
+from .toy_tasks import COLORS, RGB, SHAPES, SIZES  # noqa: F401  (re-exported: the toy world)
 
 
 @dataclass(frozen=True)
@@ -70,33 +64,39 @@ class TinyConfig:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-TRIO_VERSION = 1
+TRIO_VERSION = 2
 
 
-def corpus(seed: int = 0, n: int = 2000) -> list[str]:
-    """Synthetic text the tokenizer learns from: descriptions, HTML/SVG and Python snippets."""
-    import random
+def corpus(seed: int = 0) -> list[str]:
+    """Synthetic text the tokenizer learns from: every toy task's strings, the base's corpus, chat words."""
+    from .toy_tasks import pretraining_docs, text_corpus
 
-    rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        c, s, z = rng.choice(COLORS), rng.choice(SHAPES), rng.choice(SIZES)
-        out.append(f"a {z} {c} {s}")
-        out.append(f'<svg width="64" height="64"><{s} fill="{c}" size="{z}"/></svg>')
-        out.append(f"<html><body><div style=\"color:{c}\">{s}</div></body></html>")
-        a, b = rng.randint(0, 99), rng.randint(0, 99)
-        out.append(f"def f(x):\n    return x + {a}\nprint(f({b}))")
+    out = text_corpus(seed)
+    for d in pretraining_docs(seed, 1000):
+        out.extend(d if isinstance(d, tuple) else (d,))
+    out += ["system\nYou are a helpful assistant.", "user\n", "assistant\n"] * 50
     return out
 
 
 def build_tokenizer(cfg: TinyConfig):
     """A byte-level BPE (the `tokenizers` library) with Qwen2.5's special tokens, as the real
-    transformers Qwen2 tokenizer class with a Qwen-style chat template."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import Qwen2TokenizerFast
+    transformers Qwen2 tokenizer class with a Qwen-style chat template.
+
+    The BPE is trained behind Qwen2's own normaliser and pre-tokeniser (digits one by one), and the
+    result is saved and reloaded once: transformers re-creates those on load, so the tokenizer
+    returned here tokenises exactly as the one written next to the weights."""
+    import tempfile
+
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import AutoTokenizer, Qwen2TokenizerFast
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=cfg.bpe_vocab, special_tokens=[],
@@ -108,7 +108,9 @@ def build_tokenizer(cfg: TinyConfig):
     hf.add_special_tokens({"additional_special_tokens": [t for t in SPECIAL_TOKENS if t not in ("<|im_end|>", "<|endoftext|>")]})
     hf.chat_template = CHAT_TEMPLATE
     hf.model_max_length = 4096
-    return hf
+    with tempfile.TemporaryDirectory(prefix="viscodex-tok-") as d:
+        hf.save_pretrained(d)
+        return AutoTokenizer.from_pretrained(d)
 
 
 def build_processor(tokenizer, cfg: TinyConfig):

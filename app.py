@@ -1,0 +1,186 @@
+"""VisCodex demo: the base VLM, the coder-swapped model and the merged model, side by side.
+
+Runs on a Hugging Face ZeroGPU Space and locally (`python app.py` or `viscodex app`). This file is
+the UI only; loading, shared-vision generation and the renderers live in viscodex.compare,
+viscodex.sandbox, viscodex.html_preview and viscodex.uploads.
+
+Models: VISCODEX_BASE_VLM, VISCODEX_SWAPPED, VISCODEX_MERGED (ids or folders), or command-line
+flags; nothing set and no Hub: the tiny offline demo trio. See docs/app.md.
+"""
+import spaces  # noqa: I001 - must come before anything that touches CUDA (ZeroGPU)
+
+import argparse
+import base64
+import io
+import logging
+import os
+import sys
+import time
+
+import gradio as gr
+
+from viscodex import compare, html_preview, uploads
+from viscodex.assets import ASSETS_DIR, example_paths
+from viscodex.compare import LABELS, TASKS
+
+log = logging.getLogger("viscodex.app")
+CONCURRENCY = int(os.environ.get("VISCODEX_CONCURRENCY", "2"))
+CHART_MAX_PIXELS = 4_000_000
+DEFAULT_MAX_NEW_TOKENS = int(os.environ.get("VISCODEX_MAX_NEW_TOKENS", "1024"))
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="VisCodex side-by-side demo")
+    for name, env in compare.ENV_VARS.items():
+        p.add_argument(f"--{name}", help=f"{LABELS[name]}: model id or folder (env {env})")
+    p.add_argument("--port", type=int, help="server port (env GRADIO_SERVER_PORT)")
+    p.add_argument("--host", help="server address, e.g. 0.0.0.0 (env GRADIO_SERVER_NAME)")
+    p.add_argument("--share", action="store_true", help="also open a public gradio.live link")
+    args = p.parse_args(argv)
+    for name, env in compare.ENV_VARS.items():
+        if getattr(args, name):
+            os.environ[env] = getattr(args, name)
+    return args
+
+
+ARGS = parse_args() if __name__ == "__main__" else None
+logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+# Loaded at import: on ZeroGPU, CUDA tensors made here are moved onto the GPU for each call.
+SPECS = compare.resolve_variants()
+VARIANTS = compare.load_variants(SPECS, device=os.environ.get("VISCODEX_DEVICE") or None,
+                                 dtype=os.environ.get("VISCODEX_DTYPE", "auto"))
+FOOTPRINT = VARIANTS.footprint()
+print(FOOTPRINT.report(), file=sys.stderr, flush=True)
+NAMES = VARIANTS.names
+
+
+def _gpu_duration(image, instruction, max_new_tokens, temperature):
+    return compare.gpu_duration(max_new_tokens, image.width * image.height)
+
+
+@spaces.GPU(duration=_gpu_duration, size=compare.zerogpu_size(FOOTPRINT.total))
+def generate(image, instruction, max_new_tokens, temperature):
+    """The only function that computes on the GPU: one vision pass, three streams."""
+    yield from VARIANTS.stream(image, instruction, max_new_tokens=int(max_new_tokens),
+                               temperature=float(temperature), min_interval=0.05)
+
+
+def raw_upload(payload):
+    """Replaces gr.Image.preprocess (which decodes with PIL itself, so a bad file would end as a
+    generic error): hand the raw upload to viscodex.uploads, which names every problem. Set on the
+    instance; a gr.Image subclass would make gradio write an app.pyi stub next to this file."""
+    if payload is None:
+        return None
+    if payload.url and payload.url.startswith("data:"):
+        try:
+            return base64.b64decode(payload.url.split(",", 1)[1], validate=False)
+        except (ValueError, IndexError):
+            raise gr.Error("the pasted image data is not valid base64") from None
+    return payload.path
+
+
+def chart_markup(png: bytes | None, message: str) -> str:
+    """The preview slot for chart code: the PNG (checked like an upload, then re-encoded by us) or
+    the message saying why there is none."""
+    if png is None:
+        return html_preview.placeholder(message) if message else ""
+    try:
+        im = uploads.load_image(png, max_pixels=CHART_MAX_PIXELS).image
+    except uploads.UploadError as e:
+        return html_preview.placeholder(f"the chart image cannot be shown: {e}")
+    buf = io.BytesIO()
+    im.save(buf, "PNG")
+    return html_preview.png_img(buf.getvalue())
+
+
+def run(image, task, instruction, max_new_tokens, temperature, max_pixels):
+    """Validate the upload, stream the three answers, then render the previews."""
+    t = TASKS.get(task) or TASKS["Free text"]
+    try:
+        img = uploads.load_image(image, max_pixels=int(max_pixels))
+    except uploads.UploadError as e:
+        raise gr.Error(str(e), title="Unusable image") from None
+    instruction = (instruction or "").strip() or t.instruction
+    status = f"**Input:** {img.summary()}"
+    t0 = time.perf_counter()
+    texts = ("",) * len(NAMES)
+    yield (*texts, *texts, status + " · starting…")  # clear the previous result
+    skip = [gr.skip()] * len(NAMES)
+    for texts in generate(img.image, instruction, max_new_tokens, temperature):
+        codes = [compare.extract_code(x, t.language)[0] for x in texts]
+        yield (*codes, *skip, status + f" · generating… {time.perf_counter() - t0:.1f} s")
+    gen_s = time.perf_counter() - t0
+    codes = [compare.extract_code(x, t.language)[0] for x in texts]
+    previews = compare.render_previews(texts, t)
+    htmls = [p.html or chart_markup(p.png, p.message) for p in previews]
+    yield (*codes, *htmls, status + f" · generated in {gen_s:.1f} s")
+
+
+def run_example(image, task, instruction):
+    yield from run(image, task, instruction, min(DEFAULT_MAX_NEW_TOKENS, 512), 0.0, uploads.DEFAULT_MAX_PIXELS)
+
+
+def on_task(task):
+    t = TASKS[task]
+    return (gr.update(value=t.instruction), *[gr.update(language=t.language) for _ in NAMES])
+
+
+def build_demo() -> gr.Blocks:
+    first_task = next(iter(TASKS))
+    with gr.Blocks(title="VisCodex: base VLM vs coder-swapped vs merged") as demo:
+        gr.Markdown("# VisCodex side by side\nUpload a screenshot, chart or diagram and compare the **base VLM**, "
+                    "the VLM with its language model **swapped** for a code LLM, and the **merged** VisCodex model "
+                    "(task-vector merge of both backbones).")
+        with gr.Row():
+            with gr.Column(scale=1):
+                image = gr.Image(label="Image", type="filepath", sources=["upload", "clipboard"], height=340)
+                image.preprocess = raw_upload
+            with gr.Column(scale=1):
+                task = gr.Dropdown(list(TASKS), value=first_task, label="Task")
+                instruction = gr.Textbox(TASKS[first_task].instruction, label="Instruction", lines=3)
+                with gr.Accordion("Generation settings", open=False):
+                    max_new_tokens = gr.Slider(1, 4096, value=DEFAULT_MAX_NEW_TOKENS, step=1, label="Max new tokens")
+                    temperature = gr.Slider(0.0, 1.5, value=0.0, step=0.05, label="Temperature (0 = greedy)")
+                    max_pixels = gr.Slider(28 * 28 * 4, 4096 * 28 * 28, value=uploads.DEFAULT_MAX_PIXELS, step=28 * 28,
+                                           label="Image max pixels (larger images are downscaled)")
+                with gr.Row():
+                    run_btn = gr.Button("Run", variant="primary")
+                    stop_btn = gr.Button("Stop", variant="stop")
+                gr.DeepLinkButton("Share this result")
+                status = gr.Markdown(elem_id="viscodex-status")
+        codes, htmls = [], []
+        with gr.Row(equal_height=False):
+            for name in NAMES:
+                with gr.Column(elem_id=f"col-{name}"):
+                    gr.Markdown(f"### {LABELS[name]}")
+                    codes.append(gr.Code(language=TASKS[first_task].language, label=f"{LABELS[name]}: code",
+                                         buttons=["copy", "download"], lines=12, max_lines=30, interactive=False,
+                                         elem_id=f"code-{name}", elem_classes=["viscodex-code"]))
+                    # HTML preview (sandboxed iframe), rendered chart (<img>) or a message
+                    htmls.append(gr.HTML(label="Preview", elem_id=f"preview-{name}"))
+        outputs = [*codes, *htmls, status]
+        cache = os.environ.get("VISCODEX_CACHE_EXAMPLES", "lazy").lower()
+        gr.Examples(
+            examples=[[str(p), t, TASKS[t].instruction] for p, t in example_paths()],
+            inputs=[image, task, instruction], outputs=outputs, fn=run_example,
+            cache_examples=cache in ("lazy", "eager"), cache_mode=cache if cache in ("lazy", "eager") else None,
+            label="Examples (drawn by viscodex.assets)",
+        )
+        with gr.Accordion("Models and memory", open=False):
+            gr.Markdown("\n".join(f"- **{LABELS[n]}**: `{s}`" for n, s in SPECS.items())
+                        + f"\n\n```\n{FOOTPRINT.report()}\n```")
+        task.change(on_task, [task], [instruction, *codes], api_visibility="private")
+        run_event = run_btn.click(run, [image, task, instruction, max_new_tokens, temperature, max_pixels], outputs,
+                                  api_name="run", concurrency_limit=CONCURRENCY)
+        stop_btn.click(None, None, None, cancels=[run_event], api_visibility="private")
+    demo.queue(default_concurrency_limit=CONCURRENCY, max_size=64)
+    return demo
+
+
+demo = build_demo()
+CSS = ".viscodex-code .cm-scroller{max-height:560px;overflow:auto} .gradio-container iframe{max-width:100%}"
+LAUNCH_KWARGS = dict(allowed_paths=[str(ASSETS_DIR)], css=CSS)
+
+if __name__ == "__main__":
+    demo.launch(server_port=ARGS.port, server_name=ARGS.host, share=ARGS.share or None, **LAUNCH_KWARGS)

@@ -1,0 +1,417 @@
+"""The side-by-side app (issue 6): model loading and vision sharing, streaming generation equal to
+plain `generate`, previews, and the launched app driven by gradio_client with the tiny trio."""
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import shutil
+import socket
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from viscodex import compare, html_preview
+from viscodex.compare import TASKS, StreamStats, extract_code, load_variants
+from viscodex.errors import SourceError, ViscodexError
+
+ROOT = Path(__file__).resolve().parents[1]
+MAX_NEW = 12
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def launched_app(tmp_path_factory, name: str):
+    """Import app.py as a fresh module with the offline defaults (tiny trio built into a cache shared
+    by the session) and launch it on a free port. Yields (module, url)."""
+    base = tmp_path_factory.getbasetemp()
+    with pytest.MonkeyPatch.context() as mp:
+        for env in compare.ENV_VARS.values():
+            mp.delenv(env, raising=False)
+        mp.setenv("VISCODEX_CACHE", str(base / "viscodex-cache"))
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        mp.setenv("GRADIO_EXAMPLES_CACHE", str(tmp_path_factory.mktemp(f"{name}-examples")))
+        mp.setenv("GRADIO_ANALYTICS_ENABLED", "False")
+        mp.setenv("VISCODEX_MAX_NEW_TOKENS", str(MAX_NEW * 2))
+        mp.chdir(tmp_path_factory.mktemp(f"{name}-cwd"))  # gradio may write .gradio/ into the cwd
+        spec = importlib.util.spec_from_file_location(f"viscodex_app_{name}", ROOT / "app.py")
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = mod
+        spec.loader.exec_module(mod)
+        port = free_port()
+        mod.demo.launch(prevent_thread_lock=True, server_port=port, server_name="127.0.0.1", **mod.LAUNCH_KWARGS)
+        try:
+            yield mod, f"http://127.0.0.1:{port}/"
+        finally:
+            mod.demo.close()
+            sys.modules.pop(spec.name, None)
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    with launched_app(tmp_path_factory, "client") as (mod, url):
+        yield mod, url
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    from gradio_client import Client
+
+    return Client(app[1], verbose=False)
+
+
+@pytest.fixture(scope="module")
+def image_file(tmp_path_factory) -> Path:
+    p = tmp_path_factory.mktemp("img") / "page.png"
+    from viscodex.assets import ASSETS_DIR
+
+    shutil.copy(ASSETS_DIR / "landing_page.png", p)
+    return p
+
+
+def image() -> Image.Image:
+    return Image.open(Path(compare.__file__).parent / "assets" / "bar_chart.png").convert("RGB")
+
+
+class VisionCounter:
+    def __init__(self, module: torch.nn.Module):
+        self.n = 0
+        self.handle = module.register_forward_hook(self._hook)
+
+    def _hook(self, *a):
+        self.n += 1
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.remove()
+
+
+# ---------------------------------------------------------------- library level
+def test_offline_default_is_the_tiny_trio_merged_by_run_merge(app):
+    mod, _ = app
+    assert set(mod.SPECS) == {"vlm", "swapped", "merged"}
+    paths = {k: Path(v) for k, v in mod.SPECS.items()}
+    assert paths == compare.default_variants()  # cached: the same folders, not rebuilt
+    import yaml
+
+    for variant in ("swapped", "merged"):
+        rec = yaml.safe_load((paths[variant] / "viscodex_recipe.yaml").read_text())
+        assert rec["variant"] == variant and rec["lambda"] == compare.DEMO_LAMBDA
+        assert Path(rec["vlm"]) == paths["vlm"] and (paths["vlm"] / "config.json").exists()  # no stale temp paths
+    assert json.loads((paths["vlm"] / "config.json").read_text())["model_type"] == "qwen2_5_vl"
+
+
+def test_vision_tower_is_shared_and_footprint_counts_it_once(app):
+    vs = app[0].VARIANTS
+    assert vs.groups == [["vlm", "swapped", "merged"]]
+    vis = [v.visual for v in vs.variants.values()]
+    assert vis[0] is vis[1] is vis[2]
+    fp = vs.footprint()
+    vis_bytes = sum(p.numel() * p.element_size() for p in vis[0].parameters()) + sum(
+        b.numel() * b.element_size() for b in vis[0].buffers())
+    assert fp.shared == vis_bytes
+    for name, v in vs.variants.items():
+        own = sum(t.numel() * t.element_size() for n, t in list(v.model.named_parameters()) + list(v.model.named_buffers())
+                  if not n.startswith("model.visual."))
+        assert fp.own[name] == own
+    assert fp.total == vis_bytes + sum(fp.own.values())
+    assert "vision passes per request: 1 (shared by Base VLM, Coder-swapped, Merged (VisCodex))" in fp.report()
+
+
+def test_stream_equals_plain_generate_with_one_vision_pass(app):
+    vs = app[0].VARIANTS
+    img, instr = image(), TASKS["Matplotlib chart"].instruction
+    stats = StreamStats()
+    with VisionCounter(vs.leader(0).visual) as c:
+        ticks = list(vs.stream(img, instr, max_new_tokens=MAX_NEW, stats=stats))
+        assert c.n == 1 and stats.vision_calls == 1
+        refs = [vs.generate_plain(n, img, instr, max_new_tokens=MAX_NEW) for n in vs.names]
+        assert c.n == 1 + 3  # each bare generate encodes the image itself
+    assert len(ticks) > 1
+    assert list(ticks[-1]) == [text for text, _ in refs]
+    assert all(stats.tokens[n] == len(ids) for n, (_, ids) in zip(vs.names, refs))
+    assert len({t for t in ticks[-1]}) == 3  # three different models, three different answers
+
+
+def test_sampling_settings_are_the_same_for_every_variant(app):
+    vs = app[0].VARIANTS
+    for v in vs.variants.values():
+        greedy = compare.generation_config(v.model, 7, 0.0)
+        assert (greedy.do_sample, greedy.max_new_tokens) == (False, 7)
+        assert greedy.eos_token_id == v.model.generation_config.eos_token_id is not None
+        hot = compare.generation_config(v.model, 7, 0.8)
+        assert (hot.do_sample, hot.temperature, hot.top_p) == (True, 0.8, 0.95)
+    torch.manual_seed(0)
+    stats = StreamStats()
+    last = list(vs.stream(image(), "Write the HTML", max_new_tokens=6, temperature=0.8, stats=stats))[-1]
+    assert len(last) == 3 and all(1 <= stats.tokens[n] <= 6 for n in vs.names)
+
+
+def test_closing_the_stream_stops_all_generations(app):
+    vs = app[0].VARIANTS
+    stats = StreamStats()
+    gen = vs.stream(image(), "Write the HTML", max_new_tokens=2000, stats=stats)
+    next(gen)
+    gen.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("viscodex-gen-")]
+    assert len(stats.end_s) == 0 or max(stats.tokens.values(), default=0) < 2000
+
+
+def test_stop_event_ends_generation_early(app):
+    vs = app[0].VARIANTS
+    stop = threading.Event()
+    stats = StreamStats()
+    n = 0
+    for _ in vs.stream(image(), "Write the HTML", max_new_tokens=2000, stop=stop, stats=stats):
+        n += 1
+        if n == 2:
+            stop.set()
+    assert set(stats.tokens) == set(vs.names) and max(stats.tokens.values()) < 2000
+
+
+def test_different_vision_towers_are_not_shared(app, tmp_path):
+    """Identity is checked, not assumed: change one vision tensor in a copy of the merged model."""
+    from safetensors.torch import load_file, save_file
+
+    specs = dict(app[0].SPECS)
+    changed = tmp_path / "merged-other-vision"
+    shutil.copytree(specs["merged"], changed)
+    for f in sorted(changed.glob("*.safetensors")):
+        sd = load_file(f)
+        keys = [k for k in sd if k.startswith(("visual.", "model.visual."))]
+        if keys:
+            sd[keys[0]] = sd[keys[0]] + 1e-3
+            save_file(sd, f, metadata={"format": "pt"})
+            break
+    else:
+        pytest.fail("no vision tensor found")
+    vs = load_variants({**specs, "merged": str(changed)}, device="cpu")
+    assert vs.groups == [["vlm", "swapped"], ["merged"]]
+    assert vs.variants["merged"].visual is not vs.variants["vlm"].visual
+    stats = StreamStats()
+    img = image()
+    with VisionCounter(vs.leader(0).visual) as a, VisionCounter(vs.leader(1).visual) as b:
+        last = list(vs.stream(img, "Write the HTML", max_new_tokens=MAX_NEW, stats=stats))[-1]
+        assert (a.n, b.n, stats.vision_calls) == (1, 1, 2)
+    assert last[2] == vs.generate_plain("merged", img, "Write the HTML", max_new_tokens=MAX_NEW)[0]
+
+
+def test_a_code_llm_or_missing_model_is_refused_as_a_variant(trio, tmp_path):
+    with pytest.raises(SourceError, match=r"VISCODEX_SWAPPED=.*is a 'qwen2' model, not a vision-language model"):
+        load_variants({"swapped": str(trio["coder"])}, device="cpu")
+    with pytest.raises(SourceError, match=r"VISCODEX_MERGED=.*/nothing-here: cannot load a model config"):
+        load_variants({"merged": str(tmp_path / "nothing-here")}, device="cpu")
+
+
+def test_resolve_variants_precedence(monkeypatch, tmp_path):
+    for env in compare.ENV_VARS.values():
+        monkeypatch.delenv(env, raising=False)
+    monkeypatch.setenv("VISCODEX_SWAPPED", "org/swapped")
+    assert compare.resolve_variants("a/vlm", None, "c/merged") == {"vlm": "a/vlm", "swapped": "org/swapped",
+                                                                   "merged": "c/merged"}
+    monkeypatch.delenv("VISCODEX_SWAPPED")
+    # a Space may publish no swapped model: the configured variants only, no default filled in
+    assert compare.resolve_variants(vlm="a/vlm", merged="c/merged", offline=False) == {"vlm": "a/vlm",
+                                                                                        "merged": "c/merged"}
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ViscodexError, match="no models configured: set VISCODEX_BASE_VLM"):
+        compare.resolve_variants(offline=False, recipe=tmp_path / "missing.yaml")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert not compare.hub_reachable()
+
+
+def test_two_variants_load_and_stream(app):
+    specs = {k: v for k, v in app[0].SPECS.items() if k != "swapped"}
+    vs = load_variants(specs, device="cpu")
+    assert vs.names == ["vlm", "merged"] and vs.groups == [["vlm", "merged"]]
+    last = list(vs.stream(image(), "Write the HTML", max_new_tokens=4))[-1]
+    assert len(last) == 2 and all(last)
+
+
+def test_extract_code():
+    ans = "Here:\n```python\nimport matplotlib.pyplot as plt\nplt.plot([1])\n```\nand\n```html\n<p>x</p>\n```"
+    assert extract_code(ans, "html") == ("<p>x</p>", "html")
+    assert extract_code(ans, "python") == ("import matplotlib.pyplot as plt\nplt.plot([1])", "python")
+    assert extract_code(ans) == ("import matplotlib.pyplot as plt\nplt.plot([1])", "python")
+    assert extract_code("```html\n<div>partial") == ("<div>partial", "html")  # still streaming
+    assert extract_code("<!DOCTYPE html><p>x</p>") == ("<!DOCTYPE html><p>x</p>", "html")
+    assert extract_code("just words") == ("just words", None)
+
+
+def test_previews_render_html_in_a_sandboxed_iframe_and_charts_in_the_sandbox():
+    chart = "```python\nimport matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\n```"
+    html_doc = '```html\n<p onclick="x">"quoted" & <b>bold</b></p>\n```'
+    c, h = compare.render_previews([chart, html_doc], TASKS["Matplotlib chart"], chart_timeout=60)
+    assert c.png.startswith(b"\x89PNG") and c.message == ""
+    assert h.png is None and h.message.startswith("the code raised SyntaxError")  # HTML is not Python
+    p = compare.render_preview(html_doc, TASKS["HTML page"])
+    assert p.html.startswith('<iframe sandbox="allow-scripts" ') and "allow-same-origin" not in p.html
+    assert "&lt;p onclick=&quot;x&quot;&gt;&quot;quoted&quot; &amp; &lt;b&gt;" in p.html
+    assert "<p" not in p.html.split("srcdoc=", 1)[1]  # nothing in the document is live markup of the app page
+    auto = compare.render_preview(html_doc, TASKS["Free text"])
+    assert auto.html and auto.html.startswith("<iframe sandbox=")
+    img = html_preview.png_img(c.png, alt='a "chart"')
+    assert img.startswith('<img alt="a &quot;chart&quot;" src="data:image/png;base64,iVBORw0KGgo')
+    with pytest.raises(ValueError, match="not a PNG"):
+        html_preview.png_img(b"<script>alert(1)</script>")
+
+
+def test_gpu_duration_and_slice_size():
+    assert compare.gpu_duration(16, 1000) == 20
+    assert compare.gpu_duration(1024, 1_000_000) > compare.gpu_duration(512, 1_000_000) > compare.gpu_duration(512, 0)
+    assert compare.gpu_duration(100_000, 10**8) == 300
+    assert compare.zerogpu_size(41 * 1024**3) == "large" and compare.zerogpu_size(46 * 1024**3) == "xlarge"
+
+
+def test_gpu_size_variable_overrides(monkeypatch):
+    monkeypatch.setenv("VISCODEX_GPU_SIZE", "xlarge")
+    assert compare.zerogpu_size(1) == "xlarge"
+    monkeypatch.setenv("VISCODEX_GPU_SIZE", "huge")
+    with pytest.raises(ViscodexError, match="VISCODEX_GPU_SIZE='huge': expected large or xlarge"):
+        compare.zerogpu_size(1)
+
+
+# ---------------------------------------------------------------- the launched app, via gradio_client
+def predict(client, path, task="HTML page", max_new=MAX_NEW, **kw):
+    from gradio_client import handle_file
+
+    args = dict(image=handle_file(str(path)), task=task, instruction=TASKS[task].instruction, max_new_tokens=max_new,
+                temperature=0.0, max_pixels=200_000)
+    args.update(kw)
+    return client.submit(**args, api_name="/run")
+
+
+def test_request_streams_three_nonempty_outputs_with_one_vision_pass(app, client, image_file):
+    vs = app[0].VARIANTS
+    with VisionCounter(vs.leader(0).visual) as c:
+        job = predict(client, image_file)
+        final = job.result(timeout=120)
+        assert c.n == 1
+    codes, htmls, status = final[:3], final[3:6], final[6]
+    assert all(code.strip() for code in codes)
+    assert len(job.outputs()) > 2  # streamed: several updates before the final one
+    assert any(0 < len(o[0]) < len(codes[0]) for o in job.outputs()[:-1])
+    assert all(h.startswith('<iframe sandbox="allow-scripts" ') for h in htmls)
+    assert status.startswith("**Input:** PNG 640x420 RGB; resized from 640x420")
+    from viscodex.uploads import load_image
+
+    ref = [vs.generate_plain(n, load_image(image_file, max_pixels=200_000).image, TASKS["HTML page"].instruction,
+                             max_new_tokens=MAX_NEW)[0] for n in vs.names]
+    assert list(codes) == [extract_code(r, "html")[0].strip() for r in ref]  # gr.Code strips its value
+
+
+def _bad_files(d: Path) -> dict[str, tuple[Path, str]]:
+    from test_uploads import png_header_only
+
+    out = {}
+    (d / "notes.png").write_text("not an image at all")
+    out["non-image"] = (d / "notes.png", "not an image file this app can read")
+    (d / "empty.png").write_bytes(b"")
+    out["empty"] = (d / "empty.png", "the file is empty")
+    buf = io.BytesIO()
+    Image.effect_noise((300, 300), 60).convert("RGB").save(buf, "PNG")
+    (d / "cut.png").write_bytes(buf.getvalue()[:3000])
+    out["truncated"] = (d / "cut.png", "corrupt or truncated")
+    (d / "bomb.png").write_bytes(png_header_only(60_000, 60_000))
+    out["bomb"] = (d / "bomb.png", "decompression bomb")
+    Image.new("RGB", (3, 3)).save(d / "tiny.png")
+    out["tiny"] = (d / "tiny.png", "at least 8 px on each side")
+    return out
+
+
+@pytest.mark.parametrize("case", ["non-image", "empty", "truncated", "bomb", "tiny"])
+def test_bad_uploads_get_their_message(client, tmp_path, case):
+    from gradio_client.exceptions import AppError
+
+    path, needle = _bad_files(tmp_path)[case]
+    with pytest.raises(AppError, match=needle):
+        predict(client, path).result(timeout=60)
+
+
+@pytest.mark.parametrize("mode,note", [("CMYK", "CMYK converted to RGB"), ("RGBA", "transparency composited on white"),
+                                       ("P", "palette image converted to RGB"), ("GIF", "animated (2 frames)")])
+def test_unusual_images_are_normalised_and_run(client, tmp_path, mode, note):
+    base = Image.open(Path(compare.__file__).parent / "assets" / "bar_chart.png").convert("RGB").resize((160, 100))
+    if mode == "GIF":
+        p = tmp_path / "anim.gif"
+        base.save(p, save_all=True, append_images=[base.rotate(90)], duration=50, loop=0)
+    elif mode == "CMYK":
+        p = tmp_path / "cmyk.jpg"
+        base.convert("CMYK").save(p)
+    else:
+        p = tmp_path / f"{mode}.png"
+        (base.convert("RGBA") if mode == "RGBA" else base.convert("P")).save(p)
+    final = predict(client, p, task="Free text", max_new=4).result(timeout=120)
+    assert note in final[6]
+
+
+def test_concurrent_clients_all_complete_with_the_same_answers(app, image_file):
+    from gradio_client import Client
+
+    n = 4
+    clients = [Client(app[1], verbose=False) for _ in range(n)]
+    with ThreadPoolExecutor(n) as ex:
+        results = list(ex.map(lambda c: predict(c, image_file).result(timeout=300), clients))
+    assert len(results) == n
+    first = results[0][:3]
+    assert all(code.strip() for code in first)
+    assert all(r[:3] == first for r in results)  # greedy: concurrency must not mix up requests
+
+
+def test_cancelling_a_request_stops_its_generations(client, image_file):
+    """What the Stop button does (cancels=[run]): the server closes the stream, which stops all three."""
+    import time
+
+    job = predict(client, image_file, max_new=3000)
+    deadline = time.monotonic() + 60
+    while not job.outputs() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert job.outputs(), "no streamed output before cancelling"
+    assert any(t.name.startswith("viscodex-gen-") for t in threading.enumerate())
+    job.cancel()
+    deadline = time.monotonic() + 20
+    while any(t.name.startswith("viscodex-gen-") for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("viscodex-gen-")]
+
+
+def test_api_exposes_only_run(client):
+    assert list(client.view_api(return_format="dict")["named_endpoints"]) == ["/run"]
+
+
+def test_cli_app_command_sets_the_variants_and_runs_app_py(monkeypatch):
+    from typer.testing import CliRunner
+
+    from viscodex.cli import app as cli
+
+    seen = {}
+
+    def fake_run_path(path, run_name=None):
+        import os
+
+        seen.update(path=path, run_name=run_name, env={k: os.environ.get(k) for k in
+                                                       [*compare.ENV_VARS.values(), "GRADIO_SERVER_PORT"]})
+
+    import os
+
+    monkeypatch.setattr("runpy.run_path", fake_run_path)
+    monkeypatch.setattr(os, "environ", {k: v for k, v in os.environ.items()
+                                        if k not in [*compare.ENV_VARS.values(), "GRADIO_SERVER_PORT"]})
+    r = CliRunner().invoke(cli, ["app", "--vlm", "a/v", "--swapped", "b/s", "--merged", "c/m", "--port", "7999"])
+    assert r.exit_code == 0, r.output
+    assert Path(seen["path"]) == ROOT / "app.py" and seen["run_name"] == "__main__"
+    assert seen["env"] == {"VISCODEX_BASE_VLM": "a/v", "VISCODEX_SWAPPED": "b/s", "VISCODEX_MERGED": "c/m",
+                           "GRADIO_SERVER_PORT": "7999"}

@@ -1,0 +1,178 @@
+"""The app in a real browser (issue 6): headless Debian chromium driven by Playwright.
+
+Set-up: tests/setup_browser.sh (pip playwright + apt chromium; never `playwright install`).
+Skips when chromium or playwright is missing, except in CI (CI=true), where that is a failure.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from test_app import launched_app
+
+from viscodex.assets import ASSETS_DIR
+from viscodex.compare import TASKS
+
+pytestmark = pytest.mark.browser
+CHROMIUM = os.environ.get("VISCODEX_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
+TIMEOUT_MS = 90_000
+
+
+def _missing() -> str | None:
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "playwright is not installed (run tests/setup_browser.sh)"
+    if not Path(CHROMIUM).exists():
+        return f"chromium not found at {CHROMIUM} (run tests/setup_browser.sh)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def browser():
+    why = _missing()
+    if why:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"browser tests cannot run in CI: {why}")
+        pytest.skip(why)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory, browser):
+    with launched_app(tmp_path_factory, "browser") as (mod, url):
+        yield mod, url
+
+
+@pytest.fixture
+def page(browser, app):
+    ctx = browser.new_context(viewport={"width": 1500, "height": 1100})
+    pg = ctx.new_page()
+    pg.set_default_timeout(TIMEOUT_MS)
+    pg.goto(app[1])
+    yield pg
+    ctx.close()
+
+
+def upload_and_run(page, path: Path) -> None:
+    page.locator("input[type=file]").first.set_input_files(str(path))
+    page.locator("img[src*='gradio_api/file']").first.wait_for()  # the uploaded image is shown
+    page.get_by_role("button", name="Run", exact=True).click()
+
+
+def preview_iframe(page, name: str):
+    return page.locator(f"#preview-{name} iframe")
+
+
+def test_upload_run_fills_three_columns_with_sandboxed_previews(page, app):
+    names = app[0].NAMES
+    assert names == ["vlm", "swapped", "merged"]
+    upload_and_run(page, ASSETS_DIR / "landing_page.png")
+    for name in names:
+        preview_iframe(page, name).wait_for(state="attached")
+    for name in names:
+        code = page.locator(f"#code-{name} .cm-content").inner_text()
+        assert code.strip(), f"column {name} has no code"
+        frame = preview_iframe(page, name)
+        assert frame.get_attribute("sandbox") == "allow-scripts"
+        assert frame.get_attribute("srcdoc")
+    assert "**" not in page.locator("#viscodex-status").inner_text()  # rendered markdown
+    assert "Input: PNG 640x420 RGB" in page.locator("#viscodex-status").inner_text()
+
+
+PAYLOAD = """```html
+<!DOCTYPE html><html><body><h1>payload</h1>
+<img src="x" onerror="document.body.setAttribute('data-img-ran','1');try{parent.document.body.setAttribute('data-pwned','img')}catch(e){};try{top.pwned='img'}catch(e){}">
+<script>
+document.body.setAttribute('data-script-ran', '1');
+try { parent.document.body.setAttribute('data-pwned', 'script') } catch (e) {}
+try { window.top.pwned = 'script' } catch (e) {}
+try { parent.localStorage.setItem('pwned', '1') } catch (e) {}
+try { localStorage.setItem('pwned', '1') } catch (e) {}
+</script></body></html>
+```"""
+
+
+def test_generated_script_payload_does_not_run_in_the_app_origin(page, app, monkeypatch):
+    """The model's output is replaced by an XSS payload; it goes through the real UI path (gr.Code,
+    extract_code, the iframe builder, gr.HTML). It runs inside the sandboxed frame (so the test sees
+    scripts do run there) but cannot reach the app page."""
+    mod = app[0]
+    unfenced = PAYLOAD.removeprefix("```html\n").removesuffix("\n```")
+
+    def fake_generate(image, instruction, max_new_tokens, temperature):
+        yield ("", "", "")
+        yield (PAYLOAD, unfenced, "Sure! " + unfenced)
+
+    monkeypatch.setattr(mod, "generate", fake_generate)
+    page.evaluate("() => { window.__appOrigin = true; }")
+    upload_and_run(page, ASSETS_DIR / "bar_chart.png")
+    for name in mod.NAMES:
+        preview_iframe(page, name).wait_for(state="attached")
+        frame = page.frame_locator(f"#preview-{name} iframe")
+        frame.locator("body[data-script-ran='1']").wait_for(state="attached")  # scripts ran, inside the frame
+        frame.locator("body[data-img-ran='1']").wait_for(state="attached")
+    page.wait_for_timeout(500)
+    state = page.evaluate("""() => ({
+        pwnedAttr: document.body.getAttribute('data-pwned'),
+        pwnedVar: window.pwned === undefined ? null : String(window.pwned),
+        storage: window.localStorage.getItem('pwned'),
+        marker: window.__appOrigin === true,
+        ranHere: document.querySelector('[data-script-ran], [data-img-ran]') !== null,
+    })""")
+    assert state == {"pwnedAttr": None, "pwnedVar": None, "storage": None, "marker": True, "ranHere": False}
+    # the code column shows the payload as text
+    assert "onerror" in page.locator("#code-vlm .cm-content").inner_text()
+    assert page.locator("#code-vlm img[src='x']").count() == 0
+
+
+CHART_ANSWER = """Here is the script:
+```python
+import matplotlib.pyplot as plt
+plt.bar(["a", "b", "c"], [3, 1, 2], color="green")
+plt.title("reproduced")
+plt.show()
+```"""
+
+
+def test_chart_code_is_rendered_next_to_the_input(page, app, monkeypatch):
+    """Chart code from the model runs in the sandbox; the PNG shows in each column's chart image."""
+    mod = app[0]
+
+    def fake_generate(image, instruction, max_new_tokens, temperature):
+        yield (CHART_ANSWER, CHART_ANSWER.replace("green", "red"), "no code here")
+
+    monkeypatch.setattr(mod, "generate", fake_generate)
+    page.get_by_label("Task").click()
+    page.get_by_role("option", name="Matplotlib chart").click()
+    from playwright.sync_api import expect
+
+    expect(page.get_by_label("Instruction")).to_have_value(TASKS["Matplotlib chart"].instruction)
+    upload_and_run(page, ASSETS_DIR / "bar_chart.png")
+    for name in mod.NAMES[:2]:
+        page.locator(f"#preview-{name} img[src^='data:image/png;base64,']").wait_for()
+        assert "import matplotlib.pyplot as plt" in page.locator(f"#code-{name} .cm-content").inner_text()
+    last = page.locator(f"#preview-{mod.NAMES[2]}")
+    last.get_by_text("the code raised SyntaxError").wait_for()
+    assert last.locator("img").count() == 0
+
+
+def test_example_click_runs_and_is_cached_lazily(page, app):
+    mod = app[0]
+    cache = Path(os.environ.get("GRADIO_EXAMPLES_CACHE", ""))
+    before = {p for p in cache.rglob("*") if p.is_file()} if cache.is_dir() else set()
+    page.locator("table img").first.click()  # the first example: the landing page, task "HTML page"
+    for name in mod.NAMES:
+        preview_iframe(page, name).wait_for(state="attached")
+        assert page.locator(f"#code-{name} .cm-content").inner_text().strip()
+    after = {p for p in cache.rglob("*") if p.is_file()}
+    assert after - before, "the example's outputs were not cached"

@@ -1,0 +1,22 @@
+"""`viscodex eval` and `viscodex sweep`: score models on multimodal code benchmarks (MMCode,
+ChartMimic-style, Design2Code-style, the demo's toy tasks) and choose the merge's lambda.
+
+Modules: tasks (interface + registry), mmcode / chartmimic / design2code / toy (the tasks),
+similarity (image scores), generate (batched generation), runner (resumable evaluation),
+records (results -> viscodex_recipe.yaml -> model card), sweep (merge + evaluate per lambda).
+"""
+from .tasks import EvalError, EvalSample, Task, get_task, task_names
+
+__all__ = ["EvalError", "EvalSample", "Task", "get_task", "task_names", "evaluate", "evaluate_many", "run_sweep"]
+
+
+def __getattr__(name):  # heavy modules (torch, transformers) load on first use
+    if name in ("evaluate", "evaluate_many"):
+        from . import runner
+
+        return getattr(runner, name)
+    if name == "run_sweep":
+        from .sweep import run_sweep
+
+        return run_sweep
+    raise AttributeError(name)

@@ -1,0 +1,213 @@
+"""Run tasks on a model: load samples, generate in batches, score, summarise; resumable.
+
+Every scored sample is appended (and flushed) to a JSONL file, `<cache_dir>/<task>.jsonl`, keyed
+by the model's weights, the task (and its version), the decoding settings and the prompt. A rerun
+with the same settings reuses those lines and only generates what is missing, so an interrupted
+evaluation continues where it stopped; the model is not even loaded when nothing is missing.
+Scoring (sandboxed subprocesses) runs in a few threads while the next batch generates.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable
+
+from tqdm.auto import tqdm
+
+from .generate import Generator, model_key
+from .tasks import EvalError, EvalSample, Task, get_task
+
+log = logging.getLogger("viscodex")
+RESULTS_VERSION = 1
+
+
+def _sha(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def prompt_hash(task: Task, s: EvalSample) -> str:
+    imgs = [(im.size, hashlib.sha256(im.tobytes()).hexdigest()[:16]) for im in s.images]
+    return _sha([task.messages(s), s.prompt, imgs])
+
+
+class ResultCache:
+    """Append-only JSONL of scored samples; lines from other settings are kept but ignored."""
+
+    def __init__(self, path: Path | None, key: str):
+        self.path, self.key = path, key
+        self.lock = threading.Lock()
+
+    def load(self) -> dict[str, dict]:
+        out: dict[str, dict] = {}
+        if self.path is None or not self.path.is_file():
+            return out
+        with open(self.path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue  # a line cut short by an interruption
+                if isinstance(rec, dict) and rec.get("key") == self.key and "id" in rec:
+                    out[str(rec["id"])] = rec
+        return out
+
+    def append(self, rec: dict) -> None:
+        if self.path is None:
+            return
+        with self.lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                f.flush()
+
+
+def summarize(records: list[dict]) -> dict[str, float]:
+    """Mean of every numeric score over the samples that report it."""
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    for r in records:
+        for k, v in (r.get("scores") or {}).items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+                sums[k] = sums.get(k, 0.0) + float(v)
+                counts[k] = counts.get(k, 0) + 1
+    return {k: round(sums[k] / counts[k], 6) for k in sums}
+
+
+def _safe_score(fn, output: str, s: EvalSample) -> dict:
+    try:
+        return fn(output, s)
+    except EvalError:
+        raise
+    except Exception as e:  # noqa: BLE001 - one bad sample must not end a long run; it scores 0 and says why
+        log.warning("scoring sample %s failed: %s: %s", s.id, type(e).__name__, e)
+        return {"score": 0.0, "message": f"scoring failed: {type(e).__name__}: {e}"}
+
+
+def evaluate(model: str | os.PathLike | Generator, task: str | Task, *, source: str | None = None,
+             limit: int | None = None, cache_dir: str | os.PathLike | None = None, batch_size: int = 8,
+             max_new_tokens: int | None = None, device: str | None = None, progress: bool = True,
+             workers: int = 2, key: str | None = None, resume: bool = True, keep_outputs: int = 3) -> dict[str, Any]:
+    """Evaluate one task on `model` (a folder, a Hub id or a loaded Generator); returns the report."""
+    return evaluate_many(model, [task], source=source, limit=limit, cache_dir=cache_dir, batch_size=batch_size,
+                         max_new_tokens=max_new_tokens, device=device, progress=progress, workers=workers, key=key,
+                         resume=resume, keep_outputs=keep_outputs)[0]
+
+
+def evaluate_many(model: str | os.PathLike | Generator, tasks: list[str | Task], *, source: str | None = None,
+                  limit: int | None = None, cache_dir: str | os.PathLike | None = None, batch_size: int = 8,
+                  max_new_tokens: int | None = None, device: str | None = None, progress: bool = True,
+                  workers: int = 2, key: str | None = None, resume: bool = True,
+                  keep_outputs: int = 3, prepare: Callable[[], str | os.PathLike] | None = None) -> list[dict[str, Any]]:
+    """Evaluate several tasks with one loaded model (loaded only if some sample is not cached).
+
+    `prepare`, when given, is called once before the model is first needed and returns the folder to
+    load (the sweep merges there); `key` then names the weights for the cache."""
+    tasks = [get_task(t) if isinstance(t, str) else t for t in tasks]
+    gen: Generator | None = model if isinstance(model, Generator) else None
+    if prepare is not None and not key:
+        raise EvalError("evaluate_many: `prepare` needs an explicit `key` for the weights it will produce")
+    mkey = key or (gen.key if gen else model_key(model))
+    reports = []
+    try:
+        for task in tasks:
+            t0 = time.perf_counter()
+            samples = task.load(source, limit)
+            if not samples:
+                raise EvalError(f"{task.name}: no samples")
+            ids = [s.id for s in samples]
+            if len(set(ids)) != len(ids):
+                raise EvalError(f"{task.name}: sample ids are not unique")
+            mnt = int(max_new_tokens or task.max_new_tokens)
+            run_key = _sha({"model": mkey, "task": task.name, "version": task.version, "split": task.split,
+                            "source": None if task.generated else source, "max_new_tokens": mnt,
+                            "decoding": "greedy", "v": RESULTS_VERSION})
+            cache = ResultCache(Path(cache_dir) / f"{task.name}.jsonl" if cache_dir else None, run_key)
+            done = cache.load() if resume else {}
+            hashes = {s.id: prompt_hash(task, s) for s in samples}
+            results: dict[str, dict] = {i: r for i, r in done.items() if i in hashes and r.get("prompt") == hashes[i]}
+            pending = [s for s in samples if s.id not in results]
+            n_cached = len(samples) - len(pending)
+            if pending:
+                with task.scorer() as score_fn:  # fails early (e.g. no browser) before the model loads
+                    if gen is None:
+                        if prepare is not None:
+                            model = prepare()
+                        log.info("loading %s", model)
+                        gen = Generator(model, device=device, batch_size=batch_size)
+                    _run_pending(gen, task, pending, score_fn, cache, results, hashes, mnt, progress, workers)
+            records = [results[s.id] for s in samples]
+            metrics = summarize(records)
+            shown = model.path if isinstance(model, Generator) else model
+            report = {
+                **task.describe(), "source": "generated" if task.generated else (source or "hub"),
+                "model": str(shown), "model_key": mkey, "n": len(samples),
+                "limit": limit if limit and limit > 0 else None, "score": metrics.get("score", 0.0),
+                "metrics": metrics, "max_new_tokens": mnt, "decoding": "greedy", "generated": len(pending),
+                "cached": n_cached, "seconds": round(time.perf_counter() - t0, 2),
+                "samples_file": str(cache.path) if cache.path else None,
+                "examples": [{"id": r["id"], "output": r["output"][:2000], "scores": r["scores"]}
+                             for r in records[:keep_outputs]],
+            }
+            reports.append(report)
+    finally:
+        if gen is not None and not isinstance(model, Generator):
+            gen.close()
+    return reports
+
+
+def _run_pending(gen: Generator, task: Task, pending: list[EvalSample], score_fn, cache: ResultCache,
+                 results: dict[str, dict], hashes: dict[str, str], max_new_tokens: int, progress: bool,
+                 workers: int) -> None:
+    bar = tqdm(total=len(pending), desc=f"eval {task.name}", unit="sample", disable=not progress, dynamic_ncols=True)
+    pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="viscodex-score") \
+        if task.parallel_scoring else None
+    futures: list[Future] = []
+    lock = threading.Lock()
+
+    def finish(s: EvalSample, output: str, scores: dict) -> None:
+        rec = {"key": cache.key, "id": s.id, "prompt": hashes[s.id], "output": output, "scores": scores}
+        cache.append(rec)
+        with lock:
+            results[s.id] = rec
+            done = list(results.values())
+        bar.set_postfix(score=f"{summarize(done).get('score', 0.0):.3f}", refresh=False)
+
+    # longest prompts first: similar lengths batch together and an OOM shows up at once
+    order = sorted(pending, key=lambda s: (len(s.images), len(s.prompt)), reverse=True)
+    try:
+        step = max(1, gen.batch_size)
+        for i in range(0, len(order), step):
+            chunk = order[i:i + step]
+            outs = gen.generate([task.messages(s) for s in chunk], [s.images for s in chunk], max_new_tokens=max_new_tokens)
+            for s, o in zip(chunk, outs):
+                if pool is not None:
+                    futures.append(pool.submit(lambda s=s, o=o: finish(s, o, _safe_score(score_fn, o, s))))
+                else:
+                    finish(s, o, _safe_score(score_fn, o, s))
+            bar.update(len(chunk))
+        for f in futures:
+            f.result()
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        bar.close()
+
+
+def write_json(path: str | os.PathLike, data) -> Path:
+    """Write JSON atomically (temporary file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+__all__ = ["evaluate", "evaluate_many", "summarize", "ResultCache", "write_json"]

@@ -1,0 +1,135 @@
+"""The evaluation task interface and its registry.
+
+A task knows four things: where its samples come from (the Hub, a local copy, or the tiny sample
+the package ships), how to pose a sample to a chat model (messages in the processor's format plus
+the images), how to score one answer, and how to describe itself in a model card (`model-index`).
+
+Scores are dicts of floats; every task puts its headline number in `score` (in [0, 1]), so a
+sweep can rank lambdas by any task. Generated code is never run here: scorers use the subprocess
+sandbox (`viscodex.sandbox`) or a separate headless browser process.
+"""
+from __future__ import annotations
+
+import contextlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from ..errors import ViscodexError
+
+SAMPLES_DIR = Path(__file__).parent / "samples"
+SAMPLE_SOURCE = "sample"  # --source value selecting the tiny offline sample shipped with the package
+
+
+class EvalError(ViscodexError):
+    """An evaluation cannot run (unknown task, missing dataset, missing browser...)."""
+
+
+@dataclass
+class EvalSample:
+    """One benchmark item: a stable id, the instruction text, its images and what scoring needs."""
+
+    id: str
+    prompt: str
+    images: list = field(default_factory=list)  # PIL images, in the order the prompt refers to them
+    reference: dict[str, Any] = field(default_factory=dict)  # task-specific (tests, reference image, html)
+
+
+Score = dict[str, Any]  # floats (means are reported) plus an optional "message" string
+
+
+class Task:
+    """Base class. Subclasses set the class attributes and implement `load` and `score`."""
+
+    name: str = ""
+    title: str = ""
+    dataset_id: str | None = None  # Hub id of the real benchmark (model-index dataset.type)
+    dataset_name: str = ""  # display name (model-index dataset.name)
+    split: str = "test"
+    metric: str = "score"  # model-index metric.type of the headline `score`
+    metric_name: str = ""  # human label of the headline metric
+    max_new_tokens: int = 1024
+    uses_images: bool = True
+    version: int = 1  # bump when prompts or scoring change: invalidates cached per-sample results
+    generated: bool = False  # samples are generated locally (no benchmark to download)
+
+    def load(self, source: str | None = None, limit: int | None = None) -> list[EvalSample]:
+        """Samples from `source`: None = the real benchmark on the Hub, "sample" = the tiny copy
+        shipped with viscodex, else a local file or folder in the benchmark's own format."""
+        raise NotImplementedError
+
+    def messages(self, sample: EvalSample) -> list[dict]:
+        """A single user turn: one image entry per image, then the instruction (Qwen2.5-VL order)."""
+        content: list[dict] = [{"type": "image"} for _ in sample.images]
+        content.append({"type": "text", "text": sample.prompt})
+        return [{"role": "user", "content": content}]
+
+    def score(self, output: str, sample: EvalSample) -> Score:
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def scorer(self) -> Iterator[Callable[[str, EvalSample], Score]]:
+        """A scoring function for one run (tasks holding a resource, like a browser, override this)."""
+        yield self.score
+
+    # scoring may run in a few threads (each call starts its own sandboxed subprocess)
+    parallel_scoring: bool = True
+
+    def describe(self) -> dict[str, Any]:
+        return {"task": self.name, "title": self.title, "dataset": self.dataset_id, "dataset_name": self.dataset_name,
+                "split": self.split, "metric": self.metric, "metric_name": self.metric_name or self.metric}
+
+
+TASKS: dict[str, Callable[[], Task]] = {}
+ALIASES: dict[str, str] = {}
+
+
+def register(factory: Callable[[], Task], name: str, *aliases: str) -> None:
+    TASKS[name] = factory
+    for a in aliases:
+        ALIASES[a] = name
+
+
+def _load_builtin() -> None:
+    from . import chartmimic, design2code, mmcode, toy  # noqa: F401  (they register themselves)
+
+
+def get_task(name: str) -> Task:
+    """A task by name (case- and dash/underscore-insensitive)."""
+    _load_builtin()
+    key = re.sub(r"[-\s]", "_", name.strip().lower())
+    key = ALIASES.get(key, key)
+    if key not in TASKS:
+        raise EvalError(f"unknown task {name!r}; choose from {', '.join(task_names())}")
+    return TASKS[key]()
+
+
+def task_names() -> list[str]:
+    _load_builtin()
+    return sorted(TASKS)
+
+
+# ---------------------------------------------------------------- shared helpers
+_FENCE = re.compile(r"```[ \t]*([\w+#.-]*)[^\n]*\n(.*?)(?:```|\Z)", re.S)
+
+
+def extract_code(text: str, language: str) -> str:
+    """The code to run from a model answer: the first fenced block tagged `language`, else the
+    first fenced block, else the whole answer (models often answer with bare code)."""
+    aliases = {"py": "python", "python3": "python", "htm": "html", "xhtml": "html"}
+    blocks = [(aliases.get(m.group(1).lower(), m.group(1).lower()), m.group(2)) for m in _FENCE.finditer(text)]
+    for lang, code in blocks:
+        if lang == language:
+            return code.strip("\n")
+    if blocks:
+        return blocks[0][1].strip("\n")
+    return text.strip()
+
+
+def limited(items: list, limit: int | None) -> list:
+    return items if limit is None or limit <= 0 else items[:limit]
+
+
+__all__ = ["Task", "EvalSample", "EvalError", "Score", "TASKS", "register", "get_task", "task_names",
+           "extract_code", "SAMPLE_SOURCE", "SAMPLES_DIR"]
