@@ -36,6 +36,18 @@ def load_sd(folder: Path) -> dict[str, torch.Tensor]:
     return {arch.to_canonical(k, layout): v for k, v in out.items()}
 
 
+def edited_copy(src: Path, dst: Path, edit) -> Path:
+    """Copy a checkpoint folder, apply `edit` to its state dict, and store it as one safetensors file."""
+    shutil.copytree(src, dst)
+    sd = load_sd(dst)
+    for f in dst.glob("*.safetensors"):
+        f.unlink()
+    (dst / "model.safetensors.index.json").unlink()
+    edit(sd)
+    save_file(sd, str(dst / "model.safetensors"), metadata={"format": "pt"})
+    return dst
+
+
 def merge(trio, tmp_path, name="out", **kw) -> tuple[Path, dict]:
     r = Recipe(vlm=str(trio["vlm"]), coder=str(trio["coder"]), base=str(trio["base"]), **kw)
     out = tmp_path / name
@@ -110,16 +122,14 @@ def test_vision_and_projector_bitwise_and_vision_token_rows(trio, sds, tmp_path)
 
 def test_rows_past_shared_vocab_come_from_vlm(trio, tmp_path):
     """A coder with fewer (padding) embedding rows: shared rows merged, the rest from the VLM."""
-    coder = tmp_path / "coder_small"
-    shutil.copytree(trio["coder"], coder)
+    n = load_sd(trio["coder"])["model.embed_tokens.weight"].shape[0] - 32
+
+    def edit(sd):
+        sd["model.embed_tokens.weight"] = sd["model.embed_tokens.weight"][:n].clone()
+        sd["lm_head.weight"] = sd["lm_head.weight"][:n].clone()
+
+    coder = edited_copy(trio["coder"], tmp_path / "coder_small", edit)
     sd = load_sd(coder)
-    n = sd["model.embed_tokens.weight"].shape[0] - 32
-    for f in coder.glob("*.safetensors"):
-        f.unlink()
-    (coder / "model.safetensors.index.json").unlink()
-    sd["model.embed_tokens.weight"] = sd["model.embed_tokens.weight"][:n].clone()
-    sd["lm_head.weight"] = sd["lm_head.weight"][:n].clone()
-    save_file(sd, str(coder / "model.safetensors"), metadata={"format": "pt"})
     r = Recipe(vlm=str(trio["vlm"]), coder=str(coder), base=str(trio["base"]), lam=0.5)
     res = run_merge(r, tmp_path / "o", progress=False)
     out, vlm = load_sd(tmp_path / "o"), load_sd(trio["vlm"])
@@ -199,14 +209,10 @@ def test_tied_embeddings(tied_trio, tmp_path):
 
 def test_untied_coder_into_tied_vlm_is_noted(tied_trio, tmp_path):
     """The VLM ties embeddings; an untied coder's own lm_head cannot be used, and the plan says so."""
-    coder = tmp_path / "coder_untied"
-    shutil.copytree(tied_trio["coder"], coder)
-    sd = load_sd(coder)
-    for f in coder.glob("*.safetensors"):
-        f.unlink()
-    (coder / "model.safetensors.index.json").unlink()
-    sd["lm_head.weight"] = sd["model.embed_tokens.weight"] + 1.0
-    save_file(sd, str(coder / "model.safetensors"))
+    def edit(sd):
+        sd["lm_head.weight"] = sd["model.embed_tokens.weight"] + 1.0
+
+    coder = edited_copy(tied_trio["coder"], tmp_path / "coder_untied", edit)
     cfg = json.loads((coder / "config.json").read_text())
     cfg["tie_word_embeddings"] = False
     (coder / "config.json").write_text(json.dumps(cfg))
@@ -343,15 +349,11 @@ def test_error_shape_and_config_mismatch_lists_every_problem(trio, tmp_path):
 
 
 def test_error_missing_and_extra_tensors(trio, tmp_path):
-    coder = tmp_path / "coder"
-    shutil.copytree(trio["coder"], coder)
-    sd = load_sd(coder)
-    for f in coder.glob("*.safetensors"):
-        f.unlink()
-    (coder / "model.safetensors.index.json").unlink()
-    sd.pop("model.layers.1.self_attn.q_proj.bias")
-    sd["model.layers.2.mlp.up_proj.weight"] = torch.zeros(128, 64)
-    save_file(sd, str(coder / "model.safetensors"))
+    def edit(sd):
+        sd.pop("model.layers.1.self_attn.q_proj.bias")
+        sd["model.layers.2.mlp.up_proj.weight"] = torch.zeros(128, 64)
+
+    coder = edited_copy(trio["coder"], tmp_path / "coder", edit)
     r = Recipe(vlm=str(trio["vlm"]), coder=str(coder), base=str(trio["base"]))
     _expect_error(r, tmp_path / "o", CompatibilityError,
                   "coder coder is missing tensor model.layers.1.self_attn.q_proj.bias (vlm shape [64])",
@@ -381,14 +383,10 @@ def test_error_unknown_method_and_lambda(trio, tmp_path):
 
 
 def test_error_nan_names_tensor(trio, tmp_path):
-    coder = tmp_path / "coder"
-    shutil.copytree(trio["coder"], coder)
-    sd = load_sd(coder)
-    for f in coder.glob("*.safetensors"):
-        f.unlink()
-    (coder / "model.safetensors.index.json").unlink()
-    sd["model.layers.1.mlp.gate_proj.weight"][3, 4] = float("nan")
-    save_file(sd, str(coder / "model.safetensors"))
+    def edit(sd):
+        sd["model.layers.1.mlp.gate_proj.weight"][3, 4] = float("nan")
+
+    coder = edited_copy(trio["coder"], tmp_path / "coder", edit)
     r = Recipe(vlm=str(trio["vlm"]), coder=str(coder), base=str(trio["base"]))
     _expect_error(r, tmp_path / "o", MergeError, "output tensor model.layers.1.mlp.gate_proj.weight has 1 NaN/Inf")
 
