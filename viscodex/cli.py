@@ -361,6 +361,34 @@ def sweep(
     _guard(run)
 
 
+@app.command()
+def demo(
+    no_app: Annotated[bool, typer.Option("--no-app", help="Print the table and stop (do not launch the app).")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the toy trio, data and training (same seed, same models).")] = 0,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for the table, plot and models (default: in the user cache).")] = None,
+    fast: Annotated[bool, typer.Option("--fast", help="A smaller, quicker configuration (about a minute; weaker models).")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Redo the merges, evaluation and SFT even if --out holds them.")] = False,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch (default: torch's choice; 1 is best on a busy machine).")] = None,
+) -> None:
+    """Toy VisCodex, offline: train a tiny base/coder/VLM trio (cached), merge, evaluate base VLM vs
+    coder-swapped vs merged (and a lambda sweep), fine-tune the three briefly on image -> code, print
+    the table, then launch the app on them."""
+    import dataclasses
+
+    from .demo import FAST, FULL, launch_app, run_demo
+
+    def run():
+        cfg = dataclasses.replace(FAST if fast else FULL, seed=seed)
+        res = run_demo(out, cfg, force=force, threads=threads)
+        folder = Path(res["out"])
+        typer.echo((folder / "results.md").read_text(), nl=False)
+        typer.echo(f"wrote {folder / 'results.md'}, {folder / 'results.json'}, {folder / 'accuracy_vs_lambda.png'}")
+        if not no_app:
+            launch_app(res)
+
+    _guard(run)
+
+
 def _guard(fn) -> None:
     """Run a command body; a ViscodexError becomes one clear message and exit code 2."""
     try:

@@ -110,9 +110,10 @@ FAST = DemoConfig(hidden_size=64, intermediate_size=128, vision_hidden_size=32, 
 
 
 def cache_root() -> Path:
+    """$VISCODEX_CACHE, else the user cache dir (~/.cache/viscodex on Linux), as the app uses."""
     from platformdirs import user_cache_dir
 
-    return Path(user_cache_dir("viscodex"))
+    return Path(os.environ.get("VISCODEX_CACHE") or user_cache_dir("viscodex"))
 
 
 # ---------------------------------------------------------------- quiet transformers
@@ -520,9 +521,9 @@ def _read_results(out: Path) -> dict | None:
 
 
 def variant_paths(results: dict) -> dict[str, Path]:
-    """The three fine-tuned variants a finished demo wrote (display name -> folder), for the app."""
+    """The three variants after the image -> code SFT, keyed as the app keys them (vlm, swapped, merged)."""
     out = Path(results["out"])
-    return {f"{VARIANT_NAMES[k]} + SFT": out / "sft" / k for k in VARIANT_NAMES}
+    return {k: out / "sft" / k for k in VARIANT_NAMES}
 
 
 # ---------------------------------------------------------------- reporting

@@ -1,0 +1,283 @@
+"""The embedded default: the tiny trio (untrained fast path and trained), the toy tasks' scoring, and
+`viscodex demo --no-app --fast` end to end with the paper's robust claims.
+
+Margins of the claims were learnt from seeds 0-3 of the FAST configuration (1 thread):
+  grounding attribute accuracy   base VLM 0.73-0.77   coder-swapped 0.09-0.16   merged (0.7) 0.65-0.75
+  => VLM - swapped >= 0.57 and merged - swapped >= 0.54 observed; asserted: >= 0.30 each, and
+     swapped at most chance + 0.1 (chance = 0.29).
+Only these are asserted: coding and image -> code differences between variants are small in FAST
+and change sign from seed to seed (see docs/demo.md for the full configuration's table).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from viscodex import toy_tasks as tt
+from viscodex.tiny import TinyConfig, build_tokenizer, build_trio
+
+CLAIM_MARGIN = 0.30
+SWAPPED_MAX = tt.chance_attr_acc() + 0.10
+
+
+def tensor_hashes(folder: Path) -> dict[str, str]:
+    out = {}
+    for f in sorted(folder.glob("*.safetensors")):
+        for k, t in load_file(f).items():
+            out[k] = hashlib.sha256(t.contiguous().view(torch.uint8).numpy().tobytes()).hexdigest()
+    assert out, f"no tensors in {folder}"
+    return out
+
+
+def trio_hashes(paths: dict[str, Path]) -> dict[str, dict[str, str]]:
+    return {role: tensor_hashes(p) for role, p in paths.items()}
+
+
+# ---------------------------------------------------------------- the untrained fast path (test fixtures)
+def test_untrained_build_is_deterministic(trio, tmp_path):
+    same = build_trio(tmp_path / "a", TinyConfig(seed=0))
+    other = build_trio(tmp_path / "b", TinyConfig(seed=1))
+    h0, h_same, h_other = trio_hashes(trio), trio_hashes(same), trio_hashes(other)
+    assert h_same == h0
+    for role in ("base", "coder", "vlm"):
+        assert h_other[role].keys() == h0[role].keys()
+        differ = [k for k in h0[role] if h0[role][k] != h_other[role][k]]
+        assert len(differ) > len(h0[role]) // 2, role
+    for name in ("tokenizer.json", "chat_template.jinja", "preprocessor_config.json"):
+        if (trio["vlm"] / name).exists():
+            assert (trio["vlm"] / name).read_bytes() == (same["vlm"] / name).read_bytes(), name
+
+
+def test_tokenizer_on_disk_tokenises_like_the_one_built(tmp_path):
+    """transformers re-creates Qwen2's pre-tokeniser on load: the built tokenizer must already use it,
+    or a model trained with it would read different ids after save/load (digits, here)."""
+    from transformers import AutoTokenizer
+
+    tok = build_tokenizer(TinyConfig())
+    tok.save_pretrained(tmp_path)
+    back = AutoTokenizer.from_pretrained(tmp_path)
+    texts = [s.svg() for s in tt.all_scenes()] + [tt.CODING.prompt(s) for s in tt.all_scenes()[:5]]
+    for t in texts:
+        assert tok(t)["input_ids"] == back(t)["input_ids"], t
+    digits = tok.convert_ids_to_tokens(tok('r="24"')["input_ids"])
+    assert "2" in digits and "4" in digits  # Qwen2 splits numbers into single digits
+    for special in ("<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|image_pad|>", "<|vision_end|>"):
+        assert len(tok(special, add_special_tokens=False)["input_ids"]) == 1, special
+
+
+def test_processor_expands_an_image_to_four_tokens(trio):
+    from transformers import AutoProcessor
+
+    proc = AutoProcessor.from_pretrained(trio["vlm"])
+    s = tt.make_samples(tt.GROUNDING, tt.all_scenes(), 1, 0)[0]
+    text = proc.apply_chat_template(tt.GROUNDING.messages(s), tokenize=False, add_generation_prompt=True)
+    assert text.startswith("<|im_start|>system\n") and text.endswith("<|im_start|>assistant\n")
+    b = proc(text=[text], images=[s.image], return_tensors="pt")
+    pad = proc.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    assert int((b["input_ids"] == pad).sum()) == 4
+    assert b["image_grid_thw"].tolist() == [[1, 4, 4]]
+
+
+# ---------------------------------------------------------------- toy tasks
+def test_canonical_svg_reads_back_as_its_scene():
+    for s in tt.all_scenes():
+        assert tt.read_svg(s.svg()) == s.attrs, s.svg()
+        assert tt.read_description(s.description()) == s.attrs
+        for task in tt.TASKS.values():
+            sample = tt.Sample(s, None, task.target(s))
+            assert task.score(sample.target, sample) == {"attr_acc": 1.0, "exact": 1.0, "valid": 1.0,
+                                                         "size": 1.0, "color": 1.0, "shape": 1.0}
+
+
+@pytest.mark.parametrize("output, expect", [
+    ('<svg><circle fill="red" cx="32" cy="32" r="24"/></svg>', {"size": 0.0, "color": 1.0, "shape": 1.0}),
+    ('<svg><rect fill="blue" x="22" y="22" width="20" height="20"/></svg>', {"size": 1.0, "color": 0.0, "shape": 0.0}),
+    ('<svg><rect fill="red" x="0" y="0" width="20" height="10"/></svg>', {"size": 1.0, "color": 1.0, "shape": 0.0}),
+    ('<svg><circle fill="red" r="10"></svg>', None),  # not well-formed: nothing is drawn
+    ("a small red circle", None),  # no SVG at all
+    ('<svg><script>alert(1)</script></svg>', {"size": 0.0, "color": 0.0, "shape": 0.0}),
+])
+def test_svg_scoring_checks_what_is_drawn(output, expect):
+    sample = tt.Sample(tt.Scene("red", "circle", "small"))
+    sc = tt.IMAGE_CODE.score(output, sample)
+    if expect is None:
+        assert sc["valid"] == 0.0 and sc["attr_acc"] == 0.0
+    else:
+        assert sc["valid"] == 1.0
+        assert {k: sc[k] for k in expect} == expect
+        assert sc["attr_acc"] == pytest.approx(sum(expect.values()) / 3)
+
+
+def test_star_and_triangle_codes_differ_from_their_first_point():
+    for size in tt.SIZES:
+        star, tri = (tt.Scene("red", sh, size).svg() for sh in ("star", "triangle"))
+        assert star.split('points="')[1][:3] != tri.split('points="')[1][:3]
+
+
+def test_grounding_scoring_reads_words():
+    sample = tt.Sample(tt.Scene("white", "star", "large"))
+    assert tt.GROUNDING.score("a large white star", sample)["exact"] == 1.0
+    sc = tt.GROUNDING.score("a small white triangle", sample)
+    assert (sc["size"], sc["color"], sc["shape"], sc["exact"]) == (0.0, 1.0, 0.0, 0.0)
+    assert tt.GROUNDING.score("", sample)["attr_acc"] == 0.0
+
+
+def test_samples_are_seeded_and_images_differ_by_scene():
+    a = tt.make_samples(tt.IMAGE_CODE, tt.all_scenes(), 10, 3)
+    b = tt.make_samples(tt.IMAGE_CODE, tt.all_scenes(), 10, 3)
+    c = tt.make_samples(tt.IMAGE_CODE, tt.all_scenes(), 10, 4)
+    assert [s.scene for s in a] == [s.scene for s in b]
+    assert all(x.image.tobytes() == y.image.tobytes() for x, y in zip(a, b))
+    assert [s.scene for s in a] != [s.scene for s in c]
+    rng = random.Random(0)
+    red, blue = (tt.render(tt.Scene(col, "square", "large"), 56, rng) for col in ("red", "blue"))
+    assert red.getpixel((28, 28)) == tt.RGB["red"] and blue.getpixel((28, 28)) == tt.RGB["blue"]
+
+
+def test_pretraining_corpus_has_a_little_coding():
+    docs = tt.pretraining_docs(0, 600)
+    code = [d for d in docs if isinstance(d, tuple) and d[0].startswith("Write SVG for:")]
+    assert 0 < len(code) <= len(docs) // 20
+
+
+# ---------------------------------------------------------------- the trained trio
+MICRO = dict(hidden_size=32, intermediate_size=64, num_attention_heads=2, num_key_value_heads=1,
+             vision_hidden_size=16, batch_size=4, pretrain_steps=6, coder_steps=4, vlm_steps=4)
+
+
+def test_trained_trio_is_deterministic(tmp_path):
+    from transformers import AutoModelForCausalLM, Qwen2_5_VLForConditionalGeneration
+
+    from viscodex.demo import DemoConfig, train_trio
+
+    cfg = DemoConfig(seed=0, **MICRO)
+    a = train_trio(tmp_path / "a", demo=cfg)
+    b = train_trio(tmp_path / "b", demo=cfg)
+    c = train_trio(tmp_path / "c", demo=dataclasses.replace(cfg, seed=1))
+    ha, hb, hc = trio_hashes(a), trio_hashes(b), trio_hashes(c)
+    assert ha == hb
+    assert all(ha[r] != hc[r] for r in ha)
+    untrained = trio_hashes(build_trio(tmp_path / "u", cfg.tiny()))
+    assert ha["base"] != untrained["base"]  # training moved the weights
+    assert ha["coder"] != ha["base"]
+    rec = json.loads((tmp_path / "a" / "trio.json").read_text())
+    assert rec["base"]["steps"] == 6 and rec["coder"]["steps"] == 4 and rec["vlm"]["steps"] == 4
+    assert rec["key"] == cfg.trio_key()
+    AutoModelForCausalLM.from_pretrained(a["coder"])
+    Qwen2_5_VLForConditionalGeneration.from_pretrained(a["vlm"])
+
+
+def test_config_keys():
+    from viscodex.demo import FAST, FULL
+
+    assert FULL.trio_key() != FAST.trio_key()
+    assert FULL.trio_key() != dataclasses.replace(FULL, seed=1).trio_key()
+    # evaluation settings do not invalidate the cached trio, but do name another demo folder
+    changed = dataclasses.replace(FULL, eval_samples=8, lam=0.5)
+    assert changed.trio_key() == FULL.trio_key() and changed.key() != FULL.key()
+
+
+# ---------------------------------------------------------------- `viscodex demo` end to end
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    from viscodex.cli import app
+
+    root = tmp_path_factory.mktemp("demo")
+    env = {"VISCODEX_CACHE": str(root / "cache")}
+    res = CliRunner().invoke(app, ["demo", "--no-app", "--fast", "--out", str(root / "out")], env=env)
+    return root, env, res
+
+
+@pytest.mark.slow
+def test_demo_no_app_end_to_end(demo_run):
+    root, _, res = demo_run
+    assert res.exit_code == 0, res.output
+    out = root / "out"
+    assert "| coder-swapped |" in res.output and "## The paper's claims at toy scale" in res.output
+    for f in ("results.json", "results.md", "accuracy_vs_lambda.png"):
+        assert (out / f).is_file(), f
+    assert (out / "accuracy_vs_lambda.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    r = json.loads((out / "results.json").read_text())
+    assert set(r["scores"]) >= {"base", "coder", "vlm", "swapped", "merged-lam0", "merged-lam0.7", "merged-lam1"}
+    assert set(r["scores"]["coder"]) == {"coding"}  # text-only models get text tasks only
+    # lambda 1 keeps the VLM's backbone and lambda 0 the coder's: same answers as the endpoints
+    assert r["scores"]["merged-lam1"]["grounding"]["attr_acc"] == r["scores"]["vlm"]["grounding"]["attr_acc"]
+    assert r["scores"]["merged-lam0"]["coding"]["attr_acc"] == r["scores"]["coder"]["coding"]["attr_acc"]
+    cache = list((root / "cache").glob("trio-*"))
+    assert len(cache) == 1 and (cache[0] / "trio.json").is_file()
+    assert not list(root.glob(".out.viscodex-tmp-*")) and not list((root / "cache").glob(".trio-*"))
+
+
+@pytest.mark.slow
+def test_demo_robust_claims(demo_run):
+    root, _, res = demo_run
+    assert res.exit_code == 0, res.output
+    g = {k: v["grounding"]["attr_acc"] for k, v in json.loads((root / "out" / "results.json").read_text())["scores"].items()
+         if "grounding" in v}
+    assert g["vlm"] - g["swapped"] >= CLAIM_MARGIN, g
+    assert g["merged-lam0.7"] - g["swapped"] >= CLAIM_MARGIN, g
+    assert g["swapped"] <= SWAPPED_MAX, g
+
+
+@pytest.mark.slow
+def test_demo_variants_are_real_models_with_provenance(demo_run):
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from viscodex.recipe import Recipe
+
+    root, _, res = demo_run
+    assert res.exit_code == 0, res.output
+    out = root / "out"
+    for name in ("vlm", "swapped", "merged"):
+        m = Qwen2_5_VLForConditionalGeneration.from_pretrained(out / "sft" / name)
+        assert all(p.dtype == torch.float32 for p in m.parameters())
+    r = Recipe.load(out / "sft" / "merged")
+    assert r.lam == 0.7 and r.variant == "merged"
+    assert r.records["training"]["frozen"] == "vision tower + projector"
+    assert Recipe.load(out / "sft" / "swapped").variant == "swapped"
+    # the vision tower and projector are untouched by the SFT (frozen)
+    vis = lambda d: {k: v for k, v in tensor_hashes(d).items() if k.startswith(("visual.", "model.visual."))}  # noqa: E731
+    assert vis(out / "sft" / "merged") == vis(out / "variants" / "merged-lam0.7")
+    assert vis(out / "sft" / "merged")
+
+
+@pytest.mark.slow
+def test_demo_reuses_its_results_and_refuses_foreign_folders(demo_run, tmp_path):
+    from viscodex.cli import app
+
+    root, env, res = demo_run
+    assert res.exit_code == 0, res.output
+    before = (root / "out" / "results.json").stat().st_mtime_ns
+    again = CliRunner().invoke(app, ["demo", "--no-app", "--fast", "--out", str(root / "out")], env=env)
+    assert again.exit_code == 0, again.output
+    assert (root / "out" / "results.md").read_text() in again.output
+    assert (root / "out" / "results.json").stat().st_mtime_ns == before  # reused, not recomputed
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "mine.txt").write_text("keep me")
+    bad = CliRunner().invoke(app, ["demo", "--no-app", "--fast", "--out", str(tmp_path / "x")], env=env)
+    assert bad.exit_code == 2 and "not a demo folder" in bad.output
+    assert (tmp_path / "x" / "mine.txt").read_text() == "keep me"
+    other = CliRunner().invoke(app, ["demo", "--no-app", "--fast", "--seed", "5", "--out", str(root / "out")], env=env)
+    assert other.exit_code == 2 and "another configuration" in other.output
+
+
+def test_demo_launches_the_app_when_available(monkeypatch, tmp_path):
+    """`launch_app` hands the three fine-tuned folders to viscodex.compare.launch, or skips cleanly."""
+    import viscodex.compare as compare
+    from viscodex.demo import launch_app
+
+    res = {"out": str(tmp_path)}
+    monkeypatch.delattr(compare, "launch", raising=False)
+    assert launch_app(res) is False
+    got = {}
+    monkeypatch.setattr(compare, "launch", lambda variants: got.update(variants), raising=False)
+    assert launch_app(res) is True
+    assert got == {k: tmp_path / "sft" / k for k in ("vlm", "swapped", "merged")}
