@@ -149,8 +149,8 @@ def test_pretraining_corpus_has_a_little_coding():
 
 
 # ---------------------------------------------------------------- the trained trio
-MICRO = dict(hidden_size=32, intermediate_size=64, num_attention_heads=2, num_key_value_heads=1,
-             vision_hidden_size=16, batch_size=4, pretrain_steps=6, coder_steps=4, vlm_steps=4)
+MICRO = {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2, "num_key_value_heads": 1,
+         "vision_hidden_size": 16, "batch_size": 4, "pretrain_steps": 6, "coder_steps": 4, "vlm_steps": 4}
 
 
 def test_trained_trio_is_deterministic(tmp_path):
@@ -192,7 +192,7 @@ def demo_run(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("demo")
     env = {"VISCODEX_CACHE": str(root / "cache")}
-    res = CliRunner().invoke(app, ["demo", "--no-app", "--fast", "--out", str(root / "out")], env=env)
+    res = CliRunner().invoke(app, ["demo", "--no-app", "--fast", "--threads", "1", "--out", str(root / "out")], env=env)
     return root, env, res
 
 
@@ -244,7 +244,7 @@ def test_demo_variants_are_real_models_with_provenance(demo_run):
     assert r.records["training"]["frozen"] == "vision tower + projector"
     assert Recipe.load(out / "sft" / "swapped").variant == "swapped"
     # the vision tower and projector are untouched by the SFT (frozen)
-    vis = lambda d: {k: v for k, v in tensor_hashes(d).items() if k.startswith(("visual.", "model.visual."))}  # noqa: E731
+    vis = lambda d: {k: v for k, v in tensor_hashes(d).items() if k.startswith(("visual.", "model.visual."))}
     assert vis(out / "sft" / "merged") == vis(out / "variants" / "merged-lam0.7")
     assert vis(out / "sft" / "merged")
 
@@ -271,7 +271,7 @@ def test_demo_reuses_its_results_and_refuses_foreign_folders(demo_run, tmp_path)
 
 def test_demo_launches_the_app_when_available(monkeypatch, tmp_path):
     """`launch_app` hands the three fine-tuned folders to viscodex.compare.launch, or skips cleanly."""
-    import viscodex.compare as compare
+    from viscodex import compare
     from viscodex.demo import launch_app
 
     res = {"out": str(tmp_path)}

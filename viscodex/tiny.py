@@ -4,7 +4,8 @@ the base. With the real tokenizer class, chat template and Qwen2.5-VL processor,
 (merge, train, publish, app) runs on it unchanged, with no downloads.
 
 `build_trio(..., train=False)` perturbs weights (fast, for tests of the plumbing);
-the demo grows this into trained models (see demo.py).
+`build_trio(..., train=True)` trains them (demo.train_trio: a few minutes on CPU; `viscodex demo`
+caches them).
 """
 from __future__ import annotations
 

@@ -16,8 +16,9 @@ import math
 import random
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 COLORS = ["red", "green", "blue", "yellow", "purple", "orange", "black", "white"]
 SHAPES = ["circle", "square", "triangle", "star"]
@@ -126,7 +127,7 @@ def read_description(text: str) -> dict[str, str | None]:
     return out
 
 
-_SVG = re.compile(r"<svg\b.*?</svg>", re.S)
+_SVG = re.compile(r"<svg\b.*?</svg>", re.DOTALL)
 
 
 def _num(el, name: str) -> float:
@@ -274,9 +275,29 @@ def text_corpus(seed: int, n: int = 400) -> list[str]:
     return out
 
 
-__all__ = ["Scene", "Sample", "Task", "Split", "TASKS", "GROUNDING", "CODING", "IMAGE_CODE", "COLORS", "SHAPES",
-           "SIZES", "RGB", "render", "read_description", "read_svg", "split_scenes", "make_samples", "summarize",
-           "chance_attr_acc", "all_scenes", "text_corpus"]
+__all__ = [
+    "CODING",
+    "COLORS",
+    "GROUNDING",
+    "IMAGE_CODE",
+    "RGB",
+    "SHAPES",
+    "SIZES",
+    "TASKS",
+    "Sample",
+    "Scene",
+    "Split",
+    "Task",
+    "all_scenes",
+    "chance_attr_acc",
+    "make_samples",
+    "read_description",
+    "read_svg",
+    "render",
+    "split_scenes",
+    "summarize",
+    "text_corpus",
+]
 
 
 # ---------------------------------------------------------------- the base model's "pre-training" text
