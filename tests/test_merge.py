@@ -465,16 +465,45 @@ def test_recipe_round_trip_reproduces_hashes(trio, tmp_path):
     assert Recipe.load(tmp_path / "b").records["output"]["files"] == a.files
 
 
-def test_row_chunking_gives_identical_bytes(trio, tmp_path):
-    """Big tensors are streamed in row chunks; chunk size must not change a single output byte."""
+def test_row_chunking_gives_identical_bytes(trio, tmp_path, caplog):
+    """Big tensors are streamed in row chunks; chunk size must not change a single output byte, nor
+    must the reuse of read buffers (small chunks: every read comes from a handful of pooled blocks
+    while the hasher and the writer still hold others)."""
+    import re
+
     r = Recipe(vlm=str(trio["vlm"]), coder=str(trio["coder"]), base=str(trio["base"]), lam=0.7, params={"scale": 0.9})
     whole = run_merge(r, tmp_path / "whole", progress=False, shard_size="300KB")
-    small = run_merge(r, tmp_path / "small", progress=False, shard_size="300KB", chunk_bytes=3000, window_bytes=10_000)
+    with caplog.at_level(logging.DEBUG, logger="viscodex"):
+        small = run_merge(r, tmp_path / "small", progress=False, shard_size="300KB", chunk_bytes=3000, window_bytes=10_000)
     assert whole.files == small.files
+    assert Recipe.load(tmp_path / "whole").records["sources"] == Recipe.load(tmp_path / "small").records["sources"]
+    lent, blocks = map(int, re.search(r"read buffers: (\d+) from the pool \((\d+) blocks\)", caplog.text).groups())
+    assert blocks <= 10_000 // 3000 + 12 and lent > 20 * blocks  # each block reused many times
     import viscodex.merge as m
 
     chunks = m.chunks_of(small.plan.items, 3000)
     assert len(chunks) > 3 * len(small.plan.items)  # really chunked (embeddings, lm_head, MLPs, vision)
+
+
+def test_buffer_pool_reuses_a_block_only_once_nothing_views_it():
+    from viscodex.safetensors_io import BufferPool
+
+    pool = BufferPool(1024, max_blocks=2, min_bytes=100)
+    a = pool.take(1000)
+    a.fill_(7)
+    view = a[10:20].view(torch.int16)
+    del a
+    b = pool.take(1000)  # the first block is still viewed: a second one
+    assert b.data_ptr() != view.data_ptr() - 10
+    c = pool.take(500)  # both blocks out: fresh memory
+    assert pool.fresh == 1 and len(pool.blocks) == 2
+    first = view.data_ptr() - 10
+    del view
+    d = pool.take(600)  # the first block is free again
+    assert d.data_ptr() == first and d.numel() == 600 and pool.lent == 3
+    assert pool.take(50).numel() == 50 and pool.take(2000).numel() == 2000  # too small / too large: fresh
+    assert pool.fresh == 3 and len(pool.blocks) == 2
+    del b, c, d
 
 
 def test_input_hashes_are_file_sha256(trio, tmp_path):

@@ -34,7 +34,7 @@ class InputHasher:
                     self.free[f] = real.name  # Hub blobs are stored under their sha256
                 elif f not in self.state:
                     self.state[f] = [hashlib.sha256(), 0, True]
-        self.q: queue.Queue = queue.Queue(maxsize=16)
+        self.q: queue.Queue = queue.Queue(maxsize=4)  # chunks waiting: bounded, each holds a read buffer
         self.t = threading.Thread(target=self._run, name="viscodex-hash", daemon=True)
         self.t.start()
 

@@ -28,7 +28,7 @@ from .errors import MergeError, SourceError, ViscodexError
 from .plan import MergePlan, PlanItem, build_plan
 from .recipe import RECIPE_FILE, Recipe
 from .hashing import InputHasher
-from .safetensors_io import DTYPES, PlannedTensor, ShardWriter, plan_shards, read_range, shard_names
+from .safetensors_io import DTYPES, BufferPool, PlannedTensor, ShardWriter, plan_shards, read_range, shard_names
 from .sources import Source, display_name, open_source
 
 log = logging.getLogger("viscodex")
@@ -128,8 +128,9 @@ def chunks_of(items: list[PlanItem], chunk_bytes: int) -> list[Chunk]:
 class _Prefetcher:
     """Reads chunks' input bytes ahead of compute with positioned reads, bounded by bytes in flight."""
 
-    def __init__(self, chunks: list[Chunk], threads: int, window_bytes: int):
+    def __init__(self, chunks: list[Chunk], threads: int, window_bytes: int, buffers: BufferPool | None = None):
         self.chunks = chunks
+        self.buffers = buffers
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="viscodex-read")
         self.window = window_bytes
         self.futures: dict[int, Future] = {}
@@ -148,7 +149,8 @@ class _Prefetcher:
             return self.fds[path]
 
     def _read(self, ch: Chunk) -> dict[str, tuple]:
-        return {r: (info, off, read_range(info.file, off, n, self._fd(info.file)))
+        return {r: (info, off, read_range(info.file, off, n, self._fd(info.file),
+                                          out=self.buffers.take(n) if self.buffers else None))
                 for r, (info, off, n, _) in ch.ranges().items()}
 
     def _fill(self) -> None:
@@ -355,7 +357,7 @@ def _return_freed_buffers_to_the_os() -> None:
 
 def run_merge(recipe: Recipe, out: str | os.PathLike, *, device: str = "cpu", shard_size: str | int = DEFAULT_SHARD_SIZE,
               threads: int = 4, force: bool = False, progress: bool = True, window_bytes: int = 256 * 1024**2,
-              chunk_bytes: int = 32 * 1024**2, hash_inputs: bool = True, sources: dict[str, Source] | None = None) -> MergeResult:
+              chunk_bytes: int = 16 * 1024**2, hash_inputs: bool = True, sources: dict[str, Source] | None = None) -> MergeResult:
     """Merge per `recipe` into folder `out`. Everything is checked before anything is written."""
     t0 = time.perf_counter()
     _return_freed_buffers_to_the_os()
@@ -414,7 +416,9 @@ def run_merge(recipe: Recipe, out: str | os.PathLike, *, device: str = "cpu", sh
 
     wt = threading.Thread(target=writer, name="viscodex-write", daemon=True)
     wt.start()
-    pre = _Prefetcher(chunks, threads=threads, window_bytes=window_bytes)
+    # enough blocks for the reads in flight plus those being computed, hashed and written
+    buffers = BufferPool(chunk_bytes, max_blocks=window_bytes // chunk_bytes + 12, min_bytes=min(1 << 20, chunk_bytes // 4))
+    pre = _Prefetcher(chunks, threads=threads, window_bytes=window_bytes, buffers=buffers)
     ok = False
     try:
         try:
@@ -443,6 +447,7 @@ def run_merge(recipe: Recipe, out: str | os.PathLike, *, device: str = "cpu", sh
         finalize(tmp, out)
         ok = True
     finally:
+        log.debug("read buffers: %d from the pool (%d blocks), %d fresh", buffers.lent, len(buffers.blocks), buffers.fresh)
         pre.close()
         bar.close()
         if hasher is not None:
