@@ -1,0 +1,86 @@
+"""benchmarks/merge_bench.py keeps working: its shapes are the real checkpoints', its disk estimate
+matches what it builds, the linked backbone it hands mergekit reads as the VLM's own tensors, and
+one tiny end-to-end run produces a row. Nothing here is timed."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from safetensors import safe_open
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "merge_bench.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("merge_bench", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    yield mod
+    sys.modules.pop(spec.name, None)
+
+
+@pytest.mark.parametrize("shape, layers, llm_params, vlm_params", [
+    ("7b", 28, 7_615_616_512, 8_292_166_656),  # Qwen/Qwen2.5-7B, Qwen/Qwen2.5-VL-7B-Instruct
+    ("3b", 36, 3_085_938_688, 3_754_622_976),  # Qwen/Qwen2.5-3B (tied), Qwen/Qwen2.5-VL-3B-Instruct
+])
+def test_shapes_have_the_real_checkpoints_parameter_counts(bench, shape, layers, llm_params, vlm_params):
+    sh = bench.SHAPES[shape]
+    llm = bench.llm_shapes(sh, layers)
+    assert bench.nbytes(llm) == 2 * llm_params
+    assert bench.nbytes(llm + bench.vision_shapes(sh)) == 2 * vlm_params
+    assert ("lm_head.weight" in dict(llm)) == (not sh.tied)
+
+
+def _folder_bytes(d: Path) -> int:
+    return sum(f.stat().st_size for f in d.glob("*.safetensors") if not f.is_symlink())
+
+
+def test_built_inputs_match_the_disk_estimate_and_link_the_vlm_backbone(bench, tmp_path):
+    paths = bench.build_inputs(tmp_path, "tiny", 3)
+    sh = bench.SHAPES["tiny"]
+    built = sum(_folder_bytes(paths[r]) for r in ("vlm", "coder", "base", "vlm_backbone"))
+    inputs = bench.disk_needed("tiny", 3, built=False, mergekit=False) - bench.disk_needed("tiny", 3, built=True, mergekit=False)
+    assert 0 <= built - inputs < 3 * 64 * 1024  # what the estimate leaves out is the safetensors headers
+    assert bench.disk_needed("tiny", 3, built=True, mergekit=True) == (
+        bench.nbytes(bench.llm_shapes(sh, 3) + bench.vision_shapes(sh)) + bench.nbytes(bench.llm_shapes(sh, 3)))
+    # what mergekit reads as "the VLM's backbone": exactly the VLM's non-vision tensors, same bytes
+    index = json.loads((paths["vlm_backbone"] / "model.safetensors.index.json").read_text())["weight_map"]
+    with safe_open(paths["vlm"] / "model.safetensors", "pt") as vlm:
+        assert set(index) == {k for k in vlm.keys() if not k.startswith("visual.")}
+        assert set(index) == {n for n, _ in bench.llm_shapes(sh, 3)}
+        with safe_open(paths["vlm_backbone"] / index["model.layers.2.mlp.up_proj.weight"], "pt") as bb:
+            assert bb.get_tensor("model.layers.2.mlp.up_proj.weight").equal(vlm.get_tensor("model.layers.2.mlp.up_proj.weight"))
+    assert (paths["vlm_backbone"] / "model.safetensors").is_symlink()
+    assert not (paths["vlm_backbone"] / "model.safetensors").readlink().is_absolute()
+
+
+def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_tiny_run_prints_and_records_a_row(tmp_path):
+    r = _run("--shape", "tiny", "--layers", "2", "--no-mergekit", "--discard-inputs", "--scratch", str(tmp_path / "s"),
+             "--json", str(tmp_path / "r.json"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    (row,) = json.loads((tmp_path / "r.json").read_text())
+    assert row["shape"] == "tiny" and row["layers"] == 2 and row["device"] == "cpu"
+    assert row["floor_s"] > 0 and row["viscodex_s"] > 0 and row["viscodex_rss"] > 0
+    assert row["viscodex_gpu"] is None and "mergekit_s" not in row
+    assert "synthetic Qwen2.5-VL-TINY layout" in r.stdout and "vis/floor" in r.stdout
+    assert not (tmp_path / "s" / "qwen25vltiny-L2").exists()  # --discard-inputs
+
+
+def test_missing_mergekit_and_short_disk_are_named(tmp_path):
+    r = _run("--shape", "tiny", "--layers", "2", "--mergekit", str(tmp_path / "nope"), "--scratch", str(tmp_path), cwd=tmp_path)
+    assert r.returncode != 0 and f"mergekit-yaml not found at {tmp_path / 'nope'}" in r.stderr
+    r = _run("--shape", "7b", "--layers", "100000", "--no-mergekit", "--scratch", str(tmp_path), cwd=tmp_path)
+    assert r.returncode != 0 and "7b at 100000 layers needs" in r.stderr and "GB free" in r.stderr
+    assert not list(tmp_path.glob("qwen25vl*"))  # refused before building anything
