@@ -269,15 +269,82 @@ def test_demo_reuses_its_results_and_refuses_foreign_folders(demo_run, tmp_path)
     assert other.exit_code == 2 and "another configuration" in other.output
 
 
-def test_demo_launches_the_app_when_available(monkeypatch, tmp_path):
-    """`launch_app` hands the three fine-tuned folders to viscodex.compare.launch, or skips cleanly."""
+def test_launch_app_runs_app_py_on_the_three_fine_tuned_folders(monkeypatch, tmp_path):
+    import os
+    import runpy
+
     from viscodex import compare
     from viscodex.demo import launch_app
 
-    res = {"out": str(tmp_path)}
-    monkeypatch.delattr(compare, "launch", raising=False)
-    assert launch_app(res) is False
-    got = {}
-    monkeypatch.setattr(compare, "launch", lambda variants: got.update(variants), raising=False)
-    assert launch_app(res) is True
-    assert got == {k: tmp_path / "sft" / k for k in ("vlm", "swapped", "merged")}
+    seen = {}
+    keys = [*compare.ENV_VARS.values(), "GRADIO_SERVER_PORT", "GRADIO_SERVER_NAME"]
+    monkeypatch.setattr(os, "environ", {k: v for k, v in os.environ.items() if k not in keys})
+    monkeypatch.setattr(runpy, "run_path", lambda path, run_name=None: seen.update(
+        path=Path(path), run_name=run_name, env={k: os.environ.get(k) for k in keys}))
+    launch_app({"out": str(tmp_path)}, port=7999, host="0.0.0.0")
+    assert seen["path"] == compare.app_script() and seen["path"].name == "app.py" and seen["run_name"] == "__main__"
+    assert seen["env"] == {"VISCODEX_BASE_VLM": str(tmp_path / "sft" / "vlm"),
+                           "VISCODEX_SWAPPED": str(tmp_path / "sft" / "swapped"),
+                           "VISCODEX_MERGED": str(tmp_path / "sft" / "merged"),
+                           "GRADIO_SERVER_PORT": "7999", "GRADIO_SERVER_NAME": "0.0.0.0"}
+
+
+def test_run_app_refuses_unknown_variants():
+    from viscodex.compare import run_app
+    from viscodex.errors import ViscodexError
+
+    with pytest.raises(ViscodexError, match=r"unknown variant\(s\) \['coder'\]: expected some of \['vlm', 'swapped', 'merged'\]"):
+        run_app({"coder": "x"})
+
+
+@pytest.mark.slow
+def test_demo_without_no_app_serves_the_fine_tuned_variants(demo_run, tmp_path):
+    """`viscodex demo --fast` (no --no-app) reuses its results, then serves the app on the three
+    fine-tuned folders: the page lists them, and a request streams three answers."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+    from gradio_client import Client, handle_file
+
+    from viscodex.assets import ASSETS_DIR
+    from viscodex.compare import TASKS
+
+    root, env, res = demo_run
+    assert res.exit_code == 0, res.output
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/"
+    log = tmp_path / "demo.log"
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "viscodex", "demo", "--fast", "--out", str(root / "out"), "--port", str(port)],
+            env={**os.environ, **env, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False",
+                 "VISCODEX_CACHE_EXAMPLES": "off", "VISCODEX_MAX_NEW_TOKENS": "16"},
+            cwd=tmp_path, stdout=fh, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            assert proc.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "the app did not answer in 300 s:\n" + log.read_text()[-3000:]
+            try:
+                config = httpx.get(url + "config", timeout=5).json()
+                break
+            except httpx.HTTPError:
+                time.sleep(1)
+        shown = json.dumps(config)
+        for name in ("vlm", "swapped", "merged"):
+            assert str(root / "out" / "sft" / name) in shown, name
+        assert "| coder-swapped |" in log.read_text()  # the table came first
+        task = "HTML page"
+        final = Client(url, verbose=False).submit(
+            image=handle_file(str(ASSETS_DIR / "landing_page.png")), task=task, instruction=TASKS[task].instruction,
+            max_new_tokens=16, temperature=0.0, max_pixels=200_000, api_name="/run").result(timeout=120)
+        assert all(code.strip() for code in final[:3]), final
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

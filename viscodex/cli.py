@@ -268,28 +268,9 @@ def app_cmd(
 ) -> None:
     """Launch the side-by-side demo (app.py): base VLM, coder-swapped and merged. Nothing given and
     no Hub: the tiny offline demo trio."""
-    import os
-    import runpy
+    from .compare import run_app
 
-    from .compare import ENV_VARS
-
-    def run():
-        script = Path(__file__).resolve().parents[1] / "app.py"
-        if not script.is_file():
-            script = Path.cwd() / "app.py"
-        if not script.is_file():
-            raise ViscodexError("app.py not found: run from the viscodex checkout (it holds app.py)")
-        for name, value in (("vlm", vlm), ("swapped", swapped), ("merged", merged)):
-            if value:
-                os.environ[ENV_VARS[name]] = value
-        if port is not None:
-            os.environ["GRADIO_SERVER_PORT"] = str(port)
-        if host is not None:
-            os.environ["GRADIO_SERVER_NAME"] = host
-        sys.argv = [str(script)]
-        runpy.run_path(str(script), run_name="__main__")
-
-    _guard(run)
+    _guard(lambda: run_app({"vlm": vlm, "swapped": swapped, "merged": merged}, port=port, host=host))
 
 
 @app.command("eval")
@@ -369,6 +350,8 @@ def demo(
     fast: Annotated[bool, typer.Option("--fast", help="A smaller, quicker configuration (about a minute; weaker models).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Redo the merges, evaluation and SFT even if --out holds them.")] = False,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch (default: torch's choice; 1 is best on a busy machine).")] = None,
+    port: Annotated[Optional[int], typer.Option("--port", help="The app's server port (default 7860).")] = None,
+    host: Annotated[Optional[str], typer.Option("--host", help="The app's server address (default 127.0.0.1).")] = None,
 ) -> None:
     """Toy VisCodex, offline: train a tiny base/coder/VLM trio (cached), merge, evaluate base VLM vs
     coder-swapped vs merged (and a lambda sweep), fine-tune the three briefly on image -> code, print
@@ -384,7 +367,7 @@ def demo(
         typer.echo((folder / "results.md").read_text(), nl=False)
         typer.echo(f"wrote {folder / 'results.md'}, {folder / 'results.json'}, {folder / 'accuracy_vs_lambda.png'}")
         if not no_app:
-            launch_app(res)
+            launch_app(res, port=port, host=host)
 
     _guard(run)
 

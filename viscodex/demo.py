@@ -23,7 +23,6 @@ import os
 import shutil
 import tempfile
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,9 @@ import torch
 
 from . import __version__
 from . import toy_tasks as tt
+from .compare import cache_root
 from .errors import ViscodexError
+from .evaluation.generate import quiet_transformers
 from .tiny import TRIO_VERSION, TinyConfig
 
 log = logging.getLogger("viscodex")
@@ -108,30 +109,6 @@ FULL = DemoConfig()
 # A few times cheaper: for the test suite's end-to-end run of `viscodex demo --no-app --fast`.
 FAST = DemoConfig(hidden_size=64, intermediate_size=128, vision_hidden_size=32, pretrain_steps=1200, coder_steps=400,
                   vlm_steps=600, eval_samples=32, lambdas=(0.0, 0.7, 1.0), sft_samples=96, sft_epochs=1)
-
-
-def cache_root() -> Path:
-    """$VISCODEX_CACHE, else the user cache dir (~/.cache/viscodex on Linux), as the app uses."""
-    from platformdirs import user_cache_dir
-
-    return Path(os.environ.get("VISCODEX_CACHE") or user_cache_dir("viscodex"))
-
-
-# ---------------------------------------------------------------- quiet transformers
-@contextmanager
-def _quiet():
-    from transformers.utils import logging as hf_logging
-
-    verbosity = hf_logging.get_verbosity()
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
 
 
 # ---------------------------------------------------------------- encoding samples for training
@@ -210,7 +187,7 @@ def fit(name: str, model, data: list[dict], collator, *, lr: float, batch_size: 
     )
     opt = torch.optim.AdamW(param_groups, lr=lr, weight_decay=0.0) if param_groups else None
     t0 = time.perf_counter()
-    with _quiet():
+    with quiet_transformers():
         trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=collator,
                           optimizers=(opt, None))
         trainer.remove_callback(PrinterCallback)
@@ -259,7 +236,7 @@ def train_trio(out: str | os.PathLike, cfg: TinyConfig | None = None, demo: Demo
     scenes = tt.all_scenes()
     record: dict[str, Any] = {"config": asdict(demo), "key": demo.trio_key(), "threads": torch.get_num_threads()}
     t_all = time.perf_counter()
-    with _quiet(), tempfile.TemporaryDirectory(prefix="viscodex-train-") as work:
+    with quiet_transformers(), tempfile.TemporaryDirectory(prefix="viscodex-train-") as work:
         work = Path(work)
         tok = build_tokenizer(cfg)
         proc = build_processor(tok, cfg)
@@ -337,7 +314,7 @@ def load_model(path: Path):
     )
 
     cfg = json.loads((Path(path) / "config.json").read_text())
-    with _quiet():
+    with quiet_transformers():
         if cfg.get("model_type") in ("qwen2_5_vl", "qwen2_vl"):
             model = Qwen2_5_VLForConditionalGeneration.from_pretrained(path, dtype=torch.float32)
             return model.eval(), AutoProcessor.from_pretrained(path), True
@@ -360,7 +337,7 @@ def generate(model, processor, task: tt.Task, samples: list[tt.Sample], batch_si
                           padding_side="left")
         else:
             b = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-        with _quiet():
+        with quiet_transformers():
             gen = model.generate(**b, max_new_tokens=task.max_new_tokens, do_sample=False,
                                  pad_token_id=_pad_id(tok), eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"))
         outs += tok.batch_decode(gen[:, b["input_ids"].shape[1]:], skip_special_tokens=True)
@@ -399,7 +376,7 @@ def sft_image_code(src: Path, dst: Path, demo: DemoConfig) -> dict:
         info = fit("sft", model, data, Collator(_pad_id(proc.tokenizer), model.config.image_token_id), lr=demo.sft_lr,
                    batch_size=min(demo.batch_size, 16), seed=demo.seed + 3, epochs=demo.sft_epochs,
                    workdir=Path(work))
-    with _quiet():
+    with quiet_transformers():
         model.save_pretrained(dst)
         proc.save_pretrained(dst)
         model.generation_config.save_pretrained(dst)
@@ -641,15 +618,9 @@ def plot(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def launch_app(results: dict) -> bool:
-    """Open the comparison app on the three fine-tuned variants, if the app module provides `launch`."""
-    try:
-        from . import compare
-    except ImportError:
-        compare = None
-    fn = getattr(compare, "launch", None)
-    if fn is None:
-        log.info("the comparison app is not available in this installation; skipping it")
-        return False
-    fn(variant_paths(results))
-    return True
+def launch_app(results: dict, *, port: int | None = None, host: str | None = None) -> None:
+    """Serve the comparison app on the three fine-tuned variants until interrupted."""
+    from .compare import run_app
+
+    log.info("opening the comparison app on %s", ", ".join(f"{k}={v}" for k, v in variant_paths(results).items()))
+    run_app(variant_paths(results), port=port, host=host)

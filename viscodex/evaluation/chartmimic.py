@@ -23,6 +23,7 @@ import tarfile
 from pathlib import Path
 
 from .. import sandbox
+from ..compare import cache_root
 from .similarity import image_similarity, to_rgb
 from .tasks import SAMPLE_SOURCE, SAMPLES_DIR, EvalError, EvalSample, Task, extract_code, limited, register
 
@@ -42,16 +43,10 @@ PROMPT = ("You are an expert Python developer who writes matplotlib code from a 
           "original. Reply with one complete Python script in a ```python code block.")
 
 
-def _cache_root() -> Path:
-    from platformdirs import user_cache_dir
-
-    return Path(os.environ.get("VISCODEX_CACHE") or user_cache_dir("viscodex")) / "eval"
-
-
 def extract_archive(archive: Path) -> Path:
     """Extract the benchmark archive once (safe extraction: no links, no paths outside the folder)."""
     key = hashlib.sha256(f"{archive.resolve()}|{archive.stat().st_size}".encode()).hexdigest()[:16]
-    dest = _cache_root() / f"chartmimic-{key}"
+    dest = cache_root() / "eval" / f"chartmimic-{key}"
     if (dest / ".complete").exists():
         return dest
     tmp = dest.with_name(dest.name + f".tmp-{os.getpid()}")

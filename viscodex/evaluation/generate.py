@@ -24,7 +24,7 @@ MAX_PIXELS = 1280 * 28 * 28  # Qwen2.5-VL's recommended upper bound per image; l
 
 
 @contextlib.contextmanager
-def _quiet():
+def quiet_transformers():
     """transformers' warnings and progress bars off while loading and generating."""
     from transformers.utils import logging as hf_logging
 
@@ -100,7 +100,7 @@ class Generator:
             torch_dtype = "auto" if self.device.type == "cuda" else torch.float32
         else:
             torch_dtype = getattr(torch, dtype)
-        with _quiet():
+        with quiet_transformers():
             if self.is_vlm:
                 from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -138,7 +138,7 @@ class Generator:
         batch = {k: v.to(self.device) for k, v in batch.items()}
         kw = dict(max_new_tokens=int(max_new_tokens), pad_token_id=self.pad, eos_token_id=self.eos)
         kw.update(sampling or {"do_sample": False})
-        with _quiet():
+        with quiet_transformers():
             out = self.model.generate(**batch, **kw)
         return self.tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
 
