@@ -506,6 +506,25 @@ def test_buffer_pool_reuses_a_block_only_once_nothing_views_it():
     del b, c, d
 
 
+def test_merge_math_runs_on_the_compute_threads_and_restores_torchs(trio, tmp_path, monkeypatch):
+    import viscodex.merge as m
+
+    seen = set()
+    check = m.nonfinite_count
+    monkeypatch.setattr(m, "nonfinite_count", lambda t: (seen.add(torch.get_num_threads()), check(t))[1])
+    before = torch.get_num_threads()
+    r = Recipe(vlm=str(trio["vlm"]), coder=str(trio["coder"]), base=str(trio["base"]), lam=0.7)
+    run_merge(r, tmp_path / "a", progress=False, compute_threads=3)
+    assert seen == {3} and torch.get_num_threads() == before
+    seen.clear()
+    run_merge(r, tmp_path / "b", progress=False)
+    assert seen == {m.default_compute_threads()} and torch.get_num_threads() == before
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    assert m.default_compute_threads() == 1  # 2 cores: the pipeline's threads need them
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
+    assert m.default_compute_threads() == 13
+
+
 def test_input_hashes_are_file_sha256(trio, tmp_path):
     from viscodex.sources import sha256_file
 

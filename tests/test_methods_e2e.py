@@ -171,3 +171,21 @@ def test_ties_global_topk_end_to_end(trio, tmp_path):
     assert torch.equal(out[k], exp)
     per_tensor = ties(base[k], [vlm[k], coder[k]], [0.6, 0.4], density=0.3, topk="per_tensor")
     assert not torch.equal(out[k], per_tensor)
+
+
+def test_a_failing_pre_pass_leaves_nothing_behind(trio, tmp_path, monkeypatch):
+    """A read error during TIES' global pre-pass (a shard truncated after planning) stops the merge
+    with the error naming the file, and leaves neither --out nor a hidden temporary folder."""
+    import viscodex.merge as m
+    from viscodex.errors import SourceError
+    from viscodex.recipe import Recipe
+
+    def fail(*a, **kw):
+        raise SourceError("vlm/model-00001-of-00002.safetensors: truncated while reading at byte 1024")
+
+    monkeypatch.setattr(m, "read_range", fail)
+    r = Recipe(vlm=str(trio["vlm"]), coder=str(trio["coder"]), base=str(trio["base"]), lam=0.6, method="ties",
+               params={"density": 0.3, "topk": "global"})
+    with pytest.raises(SourceError, match="truncated while reading at byte 1024"):
+        m.run_merge(r, tmp_path / "o", progress=False)
+    assert list(tmp_path.iterdir()) == []

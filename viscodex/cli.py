@@ -47,6 +47,7 @@ def merge(
     device: Annotated[str, typer.Option(help="Where the math runs: cpu, cuda, cuda:1 ...")] = "cpu",
     shard_size: Annotated[str, typer.Option(help="Max shard size, e.g. 5GB.")] = "5GB",
     threads: Annotated[int, typer.Option(help="Reader threads.")] = 4,
+    compute_threads: Annotated[Optional[int], typer.Option(help="torch threads for the math (default: the cores the pipeline leaves free, at least 1).")] = None,
     allow_extrapolation: Annotated[bool, typer.Option("--allow-extrapolation", help="Allow lambda outside [0, 1].")] = False,
     force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
     no_hash: Annotated[bool, typer.Option("--no-hash", help="Skip sha256 of local input files in the recipe.")] = False,
@@ -73,7 +74,8 @@ def merge(
         r = r.with_overrides(vlm=vlm, coder=coder, base=base, lam=lam, method=method, variant=variant, dtype=dtype,
                              seed=seed, allow_extrapolation=allow_extrapolation or None)
         r.params = {**r.params, **flag_params}
-        res = run_merge(r, out, device=device, shard_size=shard_size, threads=threads, force=force, hash_inputs=not no_hash)
+        res = run_merge(r, out, device=device, shard_size=shard_size, threads=threads, force=force, hash_inputs=not no_hash,
+                        compute_threads=compute_threads)
         gb = res.bytes_written / 1e9
         what = f"{r.method}, lambda={r.lam}" if r.variant == "merged" else "the coder's backbone in the VLM"
         typer.echo(f"wrote {res.out} ({r.variant}: {what}) - {len(res.files)} shard(s), {gb:.3f} GB in {res.seconds:.1f}s")

@@ -355,10 +355,22 @@ def _return_freed_buffers_to_the_os() -> None:
         pass  # not glibc: nothing to tune
 
 
+def default_compute_threads() -> int:
+    """Cores left for torch's intra-op threads once the pipeline's hasher, writer and readers have
+    theirs (about three busy cores). More OpenMP threads than free cores spin at their barriers: on
+    the 2-core dev VM two threads spent 30% more CPU time than one and made a 24-layer merge 20%
+    slower (29.3 s vs 24.3 s, benchmarks/README.md)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores - 3)
+
+
 def run_merge(recipe: Recipe, out: str | os.PathLike, *, device: str = "cpu", shard_size: str | int = DEFAULT_SHARD_SIZE,
               threads: int = 4, force: bool = False, progress: bool = True, window_bytes: int = 256 * 1024**2,
-              chunk_bytes: int = 16 * 1024**2, hash_inputs: bool = True, sources: dict[str, Source] | None = None) -> MergeResult:
-    """Merge per `recipe` into folder `out`. Everything is checked before anything is written."""
+              chunk_bytes: int = 16 * 1024**2, hash_inputs: bool = True, sources: dict[str, Source] | None = None,
+              compute_threads: int | None = None) -> MergeResult:
+    """Merge per `recipe` into folder `out`. Everything is checked before anything is written.
+    `threads` read; `compute_threads` are torch's intra-op threads for the math while the merge
+    runs (default: `default_compute_threads()`; restored afterwards)."""
     t0 = time.perf_counter()
     _return_freed_buffers_to_the_os()
     recipe.validate()
@@ -377,83 +389,88 @@ def run_merge(recipe: Recipe, out: str | os.PathLike, *, device: str = "cpu", sh
     names = shard_names(len(shards))
     shard_of = {t.name: i for i, shard in enumerate(shards) for t in shard}
     chunks = chunks_of(plan.items, chunk_bytes)
-    tmp = _tmp_dir(out)
     gen = torch.Generator(device=dev).manual_seed(recipe.seed) if any(
         it.method is not None and it.method.seeded for it in plan.items) else None
-    extra = run_prepass(plan, dev, threads, window_bytes)
-    hasher = InputHasher(sources, plan.used_sources()) if hash_inputs else None
-    write_q: queue.Queue = queue.Queue(maxsize=4)
-    files: dict[str, str] = {}
-    werr: list[BaseException] = []
-    total = plan.out_bytes
-    bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=f"merge ({recipe.variant})",
-               disable=not progress, dynamic_ncols=True)
-
-    def writer():
-        w, cur = None, -1
-        try:
-            for _ in chunks:
-                name, data = write_q.get()
-                if name is None:  # the producer gave up
-                    return
-                if shard_of[name] != cur:
-                    if w is not None:
-                        files[names[cur]] = w.close()
-                    cur = shard_of[name]
-                    w = ShardWriter(tmp / names[cur], shards[cur])
-                w.write(name, data)
-                bar.update(data.numel() * data.element_size())
-            if w is not None:
-                files[names[cur]] = w.close()
-                w = None
-        except BaseException as e:  # re-raised by the main thread
-            werr.append(e)
-            while write_q.get()[0] is not None:  # drain until the producer's sentinel
-                pass
-        finally:
-            if w is not None:
-                w.abort()
-
-    wt = threading.Thread(target=writer, name="viscodex-write", daemon=True)
-    wt.start()
-    # enough blocks for the reads in flight plus those being computed, hashed and written
-    buffers = BufferPool(chunk_bytes, max_blocks=window_bytes // chunk_bytes + 12, min_bytes=min(1 << 20, chunk_bytes // 4))
-    pre = _Prefetcher(chunks, threads=threads, window_bytes=window_bytes, buffers=buffers)
-    ok = False
+    prev_threads = torch.get_num_threads()
+    torch.set_num_threads(compute_threads or default_compute_threads())
     try:
+        extra = run_prepass(plan, dev, threads, window_bytes)
+        tmp = _tmp_dir(out)  # after the pre-pass: a pre-pass that fails leaves nothing behind
+        hasher = InputHasher(sources, plan.used_sources()) if hash_inputs else None
+        write_q: queue.Queue = queue.Queue(maxsize=4)
+        files: dict[str, str] = {}
+        werr: list[BaseException] = []
+        total = plan.out_bytes
+        bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=f"merge ({recipe.variant})",
+                   disable=not progress, dynamic_ncols=True)
+
+        def writer():
+            w, cur = None, -1
+            try:
+                for _ in chunks:
+                    name, data = write_q.get()
+                    if name is None:  # the producer gave up
+                        return
+                    if shard_of[name] != cur:
+                        if w is not None:
+                            files[names[cur]] = w.close()
+                        cur = shard_of[name]
+                        w = ShardWriter(tmp / names[cur], shards[cur])
+                    w.write(name, data)
+                    bar.update(data.numel() * data.element_size())
+                if w is not None:
+                    files[names[cur]] = w.close()
+                    w = None
+            except BaseException as e:  # re-raised by the main thread
+                werr.append(e)
+                while write_q.get()[0] is not None:  # drain until the producer's sentinel
+                    pass
+            finally:
+                if w is not None:
+                    w.abort()
+
+        wt = threading.Thread(target=writer, name="viscodex-write", daemon=True)
+        wt.start()
+        # enough blocks for the reads in flight plus those being computed, hashed and written
+        buffers = BufferPool(chunk_bytes, max_blocks=window_bytes // chunk_bytes + 12, min_bytes=min(1 << 20, chunk_bytes // 4))
+        pre = _Prefetcher(chunks, threads=threads, window_bytes=window_bytes, buffers=buffers)
+        ok = False
         try:
-            for i, ch in enumerate(chunks):
-                if werr:
-                    break
-                raw = pre.get(i)
-                if hasher is not None:
-                    for info, off, buf in raw.values():
-                        hasher.feed(info.file, off, buf)
-                write_q.put((ch.item.name, compute_chunk(ch, raw, recipe, dev, gen, extra)))
+            try:
+                for i, ch in enumerate(chunks):
+                    if werr:
+                        break
+                    raw = pre.get(i)
+                    if hasher is not None:
+                        for info, off, buf in raw.values():
+                            hasher.feed(info.file, off, buf)
+                    write_q.put((ch.item.name, compute_chunk(ch, raw, recipe, dev, gen, extra)))
+            finally:
+                write_q.put((None, None))
+                wt.join()
+            if werr:
+                raise werr[0]
+            if len(names) > 1:
+                index = {"metadata": {"total_size": total},
+                         "weight_map": {t.name: fname for shard, fname in zip(shards, names) for t in shard}}
+                (tmp / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
+            _copy_sidecars(sources["vlm"], tmp, plan.out_dtype)
+            hashes = hasher.result() if hasher is not None else {}
+            hasher = None
+            written = _record(recipe, plan, sources, hashes, files, extra)
+            (tmp / RECIPE_FILE).write_text(written.dump())
+            finalize(tmp, out)
+            ok = True
         finally:
-            write_q.put((None, None))
-            wt.join()
-        if werr:
-            raise werr[0]
-        if len(names) > 1:
-            index = {"metadata": {"total_size": total},
-                     "weight_map": {t.name: fname for shard, fname in zip(shards, names) for t in shard}}
-            (tmp / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
-        _copy_sidecars(sources["vlm"], tmp, plan.out_dtype)
-        hashes = hasher.result() if hasher is not None else {}
-        hasher = None
-        written = _record(recipe, plan, sources, hashes, files, extra)
-        (tmp / RECIPE_FILE).write_text(written.dump())
-        finalize(tmp, out)
-        ok = True
+            log.debug("read buffers: %d from the pool (%d blocks), %d fresh", buffers.lent, len(buffers.blocks), buffers.fresh)
+            pre.close()
+            bar.close()
+            if hasher is not None:
+                hasher.abort()
+            if not ok:
+                shutil.rmtree(tmp, ignore_errors=True)
     finally:
-        log.debug("read buffers: %d from the pool (%d blocks), %d fresh", buffers.lent, len(buffers.blocks), buffers.fresh)
-        pre.close()
-        bar.close()
-        if hasher is not None:
-            hasher.abort()
-        if not ok:
-            shutil.rmtree(tmp, ignore_errors=True)
+        torch.set_num_threads(prev_threads)
     dt = time.perf_counter() - t0
     return MergeResult(out, plan, written, files, dt, sum(c.read_bytes for c in chunks), total)
 
