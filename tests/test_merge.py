@@ -1,6 +1,7 @@
 """Merge core (issue 2): math, roles, layouts, output loadability, errors, atomicity, recipes."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -518,11 +519,14 @@ def test_merge_math_runs_on_the_compute_threads_and_restores_torchs(trio, tmp_pa
     assert seen == {3} and torch.get_num_threads() == before
     seen.clear()
     run_merge(r, tmp_path / "b", progress=False)
-    assert seen == {m.default_compute_threads()} and torch.get_num_threads() == before
+    assert seen == {m.default_compute_threads(elementwise=True)} and torch.get_num_threads() == before
+    seen.clear()
+    run_merge(dataclasses.replace(r, method="tsv"), tmp_path / "c", progress=False)  # SVDs: compute-bound
+    assert seen == {m.default_compute_threads(elementwise=False)} and torch.get_num_threads() == before
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
-    assert m.default_compute_threads() == 1  # 2 cores: the pipeline's threads need them
+    assert m.default_compute_threads(True) == 1 and m.default_compute_threads(False) == 2
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
-    assert m.default_compute_threads() == 13
+    assert m.default_compute_threads(True) == 13 and m.default_compute_threads(False) == 16
 
 
 def test_input_hashes_are_file_sha256(trio, tmp_path):

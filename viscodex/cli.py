@@ -47,7 +47,7 @@ def merge(
     device: Annotated[str, typer.Option(help="Where the math runs: cpu, cuda, cuda:1 ...")] = "cpu",
     shard_size: Annotated[str, typer.Option(help="Max shard size, e.g. 5GB.")] = "5GB",
     threads: Annotated[int, typer.Option(help="Reader threads.")] = 4,
-    compute_threads: Annotated[Optional[int], typer.Option(help="torch threads for the math (default: the cores the pipeline leaves free, at least 1).")] = None,
+    compute_threads: Annotated[Optional[int], typer.Option(help="torch threads for the math (default: all cores for whole-matrix methods; for element-wise ones the cores the read/hash/write pipeline leaves free, at least 1).")] = None,
     allow_extrapolation: Annotated[bool, typer.Option("--allow-extrapolation", help="Allow lambda outside [0, 1].")] = False,
     force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
     no_hash: Annotated[bool, typer.Option("--no-hash", help="Skip sha256 of local input files in the recipe.")] = False,

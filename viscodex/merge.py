@@ -355,13 +355,14 @@ def _return_freed_buffers_to_the_os() -> None:
         pass  # not glibc: nothing to tune
 
 
-def default_compute_threads() -> int:
-    """Cores left for torch's intra-op threads once the pipeline's hasher, writer and readers have
-    theirs (about three busy cores). More OpenMP threads than free cores spin at their barriers: on
-    the 2-core dev VM two threads spent 30% more CPU time than one and made a 24-layer merge 20%
-    slower (29.3 s vs 24.3 s, benchmarks/README.md)."""
+def default_compute_threads(elementwise: bool = True) -> int:
+    """torch's intra-op threads for the merge math. Element-wise methods stream: the pipeline's
+    hasher, writer and readers keep about three cores busy, and more OpenMP threads than the cores
+    left over spin at their barriers (on the 2-core dev VM two threads spent 30% more CPU time
+    than one and made a 24-layer merge 20% slower: 29.3 s vs 24.3 s, benchmarks/README.md).
+    Whole-matrix methods (SVD, optimisation) are compute-bound: they get every core."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores - 3)
+    return max(1, cores - 3) if elementwise else cores
 
 
 def run_merge(recipe: Recipe, out: str | os.PathLike, *, device: str = "cpu", shard_size: str | int = DEFAULT_SHARD_SIZE,
@@ -391,8 +392,10 @@ def run_merge(recipe: Recipe, out: str | os.PathLike, *, device: str = "cpu", sh
     chunks = chunks_of(plan.items, chunk_bytes)
     gen = torch.Generator(device=dev).manual_seed(recipe.seed) if any(
         it.method is not None and it.method.seeded for it in plan.items) else None
+    from .methods import get_method
+
     prev_threads = torch.get_num_threads()
-    torch.set_num_threads(compute_threads or default_compute_threads())
+    torch.set_num_threads(compute_threads or default_compute_threads(get_method(recipe.method).elementwise))
     try:
         extra = run_prepass(plan, dev, threads, window_bytes)
         tmp = _tmp_dir(out)  # after the pre-pass: a pre-pass that fails leaves nothing behind
