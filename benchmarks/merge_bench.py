@@ -426,6 +426,8 @@ def main() -> None:
                     row[f"{k}_rss"] = max(x[1] for x in v)
                     row[f"{k}_gpu"] = None if v[0][2] is None else max(x[2] for x in v)
         results.append(row)
+        if args.json:  # after every size: a run cut short still leaves what it measured
+            args.json.write_text(json.dumps(results, indent=2))
         for d in (out_v, out_m):
             shutil.rmtree(d, ignore_errors=True)
         if args.discard_inputs:
@@ -453,8 +455,6 @@ def main() -> None:
     if args.repeats > 1:
         print(f"(times: medians of {args.repeats} interleaved runs; RSS and GPU: the largest; every run in --json)")
     print("(vis/floor: target <= 1.2; vis/mk: target <= 0.5; RSS target <= 1.5 GB at every size)")
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":
