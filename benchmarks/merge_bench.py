@@ -250,23 +250,19 @@ def in_child(*args: str) -> str:
     return subprocess.run([sys.executable, __file__, *args], check=True, capture_output=True, text=True).stdout.strip()
 
 
-def gpu_used_bytes() -> int | None:
-    """Memory in use on GPU 0 as nvidia-smi reports it (whole device: per-process figures are often
-    missing inside containers), or None where there is no nvidia-smi."""
+def nvidia_smi(field: str) -> str | None:
+    """One --query-gpu field of GPU 0, or None where there is no nvidia-smi (or it fails)."""
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits", "-i", "0"],
-                             capture_output=True, text=True, timeout=10, check=True).stdout
-        return int(out.split()[0]) * 1024**2
-    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return subprocess.run(["nvidia-smi", f"--query-gpu={field}", "--format=csv,noheader,nounits", "-i", "0"],
+                              capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
         return None
 
 
-def gpu_name() -> str:
-    try:
-        return subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader", "-i", "0"],
-                              capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown GPU"
+def gpu_used_bytes() -> int | None:
+    """Memory in use on GPU 0 (whole device: per-process figures are often missing inside containers)."""
+    used = nvidia_smi("memory.used")
+    return int(used.split()[0]) * 1024**2 if used and used.split()[0].isdigit() else None
 
 
 class GpuPeak:
@@ -344,7 +340,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scratch", type=Path, default=Path(os.environ.get("VISCODEX_BENCH_SCRATCH", "scratch/bench")))
     ap.add_argument("--shape", choices=sorted(SHAPES), default="3b", help="Qwen2.5-VL size whose shapes the trio has")
-    ap.add_argument("--layers", default="12", help="comma-separated backbone depths (real: 36 for 3b, 28 for 7b)")
+    real = ", ".join(f"{sh.real_layers} for {k}" for k, sh in SHAPES.items() if k != "tiny")
+    ap.add_argument("--layers", default="12", help=f"comma-separated backbone depths (real: {real})")
     ap.add_argument("--lam", type=float, default=0.7)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--mergekit", default=shutil.which("mergekit-yaml") or "/opt/mkvenv/bin/mergekit-yaml")
@@ -433,7 +430,7 @@ def main() -> None:
         if args.discard_inputs:
             shutil.rmtree(input_root(args.scratch, args.shape, layers))
 
-    dev = f"{args.device} ({gpu_name()})" if cuda else args.device
+    dev = f"{args.device} ({nvidia_smi('name') or 'unknown GPU'})" if cuda else args.device
     print(f"\nmerge benchmark: synthetic Qwen2.5-VL-{args.shape.upper()} layout, bf16, task arithmetic lam={args.lam}, "
           f"{os.cpu_count()} cores, device {dev}, cold page cache for every run")
     gpu_cols = lambda a, b: f" {a:>10} {b:>9}" if cuda else ""

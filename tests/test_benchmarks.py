@@ -32,6 +32,7 @@ def bench():
 ])
 def test_shapes_have_the_real_checkpoints_parameter_counts(bench, shape, layers, llm_params, vlm_params):
     sh = bench.SHAPES[shape]
+    assert sh.real_layers == layers
     llm = bench.llm_shapes(sh, layers)
     assert bench.nbytes(llm) == 2 * llm_params
     assert bench.nbytes(llm + bench.vision_shapes(sh)) == 2 * vlm_params
