@@ -129,6 +129,17 @@ def status() -> SandboxStatus:
     return st
 
 
+def require() -> SandboxStatus:
+    """The status, or SandboxUnavailable when the strong layers are missing and unsafe execution
+    was not allowed (evaluators call this before loading a model)."""
+    st = status()
+    if not st.ok:
+        if not unsafe_allowed():
+            raise SandboxUnavailable(st.message)
+        _warn_unsafe_once(st)
+    return st
+
+
 def _probe() -> dict:
     _mark_parent_nondumpable()
     with tempfile.TemporaryDirectory(prefix="viscodex-probe-") as d:
@@ -217,11 +228,7 @@ def run_python(code: str, *, timeout: float = DEFAULT_TIMEOUT, mem_mb: int = DEF
     """
     if network_isolation not in ("auto", "netns", "hook"):
         raise ValueError(f"network_isolation must be auto, netns or hook, got {network_isolation!r}")
-    st = status()
-    if not st.ok:
-        if not unsafe_allowed():
-            raise SandboxUnavailable(st.message)
-        _warn_unsafe_once(st)
+    st = require()
     prefix = netns_prefix() if network_isolation != "hook" else ()
     if network_isolation == "netns" and not prefix:
         raise RuntimeError("no network namespace available here (`unshare -n` failed)")
@@ -536,4 +543,4 @@ def render_chart(code: str, *, timeout: float = DEFAULT_TIMEOUT, mem_mb: int = D
 
 
 __all__ = ["run_python", "render_chart", "RunResult", "ChartResult", "SandboxStatus", "SandboxUnavailable",
-           "status", "allow_unsafe", "unsafe_allowed", "netns_prefix", "png_size"]
+           "status", "require", "allow_unsafe", "unsafe_allowed", "netns_prefix", "png_size"]
