@@ -57,7 +57,8 @@ def read_roots(extra_hidden: list[str]) -> list[str]:
         if p not in out and os.path.isdir(p):
             roots.add(p)
     for r in sorted(roots):
-        _allow_around(r, hidden, out)
+        if not any(r.startswith(q + "/") for q in roots):  # a root inside another is covered by it
+            _allow_around(r, hidden, out)
     return out
 
 
@@ -140,7 +141,7 @@ class SandboxBlocked(PermissionError):
 _BLOCKED = ("socket.__new__", "socket.connect", "socket.bind", "socket.getaddrinfo", "socket.gethostbyname",
             "socket.gethostbyname_ex", "socket.gethostbyaddr", "socket.sendto", "socket.socketpair",
             "subprocess.Popen", "os.system", "os.fork", "os.forkpty", "os.posix_spawn", "os.exec",
-            "os.spawn", "os.startfile", "pty.spawn", "os.kill", "os.killpg", "signal.pthread_kill")
+            "os.spawn", "os.startfile", "pty.spawn", "os.kill", "os.killpg")
 _hits: list[str] = []
 
 
