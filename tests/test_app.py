@@ -417,7 +417,7 @@ def test_cli_app_command_sets_the_variants_and_runs_app_py(monkeypatch):
                            "GRADIO_SERVER_PORT": "7999"}
 
 
-def test_without_seccomp_chart_code_is_refused_in_the_preview_slot(app, client, image_file, monkeypatch):
+def test_without_seccomp_chart_code_is_refused_in_the_preview_slot(app, client, image_file, monkeypatch, request):
     """Issue 13: where the sandbox's strong layers are missing (here: the capability probe forced
     off), chart code is not run and each preview slot says why; the "Models and memory" panel shows
     the sandbox line found at start."""
@@ -434,14 +434,8 @@ def test_without_seccomp_chart_code_is_refused_in_the_preview_slot(app, client, 
         yield (answer,) * len(mod.NAMES)
 
     monkeypatch.setattr(mod, "generate", fake_generate)
-    monkeypatch.delenv(sandbox.UNSAFE_ENV, raising=False)
-    monkeypatch.setattr(sandbox, "_probe", lambda: {"rlimits": "on", "landlock": "ABI 7", "landlock_holds": True,
-                                                    "seccomp": "off (OSError: seccomp filters are not supported)"})
-    sandbox.status.cache_clear()
-    try:
-        out = predict(client, image_file, task="Matplotlib chart").result(timeout=120)
-    finally:
-        sandbox.status.cache_clear()
+    request.getfixturevalue("no_seccomp")  # after reading the panel, which shows the real probe
+    out = predict(client, image_file, task="Matplotlib chart").result(timeout=120)
     previews = out[len(mod.NAMES):2 * len(mod.NAMES)]
     for h in previews:
         assert "generated code was not run: this machine cannot sandbox it (seccomp off" in h

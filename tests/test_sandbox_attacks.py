@@ -402,18 +402,6 @@ def test_legitimate_chart_and_mmcode_programs_still_work():
 
 
 # ---------------------------------------------------------------- failing closed
-@pytest.fixture
-def no_seccomp(monkeypatch):
-    """The capability probe forced off: as on a kernel without seccomp filters."""
-    monkeypatch.delenv(sandbox.UNSAFE_ENV, raising=False)
-    monkeypatch.setattr(sandbox, "_probe", lambda: {"rlimits": "on", "landlock": "ABI 7", "landlock_holds": True,
-                                                    "seccomp": "off (OSError: seccomp filters are not supported)"})
-    sandbox.status.cache_clear()
-    yield
-    sandbox.status.cache_clear()
-    sandbox.allow_unsafe(False)
-
-
 def test_without_seccomp_generated_code_is_refused_with_a_clear_message(no_seccomp, tmp_path):
     st = sandbox.status()
     assert not st.ok and st.line.startswith("sandbox unavailable: rlimits on, landlock ABI 7, seccomp off")
