@@ -38,3 +38,16 @@ def no_seccomp(monkeypatch):
     yield
     sandbox.status.cache_clear()
     sandbox.allow_unsafe(False)
+
+
+@pytest.fixture
+def requires_sandbox():
+    """Tests that run generated code need the sandbox's kernel layers (seccomp + Landlock). A
+    machine without them skips such tests with the reason, except in CI, where they fail."""
+    from viscodex import sandbox
+
+    st = sandbox.status()
+    if not st.ok:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI needs the code sandbox: {st.line}")
+        pytest.skip(st.line)

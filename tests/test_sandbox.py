@@ -13,6 +13,8 @@ from PIL import Image
 
 from viscodex.sandbox import render_chart, run_python
 
+pytestmark = pytest.mark.usefixtures("requires_sandbox")
+
 CHART = """
 import matplotlib.pyplot as plt
 import numpy as np

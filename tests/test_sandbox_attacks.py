@@ -29,6 +29,7 @@ from viscodex.evaluation import chartmimic, mmcode
 from viscodex.sandbox import render_chart, run_python
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("requires_sandbox")
 CHART = "import matplotlib.pyplot as plt\nplt.bar([0, 1, 2], [3, 1, 2], color='red')\n"
 
 
