@@ -96,8 +96,8 @@ def _drop_capabilities(libc) -> None:
 
 
 def lock_down(cfg: dict) -> dict:
-    """Install every layer; returns {layer: "on" | reason it is off}. Stops at the first failure
-    of a required layer (cfg["require"])."""
+    """Install every layer it can; returns {layer: "on" / "ABI n" / "off (why)"}. main() then
+    refuses to run the program when a strong layer is off and cfg["require"] is set."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     _set_limits(cfg)
