@@ -19,7 +19,7 @@ import time
 
 import gradio as gr
 
-from viscodex import compare, html_preview, uploads
+from viscodex import compare, html_preview, sandbox, uploads
 from viscodex.assets import ASSETS_DIR, example_paths
 from viscodex.compare import LABELS, TASKS
 
@@ -169,7 +169,7 @@ def build_demo() -> gr.Blocks:
         )
         with gr.Accordion("Models and memory", open=False):
             gr.Markdown("\n".join(f"- **{LABELS[n]}**: `{s}`" for n, s in SPECS.items())
-                        + f"\n\n```\n{FOOTPRINT.report()}\n```")
+                        + f"\n\n```\n{FOOTPRINT.report()}\n```\n\n**Chart code** {sandbox.status().line}")
         task.change(on_task, [task], [instruction, *codes], api_visibility="private")
         run_event = run_btn.click(run, [image, task, instruction, max_new_tokens, temperature, max_pixels], outputs,
                                   api_name="run", concurrency_limit=CONCURRENCY)

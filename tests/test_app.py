@@ -415,3 +415,28 @@ def test_cli_app_command_sets_the_variants_and_runs_app_py(monkeypatch):
     assert Path(seen["path"]) == ROOT / "app.py" and seen["run_name"] == "__main__"
     assert seen["env"] == {"VISCODEX_BASE_VLM": "a/v", "VISCODEX_SWAPPED": "b/s", "VISCODEX_MERGED": "c/m",
                            "GRADIO_SERVER_PORT": "7999"}
+
+
+def test_without_seccomp_chart_code_is_refused_in_the_preview_slot(app, client, image_file, monkeypatch, request):
+    """Issue 13: where the sandbox's strong layers are missing (here: the capability probe forced
+    off), chart code is not run and each preview slot says why; the "Models and memory" panel shows
+    the sandbox line found at start."""
+    import gradio as gr
+
+    from viscodex import sandbox
+
+    mod = app[0]
+    panel = [b.value for b in mod.demo.blocks.values() if isinstance(b, gr.Markdown) and "Chart code" in str(b.value)]
+    assert panel and panel[0].endswith(f"**Chart code** {sandbox.status().line}") and "seccomp on" in panel[0]
+    answer = "```python\nimport matplotlib.pyplot as plt\nplt.plot([1, 2])\n```"
+
+    def fake_generate(image, instruction, max_new_tokens, temperature):
+        yield (answer,) * len(mod.NAMES)
+
+    monkeypatch.setattr(mod, "generate", fake_generate)
+    request.getfixturevalue("no_seccomp")  # after reading the panel, which shows the real probe
+    out = predict(client, image_file, task="Matplotlib chart").result(timeout=120)
+    previews = out[len(mod.NAMES):2 * len(mod.NAMES)]
+    for h in previews:
+        assert "generated code was not run: this machine cannot sandbox it (seccomp off" in h
+        assert "<img" not in h

@@ -447,3 +447,23 @@ def test_eval_cli_resumes_and_records(sweep_run, tmp_path, monkeypatch):
     assert entries[0]["viscodex"]["samples"] == 3 and "lambda" not in entries[0]["viscodex"]
     res = CliRunner().invoke(app, ["eval", str(model), "--task", "nope", "--out", str(out)])
     assert res.exit_code == 2 and "unknown task 'nope'" in res.output
+
+
+def test_eval_refuses_before_loading_the_model_when_the_sandbox_is_unavailable(no_seccomp, monkeypatch, tmp_path):
+    """Issue 13: the header says how generated code is isolated; without seccomp (probe forced off)
+    the code-running tasks refuse before the model loads, unless --unsafe-executor opts in."""
+    import viscodex.evaluation.runner as runner
+
+    class Boom:
+        def __init__(self, *a, **k):
+            raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(runner, "Generator", Boom)
+    args = ["eval", "someone/model", "--task", "mmcode", "--source", "sample", "--out", str(tmp_path / "r.json")]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2, res.output
+    assert "sandbox unavailable: rlimits on, landlock ABI 7, seccomp off" in res.output
+    assert "error: generated code was not run: this machine cannot sandbox it (seccomp off" in res.output
+    res = CliRunner().invoke(app, [*args, "--unsafe-executor"])  # the operator's explicit opt-in
+    assert "UNSAFE: running generated code anyway" in res.output
+    assert isinstance(res.exception, AssertionError) and "the model was loaded" in str(res.exception)

@@ -304,6 +304,7 @@ def app_dir(tmp_path):
     d.mkdir()
     (d / "app.py").write_text("import os\nMODEL = os.environ['VISCODEX_MERGED']\n")
     (d / "requirements.txt").write_text("transformers>=5\nspaces\n")
+    (d / "packages.txt").write_text("libseccomp2\n")
     return d
 
 
@@ -329,7 +330,7 @@ def test_space_publish(hub, hub_trio, trio, merged, space_models, app_dir, tmp_p
                          app_dir=app_dir, retry=FAST, keep=keep)
     # folder contents
     files = {p.relative_to(keep).as_posix() for p in keep.rglob("*") if p.is_file()}
-    assert {"app.py", "requirements.txt", "README.md", "viscodex/__init__.py", "viscodex/space.py",
+    assert {"app.py", "requirements.txt", "packages.txt", "README.md", "viscodex/__init__.py", "viscodex/space.py",
             "viscodex/templates/model_card.md.j2"} <= files
     assert not any("__pycache__" in f or f.endswith(".pyc") for f in files)
     assert (keep / "app.py").read_bytes() == (app_dir / "app.py").read_bytes()
@@ -399,7 +400,7 @@ def test_space_from_the_checkout(hub, space_models, tmp_path):
     if not (root / "app.py").exists() or not (root / "requirements.txt").exists():
         pytest.skip("app.py / requirements.txt not in this checkout")
     plan = build_space(tmp_path / "space", model=space_models["merged"], repo_id=f"{hub.user}/demo-checkout")
-    for f in ("app.py", "requirements.txt"):
+    for f in ("app.py", "requirements.txt", "packages.txt"):
         assert (plan.folder / f).read_bytes() == (root / f).read_bytes()
     pkg = Path(__import__("viscodex").__file__).parent
     want = {p.relative_to(pkg).as_posix() for p in pkg.rglob("*") if p.is_file() and "__pycache__" not in p.parts}

@@ -1,18 +1,19 @@
 """Sandbox for generated code (issue 6): charts render; loops, huge allocations, network and
-process creation are stopped with a message; nothing leaks in or out."""
+process creation are stopped with a message; nothing leaks in or out. The attacks of issue 13
+(a hostile program going around these messages) are in test_sandbox_attacks.py."""
 from __future__ import annotations
 
 import io
 import os
-import socket
-import threading
 import time
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from viscodex.sandbox import netns_prefix, render_chart, run_python
+from viscodex.sandbox import render_chart, run_python
+
+pytestmark = pytest.mark.usefixtures("requires_sandbox")
 
 CHART = """
 import matplotlib.pyplot as plt
@@ -72,13 +73,11 @@ def test_ten_gigabyte_allocation_is_stopped(code):
     "import urllib.request\nurllib.request.urlopen('http://127.0.0.1:9/', timeout=2)",
     "import socket\nsocket.create_connection(('127.0.0.1', 9), timeout=2)",
     "import socket\ns = socket.socket()",
-    "import ctypes\nctypes.CDLL(None).socket(2, 1, 0)",
 ])
 def test_network_calls_are_stopped(isolation, code):
     r = run_python(code, timeout=20, network_isolation=isolation)
     assert r.kind == "blocked", r.stderr
-    assert r.message.startswith("the code was stopped:") and ("network access is blocked" in r.message
-                                                             or "calling socket() through ctypes" in r.message)
+    assert r.message.startswith("the code was stopped:") and "network access is blocked" in r.message
 
 
 @pytest.mark.parametrize("code", ["import os\nos.system('true')", "import subprocess\nsubprocess.run(['true'])",
@@ -86,43 +85,6 @@ def test_network_calls_are_stopped(isolation, code):
 def test_starting_processes_is_stopped(code):
     r = run_python(code, timeout=20)
     assert r.kind == "blocked" and "starting processes is blocked" in r.message
-
-
-@pytest.fixture
-def listener():
-    """A TCP server on the host's loopback that records connections."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(5)
-    srv.settimeout(10)
-    hits = []
-
-    def accept():
-        try:
-            conn, _ = srv.accept()
-            hits.append(1)
-            conn.close()
-        except OSError:
-            pass
-
-    th = threading.Thread(target=accept, daemon=True)
-    th.start()
-    yield srv.getsockname()[1], hits
-    srv.close()
-
-
-@pytest.mark.skipif(not netns_prefix() and os.environ.get("CI") != "true", reason="no network namespace here (unshare -n)")
-def test_network_namespace_cuts_the_network_even_below_python(listener):
-    """The trusted setup snippet runs before the audit hook, so it stands in for code that gets
-    around the hook: with a namespace it still cannot reach the host, without one it can."""
-    port, hits = listener
-    connect = f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=3).close()\n"
-    r = run_python("print('unreachable')", setup=connect, network_isolation="netns", timeout=20)
-    assert not r.ok and "create_connection" in r.stderr and not hits
-    r = run_python("print('reached')", setup=connect, network_isolation="hook", timeout=20)
-    assert r.ok and r.stdout.strip() == "reached"
-    time.sleep(0.2)
-    assert hits
 
 
 def test_environment_does_not_leak(monkeypatch):

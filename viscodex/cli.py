@@ -289,12 +289,14 @@ def eval_cmd(
     workers: Annotated[int, typer.Option(help="Threads scoring in the sandbox while generation goes on.")] = 2,
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Reuse per-sample results of an earlier run.")] = True,
     write_recipe: Annotated[bool, typer.Option("--write-recipe", help="Record the results in MODEL's viscodex_recipe.yaml (shown by `viscodex card`).")] = False,
+    unsafe_executor: Annotated[bool, typer.Option("--unsafe-executor", help="Run generated code even where the sandbox's seccomp/Landlock layers are unavailable (weaker protection; same as VISCODEX_UNSAFE_EXECUTOR=1).")] = False,
 ) -> None:
     """Score a model on multimodal code benchmarks (generated code runs only in the sandbox)."""
     from .evaluation.records import card_entry, write_to_recipe
     from .evaluation.runner import evaluate_many, write_json
 
     def run():
+        _sandbox_header(unsafe_executor)
         cache = cache_dir or out.with_name(out.stem + ".samples")
         reports = evaluate_many(model, task, source=source, limit=limit, cache_dir=cache, batch_size=batch_size,
                                 max_new_tokens=max_new_tokens, device=device, workers=workers, resume=resume)
@@ -372,6 +374,15 @@ def demo(
             launch_app(res, port=port, host=host)
 
     _guard(run)
+
+
+def _sandbox_header(unsafe: bool) -> None:
+    """Say once how generated code will be isolated (the tasks that run code refuse when it cannot be)."""
+    from . import sandbox
+
+    if unsafe:
+        sandbox.allow_unsafe()
+    typer.echo(sandbox.status().line, err=True)
 
 
 def _guard(fn) -> None:

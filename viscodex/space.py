@@ -1,6 +1,6 @@
 """Publishing the demo as a Hugging Face Space (Gradio, ZeroGPU by default).
 
-The Space folder is assembled from the checkout: app.py and requirements.txt (copied), the
+The Space folder is assembled from the checkout: app.py, requirements.txt and packages.txt (copied), the
 viscodex package beside them, and a README whose YAML metadata and body are generated from
 space_config/ (sdk gradio pinned to the installed version, python_version, app_file, the models
 it loads, short_description, license, suggested_hardware). The model ids the app loads are set as

@@ -8,7 +8,9 @@ renders the ground-truth script in the sandbox (the figure the benchmark's PDF w
 no PDF tool is needed. `--source FOLDER` reads such a folder (e.g. the older release's ori_500/).
 
 Scoring: the generated code runs in the sandbox (`viscodex.sandbox.render_chart`, no network, time
-and memory limits); code that fails or draws nothing scores 0. Otherwise the headline `score` is
+and memory limits); code that fails or draws nothing scores 0. The reference image stays in this
+process: the child gets only the generated code, and the comparison happens here. Otherwise the
+headline `score` is
 the visual similarity of the rendered PNG to the reference image (see `similarity.py`). This is
 not the benchmark's own metric (its low-level scores compare the traced text, layout, chart type
 and colours of both scripts, and its high-level score asks GPT-4o), so numbers are comparable
@@ -16,6 +18,7 @@ between viscodex runs, not with the paper's table.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -135,6 +138,11 @@ class ChartMimic(Task):
 
         archive = Path(hf_hub_download(HUB_ID, HUB_FILE, repo_type="dataset"))
         return load_folder(find_subset(extract_archive(archive), self.split), limit)
+
+    @contextlib.contextmanager
+    def scorer(self):
+        sandbox.require()  # refuse before the model loads when generated code cannot be sandboxed
+        yield self.score
 
     def score(self, output: str, sample: EvalSample) -> dict:
         code = extract_code(output, "python")

@@ -16,11 +16,14 @@ Scoring (greedy decoding, one program per problem): the program passes when ever
     calls `fn_name(*inputs)` (or `Solution().fn_name`) and writes the JSON result; it matches when
     it equals the expected value or the expected value's single element (the benchmark's outputs
     are often wrapped in a list); tuples count as lists.
-Tests stop at the first failure. Each run has its own time and memory limit (the sandbox's).
+Tests stop at the first failure. Each run has its own time and memory limit (the sandbox's). The
+expected outputs never enter the sandbox: the child gets the program, its stdin (or call.json with
+the function name and arguments) and nothing else; the comparison happens here, in the parent.
 """
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import io
 import json
@@ -162,8 +165,7 @@ def run_tests(code: str, reference: dict, *, timeout: float = TEST_TIMEOUT, mem_
             ok = r.ok and call_matches(json.loads(r.outputs["result.json"])["result"], exp)
         else:
             stdin = "\n".join(map(str, inp)) if isinstance(inp, list) else str(inp)
-            r = sandbox.run_python(code, timeout=timeout, mem_mb=mem_mb, files={"stdin.txt": stdin.encode()},
-                                   setup="import sys\nsys.stdin = open('stdin.txt')\n")
+            r = sandbox.run_python(code, timeout=timeout, mem_mb=mem_mb, stdin=stdin)
             ok = r.ok and stdout_matches(r.stdout, exp)
         if not ok:
             kind = r.kind if not r.ok else "wrong_answer"
@@ -205,6 +207,11 @@ class MMCode(Task):
         if not problems:
             raise EvalError(f"{path}: no problems of split {self.split!r}")
         return [parse_problem(p) for p in limited(problems, limit)]
+
+    @contextlib.contextmanager
+    def scorer(self):
+        sandbox.require()  # refuse before the model loads when generated code cannot be sandboxed
+        yield self.score
 
     def score(self, output: str, sample: EvalSample) -> dict:
         code = extract_code(output, "python")
