@@ -72,20 +72,27 @@ def model_flops(counts: dict[str, int], layers: int, hidden: int, lengths: list[
     return 6 * n_matmul * t + 6 * layers * hidden * sum(x * x for x in lengths) + 2 * counts["vision"] * patches
 
 
-def packing_collator(enc, seq_len: int):
-    """viscodex's packing path, if this version has one (issue 14); None otherwise."""
-    try:
-        from viscodex import train as vtrain
-    except ImportError:
-        return None
-    make = getattr(vtrain, "packing_collator", None)
-    if make is None:
-        try:
-            from viscodex.train import data as vdata  # the package layout after issue 17
-            make = getattr(vdata, "packing_collator", None)
-        except ImportError:
-            make = None
-    return make(enc, seq_len) if make else None
+def packing_collator(proc, enc):
+    """viscodex's packing collator (issue 14): the micro-batch's records in one row, no padding."""
+    from viscodex.training.collate import make_collator
+
+    return make_collator(proc, enc.pad_id, packing=True)
+
+
+def profile_step(trainer, batch_items, collator, out_rows: int = 14) -> str:
+    """One forward+backward of a batch under torch.profiler: the kernels where the step's time goes."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    model = trainer.model
+    batch = {k: (v.to(model.device) if torch.is_tensor(v) else v) for k, v in collator(batch_items).items()}
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = model(**batch).loss
+        loss.backward()
+        torch.cuda.synchronize()
+    model.zero_grad(set_to_none=True)
+    return prof.key_averages().table(sort_by="cuda_time_total", row_limit=out_rows, max_name_column_width=60)
 
 
 def run_mode(mode: str, args, proc, items, enc, device: str) -> dict:
@@ -95,12 +102,7 @@ def run_mode(mode: str, args, proc, items, enc, device: str) -> dict:
     from viscodex.sft_data import SFTCollator
     from viscodex.train import _make_trainer_class, freeze_for_sft, vision_without_grad
 
-    if mode == "padded":
-        collator = SFTCollator(enc.pad_id)
-    else:
-        collator = packing_collator(enc, args.seq_len)
-        if collator is None:
-            return {"mode": mode, "skipped": "this viscodex has no packing collator yet"}
+    collator = SFTCollator(enc.pad_id) if mode == "padded" else packing_collator(proc, enc)
     cuda = device.startswith("cuda")
     if cuda:
         torch.cuda.empty_cache()
@@ -146,6 +148,9 @@ def run_mode(mode: str, args, proc, items, enc, device: str) -> dict:
     t0 = time.perf_counter()
     trainer.train()
     wall = time.perf_counter() - t0
+    if args.profile and cuda:
+        print(f"--- profile of one {mode} step", flush=True)
+        print(profile_step(trainer, items[:per_step], collator), flush=True)
     warm = min(args.warm, len(timer.marks) - 1)
     t_start = timer.marks[warm - 1] if warm > 0 else t0
     timed = seen[warm: len(timer.marks)]
@@ -189,6 +194,7 @@ def main(argv=None) -> None:
     ap.add_argument("--optim", default="adamw_torch_fused")
     ap.add_argument("--attn", default="sdpa")
     ap.add_argument("--work", default="/tmp/vx-sft7b")
+    ap.add_argument("--profile", action="store_true", help="after the timed steps, profile one more (CUDA only)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
 
