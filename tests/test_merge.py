@@ -394,14 +394,14 @@ def test_error_nan_names_tensor(trio, tmp_path):
 
 def test_refuses_to_overwrite_without_force(trio, tmp_path):
     out = tmp_path / "o"
-    out.mkdir()
-    (out / "keep.txt").write_text("mine")
     r = Recipe(vlm=str(trio["vlm"]), coder=str(trio["coder"]), base=str(trio["base"]))
+    run_merge(r, out, progress=False)
+    (out / "note.txt").write_text("mine")  # a previous viscodex output, edited by hand
     with pytest.raises(ViscodexError, match="already exists; pass --force"):
         run_merge(r, out, progress=False)
-    assert (out / "keep.txt").read_text() == "mine"
+    assert (out / "note.txt").read_text() == "mine"
     run_merge(r, out, progress=False, force=True)
-    assert not (out / "keep.txt").exists() and (out / RECIPE_FILE).exists()
+    assert not (out / "note.txt").exists() and (out / RECIPE_FILE).exists()
 
 
 def test_failure_midway_leaves_nothing(trio, tmp_path, monkeypatch):

@@ -381,9 +381,12 @@ def _guard(fn) -> None:
     except ViscodexError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
-    except KeyboardInterrupt:
-        typer.echo("interrupted; nothing was written to the output folder", err=True)
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt as e:
+        from .atomic import Terminated
+
+        why = f"terminated ({e})" if isinstance(e, Terminated) else "interrupted"
+        typer.echo(f"{why}; nothing was written to the output folder", err=True)
+        raise typer.Exit(128 + (e.signum if isinstance(e, Terminated) else 2)) from None
 
 
 def main() -> None:
