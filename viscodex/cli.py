@@ -45,7 +45,7 @@ def merge(
     dtype: Annotated[Optional[str], typer.Option(help="auto (the VLM's), bfloat16, float16 or float32.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed for stochastic methods (DARE).")] = None,
     device: Annotated[str, typer.Option(help="Where the math runs: cpu, cuda, cuda:1 ...")] = "cpu",
-    shard_size: Annotated[str, typer.Option(help="Max shard size, e.g. 5GB.")] = "5GB",
+    shard_size: Annotated[str, typer.Option(help="Max shard size: 5GB = 5*10^9 bytes, 5GiB = 5*2^30.")] = "5GB",
     threads: Annotated[int, typer.Option(help="Reader threads.")] = 4,
     compute_threads: Annotated[Optional[int], typer.Option(help="torch threads for the math (default: all cores for whole-matrix methods; for element-wise ones the cores the read/hash/write pipeline leaves free, at least 1).")] = None,
     allow_extrapolation: Annotated[bool, typer.Option("--allow-extrapolation", help="Allow lambda outside [0, 1].")] = False,

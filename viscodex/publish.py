@@ -32,7 +32,7 @@ T = TypeVar("T")
 INDEX_FILE = "model.safetensors.index.json"
 # Never uploaded: viscodex's temporary files, partial downloads, caches, OS litter
 # (huggingface_hub adds .git/ and .cache/huggingface/ itself).
-IGNORE_PATTERNS = [".viscodex-output", "*.viscodex-lock", "*.viscodex-tmp-*", "*.viscodex-old-*", "*.incomplete", "*__pycache__*", "*.DS_Store"]
+IGNORE_PATTERNS = [".viscodex-output", ".viscodex-owner", "*.viscodex-lock", "*.viscodex-tmp-*", "*.viscodex-old-*", "*.incomplete", "*__pycache__*", "*.DS_Store"]
 # Remote weight files that are not in the folder are removed, so the Hub never mixes two shardings.
 DELETE_PATTERNS = ["*.safetensors", INDEX_FILE]
 TRANSIENT_STATUS = {408, 412, 429, 500, 502, 503, 504}  # 412: the branch moved; re-read it

@@ -26,6 +26,7 @@ import yaml
 
 from . import arch
 from .errors import ViscodexError
+from .atomic import OWNER_FILE
 from .publish import PublishError, RetryPolicy, commit_folder, hub_error, resolve_token, upload_files, with_retry
 from .sources import HUB_ID
 
@@ -214,7 +215,7 @@ def build_space(folder: str | os.PathLike, *, model: str, repo_id: str, base_vlm
     fp = footprint(models, float(cfg.get("zerogpu_xlarge_threshold_gib", 42)))
 
     out = Path(folder)
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and any(p.name != OWNER_FILE for p in out.iterdir()):  # OWNER_FILE: an OutputFolder's
         raise SpaceError(f"{out}: not empty")
     out.mkdir(parents=True, exist_ok=True)
     for f in cfg["copy"]:
@@ -272,9 +273,16 @@ def publish_space(*, model: str, repo_id: str, base_vlm: str | None = None, swap
     retry = retry or RetryPolicy()
     tmp = Path(tempfile.mkdtemp(prefix="viscodex-space-"))
     try:
-        folder = Path(keep) if keep else tmp / "space"
-        plan = build_space(folder, model=model, repo_id=repo_id, base_vlm=base_vlm, swapped=swapped,
-                           hardware=hardware, app_dir=app_dir)
+        build = dict(model=model, repo_id=repo_id, base_vlm=base_vlm, swapped=swapped, hardware=hardware, app_dir=app_dir)
+        if keep:  # the kept folder is written like every output folder: all or nothing
+            from .atomic import OutputFolder
+
+            with OutputFolder(keep, flag="--out") as building:
+                plan = build_space(building, **build)
+            plan.folder = Path(keep).expanduser().absolute()
+            plan.files = upload_files(plan.folder)
+        else:
+            plan = build_space(tmp / "space", **build)
         if dry_run:
             return plan
         from huggingface_hub import HfApi
