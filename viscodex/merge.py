@@ -218,7 +218,10 @@ def compute_chunk(ch: Chunk, raw: dict[str, tuple], recipe: Recipe, device: torc
     ins = _method_inputs(ch, raw, device)
     if m and item.policy == "merge":
         params = item.params if item.params is not None else {**recipe.params, **(extra or {})}
-        merged = item.method.fn(ins.get("base"), [ins["vlm"], ins["coder"]], recipe.weights, generator=generator, **params)
+        try:
+            merged = item.method.fn(ins.get("base"), [ins["vlm"], ins["coder"]], recipe.weights, generator=generator, **params)
+        except MergeError as e:  # methods do not know tensor names
+            raise MergeError(f"{item.name}: {e}") from None
         if merged.shape != ins["vlm"].shape:
             raise MergeError(f"{item.name}: method {item.method.name} returned shape {list(merged.shape)}, "
                              f"expected {list(ins['vlm'].shape)}")

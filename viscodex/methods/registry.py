@@ -9,6 +9,7 @@ the result to the output dtype (methods flagged `low_precision_ok` may get bf16/
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -41,6 +42,8 @@ class Param:
             raise RecipeError(f"method {method!r}: parameter {self.name!r} must be {self.type.__name__}, got {value!r}") from e
         if self.type in (int, float) and isinstance(value, bool):
             raise RecipeError(f"method {method!r}: parameter {self.name!r} must be {self.type.__name__}, got {value!r}")
+        if self.type is float and not math.isfinite(v):  # NaN compares false with every bound
+            raise RecipeError(f"method {method!r}: parameter {self.name!r} must be a finite number, got {value!r}")
         if self.min is not None and v < self.min or self.max is not None and v > self.max:
             raise RecipeError(f"method {method!r}: parameter {self.name!r}={v} is outside [{self.min}, {self.max}]")
         if self.choices is not None and v not in self.choices:
