@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from . import __version__, arch
 from .atomic import OutputFolder, check_out, finalize  # noqa: F401 - check_out/finalize re-exported for callers
-from .errors import MergeError, SourceError, ViscodexError
+from .errors import MergeError, RecipeError, SourceError, ViscodexError
 from .plan import MergePlan, PlanItem, build_plan
 from .recipe import RECIPE_FILE, Recipe
 from .hashing import InputHasher
@@ -319,6 +319,26 @@ def _return_freed_buffers_to_the_os() -> None:
         pass  # not glibc: nothing to tune
 
 
+def merge_device(device: str) -> torch.device:
+    """The torch device for --device, checked: a typo or a missing GPU is a one-line error."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise RecipeError(f"--device {device!r}: not a torch device ({str(e).splitlines()[0]}); use cpu, cuda, "
+                          f"cuda:N or mps") from None
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise RecipeError(f"--device {device}: no CUDA device is available; use --device cpu")
+        if dev.index is not None and dev.index >= n:
+            raise RecipeError(f"--device {device}: only {n} CUDA device(s) (cuda:0..cuda:{n - 1})")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise RecipeError(f"--device {device}: MPS is not available; use --device cpu")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise RecipeError(f"--device {device}: merges run on cpu, cuda or mps")
+    return dev
+
+
 def default_compute_threads(elementwise: bool = True) -> int:
     """torch's intra-op threads for the merge math. Element-wise methods stream: the pipeline's
     hasher, writer and readers keep about three cores busy, and more OpenMP threads than the cores
@@ -338,20 +358,25 @@ def run_merge(recipe: Recipe, out: str | os.PathLike, *, device: str = "cpu", sh
     runs (default: `default_compute_threads()`; restored afterwards)."""
     t0 = time.perf_counter()
     _return_freed_buffers_to_the_os()
-    recipe.validate()
+    recipe = recipe.validate()
     local = [parse_spec(spec)[0] for spec in (recipe.vlm, recipe.coder, recipe.base) if spec]
     folder = OutputFolder(out, force=force, sources=local)  # refuses unsafe --out before any work
     out = folder.out
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ViscodexError("--device cuda requested but no CUDA device is available")
+    dev = merge_device(device)
+    if threads is None or isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise RecipeError(f"--threads (threads=) {threads!r}: give the number of reader threads, at least 1")
+    if compute_threads is not None and (isinstance(compute_threads, bool) or not isinstance(compute_threads, int)
+                                        or compute_threads < 1):
+        raise RecipeError(f"--compute-threads (compute_threads=) {compute_threads!r}: give at least 1, or omit it "
+                          f"for the default")
+    shard_bytes = parse_size(shard_size)
     sources = sources or open_sources(recipe)
     plan = build_plan(recipe, sources)
     for n in plan.notes:
         log.info("%s", n)
 
     planned = [PlannedTensor(it.name, it.out_dtype, it.shape) for it in plan.items]
-    shards = plan_shards(planned, parse_size(shard_size))
+    shards = plan_shards(planned, shard_bytes)
     names = shard_names(len(shards))
     shard_of = {t.name: i for i, shard in enumerate(shards) for t in shard}
     chunks = chunks_of(plan.items, chunk_bytes)
