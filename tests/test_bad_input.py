@@ -143,3 +143,50 @@ def test_mistyped_relative_path_is_not_a_network_problem(trio, tmp_path, monkeyp
     code, out = run_cli("merge", "--vlm", "mdels/vlm", "--coder", trio["coder"], "--out", tmp_path / "o")
     one_line_error(code, out, "mdels/vlm: no such folder", "(check the path)")
     assert out.startswith(f"error: mdels/vlm: no such folder {tmp_path / 'mdels' / 'vlm'}")
+
+
+# ------------------------------------------------------------------ eval
+def test_eval_missing_folder(tmp_path):
+    code, out = run_cli("eval", tmp_path / "nope", "-t", "toy_coding", "-o", tmp_path / "r.json")
+    one_line_error(code, out, f"{tmp_path / 'nope'}: no such model folder; check the path")
+
+
+def test_eval_hub_benchmark_offline_suggests_local_sources(trio, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    r = subprocess.run([sys.executable, "-m", "viscodex", "eval", str(trio["vlm"]), "-t", "mmcode", "--limit", "1",
+                        "-o", str(tmp_path / "r.json")], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "mmcode: cannot fetch the benchmark from the Hub (LocalEntryNotFoundError" in r.stderr
+    assert "--source sample" in r.stderr and "--source PATH" in r.stderr
+
+
+# ------------------------------------------------------------------ space offline
+def test_space_dry_run_offline_names_the_network(monkeypatch, tmp_path):
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    def offline(*a, **k):
+        raise LocalEntryNotFoundError("cannot find the requested files in the local cache")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
+    code, out = run_cli("space", "--model", "me/merged", "--repo", "me/demo", "--dry-run")
+    one_line_error(code, out, "the Hub cannot be reached", "connect and retry")
+    assert "pass --base-vlm" not in out
+
+
+def test_hub_retry_lines_are_logged_once():
+    import subprocess
+    import sys
+
+    code = ("from viscodex.cli import _setup_logging; _setup_logging(False); "
+            "from huggingface_hub.utils import logging as l; l.get_logger('huggingface_hub.utils._http').warning('Retrying in 1s'); "
+            "import logging; logging.getLogger('httpx2').info('HTTP Request: GET https://huggingface.co')")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env={"PYTHONPATH": str(Path(__file__).resolve().parents[1]), "PATH": "/usr/bin:/bin"})
+    assert r.stderr.count("Retrying in 1s") == 1, r.stderr
+    assert "HTTP Request" not in r.stderr

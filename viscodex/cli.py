@@ -23,7 +23,10 @@ log = logging.getLogger("viscodex")
 
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", stream=sys.stderr)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    for noisy in ("httpx", "httpx2", "httpcore"):  # one line per request otherwise (huggingface_hub 2 logs via httpx2)
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # huggingface_hub has its own stderr handler: propagating to ours printed every retry line twice
+    logging.getLogger("huggingface_hub").propagate = False
 
 
 @app.callback()

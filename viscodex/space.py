@@ -166,6 +166,15 @@ class SpacePlan:
     commit: str | None = None
 
 
+def unreachable(e: BaseException) -> bool:
+    """Whether a Hub call failed for want of a network (not for a missing file or repo)."""
+    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    chain = [e, e.__cause__, e.__context__]
+    return any(isinstance(x, (LocalEntryNotFoundError, OfflineModeIsEnabled, ConnectionError)) or
+               type(x).__name__ in ("ConnectError", "ConnectTimeout") for x in chain if x is not None)
+
+
 def resolve_base_vlm(model: str) -> str:
     """The VLM a published merge was made from, read from its viscodex_recipe.yaml on the Hub."""
     from huggingface_hub import hf_hub_download
@@ -176,6 +185,10 @@ def resolve_base_vlm(model: str) -> str:
     try:
         path = hf_hub_download(ref, RECIPE_FILE, revision=rev or None)
     except Exception as e:  # noqa: BLE001
+        if unreachable(e):
+            raise SpaceError(f"{model}: the Hub cannot be reached ({type(e).__name__}: no network, or HF_HUB_OFFLINE "
+                             f"set); `viscodex space` reads the models' recipes and sizes from the Hub, even with "
+                             f"--dry-run: connect and retry") from None
         raise SpaceError(f"{model}: cannot read its {RECIPE_FILE} from the Hub ({type(e).__name__}); pass --base-vlm") from e
     r = Recipe.load(path)
     rec = (r.records.get("sources") or {}).get("vlm") or {}
