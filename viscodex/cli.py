@@ -223,6 +223,9 @@ def publish(
             typer.echo(f"--- dry run: would commit to {res.repo_id}@{res.revision}: {res.commit_message}")
             typer.echo(format_files(res.files))
             typer.echo("nothing was uploaded")
+        elif not res.changed:
+            typer.echo(f"nothing changed: {res.url} (revision {res.revision}) already holds these {len(res.files)} "
+                       f"files (commit {res.commit})")
         else:
             typer.echo(f"published {len(res.files)} files ({res.total_bytes / 1e9:.3f} GB) to {res.url} "
                        f"(revision {res.revision}, commit {res.commit})")
