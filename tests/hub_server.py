@@ -471,6 +471,8 @@ class FakeHub:
         p = json.loads(body or b"{}")
         if "private" in p:
             repo.private = bool(p["private"])
+        if p.get("visibility") in ("private", "public"):  # huggingface_hub 2.x sends this
+            repo.private = p["visibility"] == "private"
         return self._json({"private": repo.private})
 
     def h_delete(self, method, query, headers, body):

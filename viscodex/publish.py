@@ -307,6 +307,7 @@ def _in_chain(e: BaseException | None, pred) -> BaseException | None:
 
 def hub_error(e: BaseException, what: str, repo_id: str) -> PublishError:
     """A clear message for a Hub failure (never includes the token)."""
+    e = _in_chain(e, lambda x: _status(x) is not None) or e  # upload_folder wraps LFS failures
     s = _status(e)
     ns = repo_id.split("/")[0]
     if s == 401:
@@ -442,6 +443,10 @@ def created_or_removed(api, repo_id: str, repo_type: str, retry: RetryPolicy, *,
         existed = with_retry(lambda: api.repo_exists(repo_id, repo_type=repo_type), f"check {kind}", retry)
         url = with_retry(lambda: api.create_repo(repo_id, repo_type=repo_type, exist_ok=True,
                                                  private=private or not existed, **create), f"create {kind}", retry)
+        if existed and not private:  # an empty private repo is what an interrupted first publish leaves
+            info = with_retry(lambda: api.repo_info(repo_id, repo_type=repo_type), f"read the {kind}", retry)
+            unfinished = info.private and {s.rfilename for s in info.siblings or []} <= {".gitattributes"}
+            existed = not unfinished
     except Exception as e:  # noqa: BLE001
         raise hub_error(e, f"creating the {kind}", repo_id) from None
     try:
