@@ -102,3 +102,50 @@ def test_republishing_unchanged_files_says_so(hub, merged, tmp_path):
     again = CliRunner().invoke(app, ["publish", str(folder), "--repo", rid])
     assert again.exit_code == 0, again.output
     assert again.stdout.startswith("nothing changed: ") and "published" not in again.stdout
+
+
+# ------------------------------------------------------------------ licences and cards
+def test_card_license_is_kept_by_publish(hub, merged, tmp_path):
+    from viscodex.card import build_card
+
+    folder = copy(merged, tmp_path)
+    r = CliRunner().invoke(app, ["card", str(folder), "--license", "mit", "-q"])
+    assert r.exit_code == 0, r.output
+    assert build_card(folder).card.data.license == "mit"  # recorded in the recipe
+    rid = repo_name(hub)
+    publish(folder, rid, retry=FAST)
+    assert "license: mit" in hub.file_bytes(rid, "README.md").decode()
+
+
+def test_licence_texts_ship_with_the_weights_and_other_links_one(hub, hub_trio, trio, tmp_path):
+    import shutil
+
+    from hub_server import push_folder
+
+    from viscodex.card import build_card
+    from viscodex.merge import run_merge
+    from viscodex.recipe import Recipe
+
+    coder_dir = tmp_path / "coder-src"
+    shutil.copytree(trio["coder"], coder_dir)
+    (coder_dir / "LICENSE").write_text("Creative Commons Attribution 4.0\n")
+    coder = f"{hub.user}/{unique('tiny-coder-cc')}"
+    push_folder(coder_dir, coder, license="cc-by-4.0")
+    out = tmp_path / "merged"
+    run_merge(Recipe(vlm=hub_trio["vlm"], coder=coder, base=hub_trio["base"]), out, progress=False)
+    assert (out / "LICENSE-coder").read_text() == "Creative Commons Attribution 4.0\n"
+    meta = build_card(out).card.data.to_dict()
+    assert meta["license"] == "other" and meta["license_link"] == "LICENSE-coder"
+
+
+def test_swapped_card_names_no_method_or_lambda(trio, tmp_path):
+    from viscodex.card import build_card
+    from viscodex.merge import run_merge
+    from viscodex.recipe import Recipe
+
+    out = tmp_path / "swapped"
+    run_merge(Recipe(vlm=str(trio["vlm"]), coder=str(trio["coder"]), variant="swapped"), out, progress=False)
+    card = build_card(out).card
+    text = str(card)
+    assert "task_arithmetic" not in text and "λ = 0.7" not in text and "lambda: 0.7" not in text
+    assert "coder-swapped" in text and "no merge method or λ applies" in text

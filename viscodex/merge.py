@@ -280,6 +280,25 @@ def _versions() -> dict[str, str]:
             "safetensors": safetensors.__version__, "huggingface_hub": huggingface_hub.__version__}
 
 
+def _copy_licenses(sources: dict[str, Source], used: set[str], tmp: Path) -> list[str]:
+    """The licence texts of the other sources the weights derive from, as LICENSE-<role>[.ext]
+    (the VLM's LICENSE comes with its sidecars): they ship with the weights."""
+    from .card import LICENSE_GLOBS
+
+    copied = []
+    for role in ("coder", "base"):
+        if role not in used or role not in sources:
+            continue
+        for g in LICENSE_GLOBS:
+            for f in sorted(sources[role].path.glob(g)):
+                if f.is_file():
+                    stem, dot, ext = f.name.partition(".")
+                    name = f"{stem}-{role}{dot}{ext}"
+                    shutil.copyfile(f, tmp / name)
+                    copied.append(name)
+    return copied
+
+
 def _copy_sidecars(vlm: Source, tmp: Path, out_dtype: str) -> list[str]:
     """Config (dtype updated), processor, tokenizer, chat template and generation config from the VLM."""
     import fnmatch
@@ -462,6 +481,7 @@ def _write(plan: MergePlan, sources: dict[str, Source], tmp: Path, shards, names
                      "weight_map": {t.name: fname for shard, fname in zip(shards, names) for t in shard}}
             (tmp / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
         _copy_sidecars(sources["vlm"], tmp, plan.out_dtype)
+        _copy_licenses(sources, plan.used_sources(), tmp)
         hashes = hasher.result() if hasher is not None else {}
         hasher = None
         written = _record(recipe, plan, sources, hashes, files, extra)

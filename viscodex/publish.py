@@ -407,6 +407,10 @@ def publish(folder: str | os.PathLike, repo_id: str, *, private: bool = False, r
 
     tok = resolve_token(token)
     _refuse_token_in_files(folder, files, tok, card_text)
+    if license:
+        from .card import record_license
+
+        record_license(folder, license)  # later cards and publishes keep the choice
     from huggingface_hub import HfApi
 
     api = HfApi(token=tok)

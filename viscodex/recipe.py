@@ -16,7 +16,7 @@ from .errors import RecipeError
 
 RECIPE_FILE = "viscodex_recipe.yaml"
 # Sections written by viscodex itself (merge, train, eval); carried through when a recipe is re-read.
-RECORD_SECTIONS = ("sources", "output", "policy_used", "versions", "training", "eval_results")
+RECORD_SECTIONS = ("sources", "output", "policy_used", "versions", "training", "eval_results", "card")
 
 
 @dataclass

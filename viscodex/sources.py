@@ -20,7 +20,7 @@ from .errors import SourceError
 from .safetensors_io import TensorInfo, read_header
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
-META_PATTERNS = ["*.json", "*.jinja", "*.txt", "*.model", "*.tiktoken", "README.md"]
+META_PATTERNS = ["*.json", "*.jinja", "*.txt", "*.model", "*.tiktoken", "README.md", "LICENSE*", "LICENCE*", "COPYING*"]
 
 
 def parse_spec(spec: str) -> tuple[str, str | None]:
