@@ -341,7 +341,7 @@ def test_space_publish(hub, hub_trio, trio, merged, space_models, app_dir, tmp_p
     # README metadata
     meta = yaml.safe_load((keep / "README.md").read_text().split("---")[1])
     assert meta["sdk"] == "gradio" and meta["sdk_version"] == gradio.__version__
-    assert meta["app_file"] == "app.py" and meta["python_version"] == "3.11"
+    assert meta["app_file"] == "app.py" and meta["python_version"] == "3.12.12"
     assert meta["models"] == [space_models["merged"], hub_trio["vlm"], space_models["swapped"]]
     assert meta["suggested_hardware"] == "zero-a10g" and meta["license"] == "apache-2.0"
     assert meta["preload_from_hub"] == meta["models"] and "*id0" not in (keep / "README.md").read_text()

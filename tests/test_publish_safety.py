@@ -149,3 +149,28 @@ def test_swapped_card_names_no_method_or_lambda(trio, tmp_path):
     text = str(card)
     assert "task_arithmetic" not in text and "λ = 0.7" not in text and "lambda: 0.7" not in text
     assert "coder-swapped" in text and "no merge method or λ applies" in text
+
+
+# ------------------------------------------------------------------ Space build
+def test_zerogpu_python_version_is_one_zerogpu_runs():
+    from viscodex.space import ZEROGPU_PYTHON, space_python
+
+    assert ZEROGPU_PYTHON == ("3.12.12", "3.10.13")  # hub-docs, spaces-zerogpu.md, "Supported Versions"
+    assert space_python("3.11", "zero-a10g") == "3.12.12"
+    assert space_python("3.10", "zero-a10g") == "3.10.13" and space_python("3.12", "zero-a10g") == "3.12.12"
+    assert space_python("3.11", "a10g-small") == "3.11"  # other hardware runs what the config says
+    import yaml
+    from pathlib import Path
+
+    cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "space_config" / "space.yaml").read_text())
+    assert cfg["python_version"] in ZEROGPU_PYTHON
+
+
+def test_space_without_gradio_is_a_clear_error(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "gradio", None)  # `import gradio` raises ImportError
+    r = CliRunner().invoke(app, ["space", "--model", "me/merged", "--repo", "me/demo", "--base-vlm", "me/vlm",
+                                 "--dry-run"])
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert "`viscodex space` needs gradio" in r.output and "pip install 'viscodex[app]'" in r.output

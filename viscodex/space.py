@@ -176,6 +176,25 @@ def unreachable(e: BaseException) -> bool:
                type(x).__name__ in ("ConnectError", "ConnectTimeout") for x in chain if x is not None)
 
 
+# The Python versions ZeroGPU runs (hub-docs, docs/hub/spaces-zerogpu.md, "Supported Versions"):
+# any other python_version builds a Space that ZeroGPU cannot start.
+ZEROGPU_PYTHON = ("3.12.12", "3.10.13")
+
+
+def space_python(wanted: str | None, flavor: str) -> str:
+    """python_version for the Space README: the configured one (default: this interpreter's), and
+    on ZeroGPU the supported version of the same minor, else the newest supported one."""
+    v = str(wanted or f"{sys.version_info[0]}.{sys.version_info[1]}")
+    if flavor != "zero-a10g" or v in ZEROGPU_PYTHON:
+        return v
+    same = [z for z in ZEROGPU_PYTHON if z.rsplit(".", 1)[0] == v.rsplit(".", 1)[0] or z.startswith(v + ".")]
+    chosen = same[0] if same else ZEROGPU_PYTHON[0]
+    if not same:
+        log.warning("space: python_version %s is not one ZeroGPU runs (%s); using %s", v, ", ".join(ZEROGPU_PYTHON),
+                    chosen)
+    return chosen
+
+
 def resolve_base_vlm(model: str) -> str:
     """The VLM a published merge was made from, read from its viscodex_recipe.yaml on the Hub."""
     from huggingface_hub import hf_hub_download
@@ -205,7 +224,11 @@ def build_space(folder: str | os.PathLike, *, model: str, repo_id: str, base_vlm
                 swapped: str | None = None, hardware: str | None = None, app_dir: str | os.PathLike | None = None,
                 python_version: str | None = None) -> SpacePlan:
     """Assemble the Space in `folder` (must be empty or absent)."""
-    import gradio
+    try:
+        import gradio
+    except ImportError:
+        raise SpaceError("`viscodex space` needs gradio (the Space's sdk_version is pinned to it): "
+                         "pip install 'viscodex[app]'") from None
     from huggingface_hub import SpaceCardData
 
     from .card import render_template
@@ -250,7 +273,7 @@ def build_space(folder: str | os.PathLike, *, model: str, repo_id: str, base_vlm
         extra["preload_from_hub"] = list(model_ids)  # a copy: a shared list would be dumped as a YAML alias
     data = SpaceCardData(
         title=cfg["title"], sdk="gradio", sdk_version=gradio.__version__,
-        python_version=str(python_version or cfg.get("python_version") or f"{sys.version_info[0]}.{sys.version_info[1]}"),
+        python_version=space_python(python_version or cfg.get("python_version"), flavor),
         app_file=cfg["app_file"], license=cfg.get("license"), models=model_ids, tags=cfg.get("tags"),
         short_description=cfg["short_description"], suggested_hardware=flavor, **extra,
     )
