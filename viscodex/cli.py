@@ -101,10 +101,11 @@ def inspect(
 def methods() -> None:
     """List the merge methods with their parameters and references."""
     from .methods import METHODS
+    from .methods.paper import paper_flags
 
     for m in METHODS.values():
         ps = ", ".join(f"{p.name}={p.default!r}" for p in m.params) or "-"
-        typer.echo(f"{m.name:22s} params: {ps}\n{'':22s} {m.reference}")
+        typer.echo(f"{m.name:22s} params: {ps}\n{'':22s} {m.reference}\n{'':22s} as published: {paper_flags(m.name)}")
 
 
 @app.command()

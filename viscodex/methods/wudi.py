@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import MergeError
-from .registry import Method, Param, register
+from .registry import FALLBACK_SCALE, Method, Param, register
 from .spectral import EMBEDDINGS
 from .taskvectors import (
     active,
@@ -203,7 +203,8 @@ def optimise(q: InterferenceQuadratic, x0: torch.Tensor, *, steps: int, optimize
 
 # ----------------------------------------------------------------- the methods
 def wudi(base, experts, weights, *, generator=None, steps: int = 300, optimizer: str = "adam", lr: float = 1e-5,
-         momentum: float = 0.9, init: str = "sum", scale: float = 1.0) -> torch.Tensor:
+         momentum: float = 0.9, init: str = "sum", scale: float = 1.0,
+        fallback_scale: float | None = None) -> torch.Tensor:
     """theta_0 + scale * WUDI(w_i tau_i)."""
     require_matrix("wudi", base)
     if active(weights) <= 1:
@@ -218,7 +219,8 @@ def wudi(base, experts, weights, *, generator=None, steps: int = 300, optimizer:
 
 def optmerge(base, experts, weights, *, generator=None, steps: int = 300, optimizer: str = "sgd", lr: float = 1e-4,
              momentum: float = 0.9, init: str = "sum", rank_fraction: float = 0.0, center: bool = False,
-             scale: float = 1.0) -> torch.Tensor:
+             scale: float = 1.0,
+        fallback_scale: float | None = None) -> torch.Tensor:
     """theta_0 + scale * OptMerge(w_i tau_i)."""
     require_matrix("optmerge", base)
     if active(weights) <= 1:
@@ -233,7 +235,8 @@ def optmerge(base, experts, weights, *, generator=None, steps: int = 300, optimi
 
 def optmerge_closed_form(base, experts, weights, *, generator=None, rank_fraction: float = 0.0, center: bool = False,
                          init: str = "sum", rcond: float = 1e-6, ridge: float = 0.1, max_ratio: float = 4.0,
-                         precision: str = "float64", scale: float = 1.0) -> torch.Tensor:
+                         precision: str = "float64", scale: float = 1.0,
+        fallback_scale: float | None = None) -> torch.Tensor:
     """theta_0 + scale * the ridge-regularised minimiser of OptMerge's loss (WUDI's with rank_fraction = 1).
 
     The unregularised minimiser D C^-1 is exact but ill-conditioned: C = sum_i K_i^T K_i has
@@ -299,6 +302,7 @@ register(Method(
         MOMENTUM,
         Param("init", str, "sum", "starting point: sum or mean of the weighted task vectors", choices=("sum", "mean")),
         SCALE,
+        FALLBACK_SCALE,
     ),
     **_MATRIX,
 ))
@@ -318,6 +322,7 @@ register(Method(
         RANK,
         CENTER,
         SCALE,
+        FALLBACK_SCALE,
     ),
     **_MATRIX,
 ))
@@ -339,6 +344,7 @@ register(Method(
         Param("precision", str, "float64", "dtype of the solve (float64 is exact; float32 is faster on consumer GPUs)",
               choices=("float64", "float32")),
         SCALE,
+        FALLBACK_SCALE,
     ),
     **_MATRIX,
 ))
