@@ -257,3 +257,45 @@ def test_full_disk_is_refused_before_writing(trio, tmp_path, monkeypatch):
     with pytest.raises(OutputError, match=r"needs 0\.\d+ GB but only 0\.00 GB are free"):
         run_merge(r, tmp_path / "o", progress=False)
     assert os.listdir(tmp_path) == []
+
+
+# ------------------------------------------------------------------ the other folder-writing commands
+def test_train_refuses_an_out_inside_its_model_before_training(own_trio):
+    from viscodex.train import TrainConfig, run_train
+
+    before = files_of(own_trio)
+    cfg = TrainConfig(model=str(own_trio / "vlm"), data=str(own_trio / "data.jsonl"), out=str(own_trio / "vlm" / "sft"),
+                      force=True)
+    with pytest.raises(OutputError, match="lies inside the source folder"):
+        run_train(cfg)
+    assert files_of(own_trio) == before
+
+
+def test_sweep_refuses_an_out_that_contains_a_source(own_trio):
+    from viscodex.evaluation.sweep import run_sweep
+
+    r = Recipe(vlm=str(own_trio / "vlm"), coder=str(own_trio / "coder"), base=str(own_trio / "base"))
+    before = files_of(own_trio)
+    with pytest.raises(OutputError, match="contains the source folder"):
+        run_sweep(r, [0.5], ["toy_coding"], own_trio, source="sample")
+    assert files_of(own_trio) == before
+
+
+def test_space_out_is_written_atomically(tmp_path, monkeypatch):
+    """A Space build that fails half-way leaves nothing at --out."""
+    import viscodex.space as space
+
+    def boom(*a, **k):
+        raise RuntimeError("killed while rendering")
+
+    import types
+
+    import viscodex.card as card
+
+    monkeypatch.setattr(space, "footprint", lambda *a, **k: types.SimpleNamespace(total=1, slice="large", parts=[]))
+
+    monkeypatch.setattr(card, "render_template", boom)
+    with pytest.raises(RuntimeError):
+        space.publish_space(model="me/merged", repo_id="me/demo", base_vlm="me/vlm", dry_run=True,
+                            keep=tmp_path / "space", app_dir=ROOT)
+    assert os.listdir(tmp_path) == []

@@ -374,7 +374,7 @@ def run_train(cfg: TrainConfig) -> TrainResult:
         TrainingArguments,
     )
 
-    from .atomic import check_out, finalize
+    from .atomic import check_out, finalize, locked
     from .sft_data import DataError, Encoder, SFTCollator, SFTDataset, open_data
     from .sources import display_name, open_source
 
@@ -505,7 +505,9 @@ def run_train(cfg: TrainConfig) -> TrainResult:
                 "versions": _versions(),
             }
             _write_recipe(src, tmp, training)
-            finalize(tmp, out)
+            with locked(out):  # another command may have written --out while this one trained
+                check_out(out, cfg.force, sources=[cfg.model, cfg.data, cfg.images, cfg.checkpoint_dir])
+                finalize(tmp, out)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
