@@ -323,12 +323,17 @@ def test_error_vlm_not_qwen_vl(trio, tmp_path):
     _expect_error(r, tmp_path / "o", CompatibilityError, "model_type 'qwen2' is not a Qwen2-VL/Qwen2.5-VL model")
 
 
+def retyped_copy(src: Path, dst: Path, model_type: str) -> Path:
+    """A copy of a checkpoint folder whose config.json claims another model_type."""
+    shutil.copytree(src, dst)
+    cfg = json.loads((dst / "config.json").read_text())
+    cfg["model_type"] = model_type
+    (dst / "config.json").write_text(json.dumps(cfg))
+    return dst
+
+
 def test_error_coder_not_qwen2(trio, tmp_path):
-    coder = tmp_path / "coder"
-    shutil.copytree(trio["coder"], coder)
-    cfg = json.loads((coder / "config.json").read_text())
-    cfg["model_type"] = "llama"
-    (coder / "config.json").write_text(json.dumps(cfg))
+    coder = retyped_copy(trio["coder"], tmp_path / "coder", "llama")
     r = Recipe(vlm=str(trio["vlm"]), coder=str(coder), base=str(trio["base"]))
     _expect_error(r, tmp_path / "o", CompatibilityError, "coder coder: model_type 'llama' is not a Qwen2-family causal LM")
 

@@ -2,14 +2,11 @@
 say, ill-conditioned updates refused with the tensor's name."""
 from __future__ import annotations
 
-import json
-import shutil
-
 import pytest
 import torch
 from typer.testing import CliRunner
 
-from test_merge import edited_copy, load_sd
+from test_merge import edited_copy, load_sd, retyped_copy
 from viscodex.cli import app
 from viscodex.errors import CompatibilityError, MergeError
 from viscodex.merge import run_merge
@@ -42,11 +39,7 @@ def test_integer_coder_or_base_tensor_is_refused(trio, tmp_path, role):
 
 
 def test_vlm_config_generation_must_match_its_weights(trio, tmp_path):
-    vlm = tmp_path / "vlm"
-    shutil.copytree(trio["vlm"], vlm)
-    cfg = json.loads((vlm / "config.json").read_text())
-    cfg["model_type"] = "qwen2_vl"
-    (vlm / "config.json").write_text(json.dumps(cfg))
+    vlm = retyped_copy(trio["vlm"], tmp_path / "vlm", "qwen2_vl")
     r = Recipe(vlm=str(vlm), coder=str(trio["coder"]), base=str(trio["base"]))
     with pytest.raises(CompatibilityError, match="says model_type 'qwen2_vl' but its vision weights are 'qwen2_5_vl'"):
         run_merge(r, tmp_path / "o", progress=False)

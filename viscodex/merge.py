@@ -24,8 +24,8 @@ import torch
 from tqdm.auto import tqdm
 
 from . import __version__, arch
-from .atomic import OutputFolder, check_out, finalize  # noqa: F401 - check_out/finalize re-exported for callers
-from .errors import MergeError, RecipeError, SourceError, ViscodexError
+from .atomic import OutputFolder
+from .errors import MergeError, RecipeError, SourceError
 from .plan import MergePlan, PlanItem, build_plan
 from .recipe import RECIPE_FILE, Recipe
 from .hashing import InputHasher
