@@ -432,6 +432,8 @@ def run_demo(out: str | os.PathLike | None = None, demo: DemoConfig = FULL, *, c
             return old
         raise ViscodexError(f"{out} holds results of another configuration; pass --force to overwrite it")
     empty = out.is_dir() and not any(out.iterdir())
+    if out.exists() and old is None and not empty:  # --force never replaces what the demo did not write
+        raise ViscodexError(f"{out} exists and is not a demo folder; choose another --out")
     folder = OutputFolder(out, force=force or empty, markers=(RESULTS_FILE,))  # never replaces foreign files
     prev_threads = torch.get_num_threads()
     if threads:
