@@ -15,7 +15,7 @@ _SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([KMGT]?I?B?)\s
 DEFAULT_SHARD_SIZE = "5GB"
 
 
-def parse_size(s: str | int, flag: str = "--shard-size") -> int:
+def parse_size(s: str | int, flag: str = "--shard-size (shard_size=)") -> int:
     """A positive, finite byte count from 5GB / 5GiB / 500MB / 1048576. Raises RecipeError naming `flag`."""
     if isinstance(s, bool):
         raise RecipeError(f"{flag} {s!r}: expected a size such as 5GB, 5GiB or 500MB")
