@@ -89,7 +89,7 @@ def test_sizes_mean_what_they_say():
     (["--threads", "0"], "--threads (threads=) 0: give the number of reader threads, at least 1"),
     (["--threads", "-1"], "--threads (threads=) -1"),
     (["--compute-threads", "-1"], "--compute-threads (compute_threads=) -1: give at least 1"),
-    (["--device", "tpu9"], "--device 'tpu9': not a torch device"),
+    (["--device", "tpu9"], "--device (device=) 'tpu9': not a torch device"),
 ])
 def test_bad_merge_options(trio, tmp_path, args, needle):
     code, out = run_cli("merge", "--vlm", trio["vlm"], "--coder", trio["coder"], "--base", trio["base"],

@@ -343,7 +343,7 @@ def merge_device(device: str) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as e:
-        raise RecipeError(f"--device {device!r}: not a torch device ({str(e).splitlines()[0]}); use cpu, cuda, "
+        raise RecipeError(f"--device (device=) {device!r}: not a torch device ({str(e).splitlines()[0]}); use cpu, cuda, "
                           f"cuda:N or mps") from None
     if dev.type == "cuda":
         n = torch.cuda.device_count() if torch.cuda.is_available() else 0
