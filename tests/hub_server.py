@@ -150,6 +150,8 @@ class Fault:
     remaining: int
     apply: bool  # run the request, then answer the fault (a commit whose response is lost)
     retry_after: str | None
+    message: str | None = None  # the Hub's error text (JSON `error` and X-Error-Message)
+    delay: float = 0.0  # seconds of silence before answering (a stalled connection); status 0: then answer normally
 
 
 class HubError(Exception):
@@ -210,10 +212,15 @@ class FakeHub:
 
     # ------------------------------------------------------------------ test helpers
     def fail(self, kind: str, status: int = 500, times: int = 1, *, apply: bool = False,
-             retry_after: str | None = None) -> None:
+             retry_after: str | None = None, message: str | None = None) -> None:
         """Answer the next `times` requests of `kind` with `status` (after running them if `apply`)."""
         with self.lock:
-            self.faults.append(Fault(kind, status, times, apply, retry_after))
+            self.faults.append(Fault(kind, status, times, apply, retry_after, message))
+
+    def stall(self, kind: str, seconds: float, times: int = 1) -> None:
+        """Keep the next `times` requests of `kind` waiting `seconds` before answering them normally."""
+        with self.lock:
+            self.faults.append(Fault(kind, 0, times, False, None, delay=seconds))
 
     def clear_faults(self) -> None:
         with self.lock:
@@ -288,6 +295,10 @@ class FakeHub:
             fault = next((f for f in self.faults if f.kind == kind and f.remaining > 0), None)
             if fault is not None:
                 fault.remaining -= 1
+        if fault is not None and fault.delay:
+            time.sleep(fault.delay)
+            if not fault.status:
+                fault = None
         if fault is not None and not fault.apply:
             status, h, b = self._fault_response(fault)
         else:
@@ -313,7 +324,9 @@ class FakeHub:
         h = {"Content-Type": "application/json"}
         if f.retry_after is not None:
             h["Retry-After"] = f.retry_after
-        return f.status, h, json.dumps({"error": f"injected {f.status}"}).encode()
+        if f.message:
+            h["X-Error-Message"] = f.message
+        return f.status, h, json.dumps({"error": f.message or f"injected {f.status}"}).encode()
 
     _TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
 
@@ -322,6 +335,7 @@ class FakeHub:
         table = [
             ("whoami", r"/api/whoami-v2", self.h_whoami),
             ("create", r"/api/repos/create", self.h_create),
+            ("delete", r"/api/repos/delete", self.h_delete),
             ("validate", r"/api/validate-yaml", self.h_validate),
             ("info", rf"/api/{R}", self.h_info),
             ("info", rf"/api/{R}/revision/([^/]+)", self.h_info),
@@ -331,6 +345,7 @@ class FakeHub:
             ("commit", rf"/api/{R}/commit/([^/]+)", self.h_commit),
             ("branch", rf"/api/{R}/branch/([^/]+)", self.h_branch),
             ("variables", rf"/api/{R}/variables", self.h_variables),
+            ("settings", rf"/api/{R}/settings", self.h_settings),
             ("lfs-batch", r"/(?:(datasets|spaces)/)?([^/]+)/([^/]+)\.git/info/lfs/objects/batch", self.h_lfs_batch),
             ("lfs-verify", r"/(?:(datasets|spaces)/)?([^/]+)/([^/]+)\.git/info/lfs/objects/verify", self.h_lfs_verify),
             ("lfs-put", r"/lfs-upload/([0-9a-f]{64})", self.h_lfs_put),
@@ -448,6 +463,28 @@ class FakeHub:
         for v in p.get("variables") or []:
             repo.variables[v["key"]] = {"value": v["value"], "updatedAt": _now()}
         return self._json({"url": self._repo_url(repo), "name": repo_id, "id": secrets.token_hex(12)})
+
+    def h_settings(self, method, query, headers, body, t, ns, name):
+        if method != "PUT":
+            raise HubError(405, "method not allowed")
+        repo = self._get_repo(t, ns, name, headers, write=True)
+        p = json.loads(body or b"{}")
+        if "private" in p:
+            repo.private = bool(p["private"])
+        if p.get("visibility") in ("private", "public"):  # huggingface_hub 2.x sends this
+            repo.private = p["visibility"] == "private"
+        return self._json({"private": repo.private})
+
+    def h_delete(self, method, query, headers, body):
+        if method != "DELETE":
+            raise HubError(405, "method not allowed")
+        p = json.loads(body or b"{}")
+        ns = p.get("organization") or self.user
+        self._write_user(headers, ns)
+        key = (p.get("type") or "model", f"{ns}/{p.get('name')}")
+        if self.repos.pop(key, None) is None:
+            raise HubError(404, f"{key[1]}: repository not found")
+        return self._json({})
 
     def h_info(self, method, query, headers, body, t, ns, name, rev="main"):
         repo = self._get_repo(t, ns, name, headers)

@@ -294,7 +294,7 @@ def test_error_missing_shard(trio, tmp_path):
 
 def test_error_missing_folder(trio, tmp_path):
     r = Recipe(vlm=str(tmp_path / "nope"), coder=str(trio["coder"]))
-    _expect_error(r, tmp_path / "o", SourceError, "nope", "neither an existing folder nor a Hub repo id")
+    _expect_error(r, tmp_path / "o", SourceError, "nope", "and not a Hub repo id (org/name) either")
 
 
 def test_error_truncated_safetensors(trio, tmp_path):
@@ -323,12 +323,17 @@ def test_error_vlm_not_qwen_vl(trio, tmp_path):
     _expect_error(r, tmp_path / "o", CompatibilityError, "model_type 'qwen2' is not a Qwen2-VL/Qwen2.5-VL model")
 
 
+def retyped_copy(src: Path, dst: Path, model_type: str) -> Path:
+    """A copy of a checkpoint folder whose config.json claims another model_type."""
+    shutil.copytree(src, dst)
+    cfg = json.loads((dst / "config.json").read_text())
+    cfg["model_type"] = model_type
+    (dst / "config.json").write_text(json.dumps(cfg))
+    return dst
+
+
 def test_error_coder_not_qwen2(trio, tmp_path):
-    coder = tmp_path / "coder"
-    shutil.copytree(trio["coder"], coder)
-    cfg = json.loads((coder / "config.json").read_text())
-    cfg["model_type"] = "llama"
-    (coder / "config.json").write_text(json.dumps(cfg))
+    coder = retyped_copy(trio["coder"], tmp_path / "coder", "llama")
     r = Recipe(vlm=str(trio["vlm"]), coder=str(coder), base=str(trio["base"]))
     _expect_error(r, tmp_path / "o", CompatibilityError, "coder coder: model_type 'llama' is not a Qwen2-family causal LM")
 
@@ -394,14 +399,14 @@ def test_error_nan_names_tensor(trio, tmp_path):
 
 def test_refuses_to_overwrite_without_force(trio, tmp_path):
     out = tmp_path / "o"
-    out.mkdir()
-    (out / "keep.txt").write_text("mine")
     r = Recipe(vlm=str(trio["vlm"]), coder=str(trio["coder"]), base=str(trio["base"]))
+    run_merge(r, out, progress=False)
+    (out / "note.txt").write_text("mine")  # a previous viscodex output, edited by hand
     with pytest.raises(ViscodexError, match="already exists; pass --force"):
         run_merge(r, out, progress=False)
-    assert (out / "keep.txt").read_text() == "mine"
+    assert (out / "note.txt").read_text() == "mine"
     run_merge(r, out, progress=False, force=True)
-    assert not (out / "keep.txt").exists() and (out / RECIPE_FILE).exists()
+    assert not (out / "note.txt").exists() and (out / RECIPE_FILE).exists()
 
 
 def test_failure_midway_leaves_nothing(trio, tmp_path, monkeypatch):
@@ -558,7 +563,7 @@ def test_recipe_validation_messages(tmp_path):
     with pytest.raises(RecipeError, match="unknown recipe field"):
         Recipe.load(p)
     p.write_text("vlm: a\ncoder: b\npolicy:\n  tensors:\n    - {pattern: 'model\\.norm', policy: maybe}\n")
-    with pytest.raises(RecipeError, match="unknown policy 'maybe'"):
+    with pytest.raises(RecipeError, match=r"`policy.tensors.0.policy` .*: Input should be 'merge', 'vlm', 'coder' or 'base' \(got 'maybe'\)"):
         Recipe.load(p)
     with pytest.raises(RecipeError, match="unknown parameter"):
         Recipe(vlm="a", coder="b", params={"density": 0.2}).validate()

@@ -348,7 +348,7 @@ def test_wudi_reduces_its_loss_and_the_closed_form_does_best(shape, lam):
     start = literal_wudi_loss(init_vector(taus, "sum"), taus)
     ref = wudi(base, experts, w) - base  # the reference settings: Adam, lr 1e-5, 300 steps
     fast = wudi(base, experts, w, lr=1e-2, steps=400) - base
-    closed = optmerge_closed_form(base, experts, w, rank_fraction=1.0, init="sum") - base
+    closed = optmerge_closed_form(base, experts, w, rank_fraction=1.0, init="sum", ridge=0, max_ratio=0) - base
     l_ref, l_fast, l_closed = (literal_wudi_loss(x, taus) for x in (ref, fast, closed))
     assert l_ref < start and l_fast < l_ref
     assert l_closed <= min(l_ref, l_fast) + 1e-6 * start
@@ -362,7 +362,7 @@ def test_wudi_closed_form_is_d_c_inverse():
     c = sum(t.T @ t / t.square().sum() for t in taus)
     d = sum(t @ t.T @ t / t.square().sum() for t in taus)
     want = d @ torch.linalg.inv(c)
-    got = optmerge_closed_form(base, experts, w, rank_fraction=1.0) - base
+    got = optmerge_closed_form(base, experts, w, rank_fraction=1.0, ridge=0, max_ratio=0) - base
     torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-5)
 
 
@@ -373,10 +373,10 @@ def test_optmerge_reduces_its_loss_and_the_closed_form_does_best(shape, center):
     w = [0.7, 0.3]
     taus = [wi * (e - base) for wi, e in zip(w, experts)]
     r = min(shape) // 2
-    start = literal_optmerge_loss(init_vector(taus, "mean"), taus, r)
+    start = literal_optmerge_loss(init_vector(taus, "sum"), taus, r)
     ref = optmerge(base, experts, w, center=center) - base  # SGD lr 1e-4 momentum 0.9, 300 steps
     fast = optmerge(base, experts, w, center=center, lr=3e-2, steps=300) - base
-    closed = optmerge_closed_form(base, experts, w, center=center) - base
+    closed = optmerge_closed_form(base, experts, w, center=center, ridge=0, max_ratio=0) - base
     if center:  # targets change; the loss is still L with the centred targets: check against it
         mean = (taus[0] + taus[1]) / 2
         tgt = [svd_truncation(t - mean, r)[0] + mean.double() for t in taus]
@@ -385,7 +385,7 @@ def test_optmerge_reduces_its_loss_and_the_closed_form_does_best(shape, center):
         def loss(x):
             return sum(float(((x.double() - tt) @ lo.T).square().sum() / t.double().square().sum())
                        for tt, lo, t in zip(tgt, lows, taus))
-        start = loss(init_vector(taus, "mean"))
+        start = loss(init_vector(taus, "sum"))
     else:
         def loss(x):
             return literal_optmerge_loss(x, taus, r)
@@ -457,3 +457,28 @@ def test_iso_cts_ignores_an_untouched_expert():
     alone = iso_cts(base, [experts[0], base.clone()], [0.7, 0.0]) - base
     with_zero = iso_cts(base, [experts[0], base.clone()], [0.7, 0.3]) - base
     torch.testing.assert_close(with_zero, alone, rtol=1e-4, atol=1e-5)
+
+
+# ---------------------------------------------------------------- issue 16: no silent wrong results
+@pytest.mark.parametrize("method,param", [("dare", "drop_rate"), ("ties", "density"), ("wudi", "lr"),
+                                          ("task_arithmetic", "scale"), ("optmerge_closed_form", "ridge")])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), "nan"])
+def test_non_finite_parameters_are_refused(method, param, value):
+    with pytest.raises(RecipeError, match=f"parameter '{param}' must be a finite number"):
+        get_method(method).validate_params({param: value})
+
+
+def test_closed_form_update_stays_in_proportion_on_tall_matrices():
+    """The exact minimiser on tall random matrices is 10-13x any input; the ridge keeps it within
+    1.5x, and without the ridge the guard refuses instead of returning it."""
+    g = torch.Generator().manual_seed(0)
+    w = [0.7, 0.3]
+    for m, n in ((512, 64), (1024, 128)):
+        base = torch.zeros(m, n)
+        experts = [torch.randn(m, n, generator=g), torch.randn(m, n, generator=g)]
+        top = max(float((wi * e).abs().max()) for wi, e in zip(w, experts))
+        exact = optmerge_closed_form(base, experts, w, ridge=0, max_ratio=0)
+        assert float(exact.abs().max()) > 5 * top  # the ill-conditioning the ridge is for
+        assert float(optmerge_closed_form(base, experts, w).abs().max()) < 1.5 * top
+        with pytest.raises(MergeError, match=r"ill-conditioned here; raise -p ridge"):
+            optmerge_closed_form(base, experts, w, ridge=0)

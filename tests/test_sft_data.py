@@ -154,6 +154,8 @@ def test_jsonl_bad_line_counts_as_malformed(processor, tmp_path):
     idx = build_index(open_data(str(path)), Encoder(processor), progress=False)
     assert len(idx.valid) == 8 and dict(idx.skipped) == {"malformed": 1}
     assert idx.report()["categories"] == {"algorithm": 2, "chart": 2, "html": 4}
+    # the reason names the file and line, not "record is a NoneType" (issue 16)
+    assert idx.examples["malformed"].startswith(f"record 8: {path.name} line 9 is not valid JSON (Expecting property name")
 
 
 def test_truncation_policy(processor, imgs):

@@ -107,3 +107,17 @@ def role_of(key: str) -> RoleMatch | None:
         if rx.search(key):
             return RoleMatch(role, rx.pattern)
     return None
+
+
+# Vision-block MLPs tell the two VLM generations apart whatever config.json claims: Qwen2-VL's
+# blocks have fc1/fc2 (LayerNorm, GELU), Qwen2.5-VL's gate/up/down projections (RMSNorm, SwiGLU).
+_VISION_MLP = re.compile(r"(?:^|\.)visual\.blocks\.\d+\.mlp\.(fc1|gate_proj)\.")
+
+
+def vision_model_type(tensor_names) -> str | None:
+    """'qwen2_vl' or 'qwen2_5_vl' from the vision tower's tensor names; None when undecidable."""
+    for name in tensor_names:
+        m = _VISION_MLP.search(name)
+        if m:
+            return "qwen2_vl" if m.group(1) == "fc1" else "qwen2_5_vl"
+    return None

@@ -13,6 +13,8 @@ parents).
 """
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 import math
 import os
@@ -368,11 +370,18 @@ def build_card(folder: str | os.PathLike, *, repo_id: str | None = None, license
             base_models = [init]
 
     lic_sources = source_licenses(recipe, offline=offline)
+    # one source of truth: a licence chosen once (card --license or publish --license) is recorded
+    # in the recipe and used by every later card, publish included
+    license = license or (recs.get("card") or {}).get("license")
     decision = reconcile_license(lic_sources, license)
+    if decision.license == "other" and not decision.license_link:
+        files = license_files(folder)
+        if files:  # the Hub wants a link for custom licences: the sources' licence texts shipped here
+            decision = dataclasses.replace(decision, license_link=files[0])
     for w in decision.warnings:
         log.warning("card: %s", w)
 
-    tags = ["merge", "viscodex", recipe.method, "multimodal", "code"]
+    tags = ["merge", "viscodex", *([recipe.method] if recipe.variant != "swapped" else []), "multimodal", "code"]
     if recipe.variant == "swapped":
         tags.append("coder-swapped")
     if training:
@@ -448,13 +457,19 @@ def _body_context(folder: Path, recipe: Recipe, name: str, repo_id: str | None, 
             intro += " The merged model was then fine-tuned (see below)."
     ref = _method_reference(recipe.method)
     params = ", ".join(f"{k}={v}" for k, v in recipe.params.items()) or "none"
-    recipe_summary = (f"Method `{recipe.method}` (parameters: {params}), λ = {lam:g}, variant `{recipe.variant}`, "
-                      f"output dtype `{out.get('dtype') or recipe.dtype}`, seed {recipe.seed}."
-                      + (f" Reference: {ref}." if ref else ""))
+    if recipe.variant == "swapped":  # nothing is merged: no method, no λ (issue 16: the card said task_arithmetic, λ 0.7)
+        recipe_summary = (f"Variant `swapped` (the coder-swapped baseline): the VLM's language backbone replaced by "
+                          f"the coder's; no merge method or λ applies. Output dtype `{out.get('dtype') or recipe.dtype}`.")
+    else:
+        recipe_summary = (f"Method `{recipe.method}` (parameters: {params}), λ = {lam:g}, variant `{recipe.variant}`, "
+                          f"output dtype `{out.get('dtype') or recipe.dtype}`, seed {recipe.seed}."
+                          + (f" Reference: {ref}." if ref else ""))
 
     keys = ("name", "vlm", "coder", "base", "variant", "method", "lambda", "params", "dtype", "seed",
             "keep_vision_token_rows", "allow_extrapolation", "policy")
     d = recipe.to_dict()
+    if recipe.variant == "swapped":
+        keys = tuple(k for k in keys if k not in ("method", "lambda", "params", "seed", "allow_extrapolation"))
     shown = {k: d[k] for k in keys if k in d}
     for role in ("vlm", "coder", "base"):
         if shown.get(role):
@@ -561,9 +576,34 @@ def validate_card(card, remote: bool = False) -> None:
             raise CardError(f"the Hub rejected the model card metadata: {e}") from e
 
 
+LICENSE_GLOBS = ("LICENSE*", "LICENCE*", "COPYING*")
+
+
+def license_files(folder: Path) -> list[str]:
+    """The licence texts in a merged folder (the sources', copied by the merge), LICENSE first."""
+    names = {p.name for g in LICENSE_GLOBS for p in Path(folder).glob(g) if p.is_file()}
+    return sorted(names, key=lambda n: (n.split(".")[0] != "LICENSE", n))
+
+
+def record_license(folder: str | os.PathLike, license: str) -> None:
+    """Record the licence the publisher chose in the folder's recipe (section `card`)."""
+    folder = Path(folder).expanduser().resolve()
+    recipe = Recipe.load(folder)
+    if (recipe.records.get("card") or {}).get("license") == license:
+        return
+    recipe.records["card"] = {**(recipe.records.get("card") or {}), "license": license}
+    path = folder / RECIPE_FILE
+    tmp = path.with_name(f".{RECIPE_FILE}.viscodex-tmp-{os.getpid()}")
+    tmp.write_text(recipe.dump(), encoding="utf-8")
+    os.replace(tmp, path)
+
+
 def write_card(folder: str | os.PathLike, **kw) -> tuple[Path, CardBuild]:
-    """Build the card and write it as README.md in `folder` (atomically)."""
+    """Build the card and write it as README.md in `folder` (atomically); a --license given is
+    recorded in the recipe so `publish` keeps it."""
     build = build_card(folder, **kw)
+    if kw.get("license"):
+        record_license(folder, kw["license"])
     path = Path(folder).expanduser().resolve() / CARD_FILE
     tmp = path.with_name(f".{CARD_FILE}.viscodex-tmp-{os.getpid()}")
     tmp.write_text(str(build.card), encoding="utf-8")

@@ -23,7 +23,10 @@ log = logging.getLogger("viscodex")
 
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", stream=sys.stderr)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    for noisy in ("httpx", "httpx2", "httpcore"):  # one line per request otherwise (huggingface_hub 2 logs via httpx2)
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # huggingface_hub has its own stderr handler: propagating to ours printed every retry line twice
+    logging.getLogger("huggingface_hub").propagate = False
 
 
 @app.callback()
@@ -45,7 +48,7 @@ def merge(
     dtype: Annotated[Optional[str], typer.Option(help="auto (the VLM's), bfloat16, float16 or float32.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed for stochastic methods (DARE).")] = None,
     device: Annotated[str, typer.Option(help="Where the math runs: cpu, cuda, cuda:1 ...")] = "cpu",
-    shard_size: Annotated[str, typer.Option(help="Max shard size, e.g. 5GB.")] = "5GB",
+    shard_size: Annotated[str, typer.Option(help="Max shard size: 5GB = 5*10^9 bytes, 5GiB = 5*2^30.")] = "5GB",
     threads: Annotated[int, typer.Option(help="Reader threads.")] = 4,
     compute_threads: Annotated[Optional[int], typer.Option(help="torch threads for the math (default: all cores for whole-matrix methods; for element-wise ones the cores the read/hash/write pipeline leaves free, at least 1).")] = None,
     allow_extrapolation: Annotated[bool, typer.Option("--allow-extrapolation", help="Allow lambda outside [0, 1].")] = False,
@@ -98,10 +101,11 @@ def inspect(
 def methods() -> None:
     """List the merge methods with their parameters and references."""
     from .methods import METHODS
+    from .methods.paper import paper_flags
 
     for m in METHODS.values():
         ps = ", ".join(f"{p.name}={p.default!r}" for p in m.params) or "-"
-        typer.echo(f"{m.name:22s} params: {ps}\n{'':22s} {m.reference}")
+        typer.echo(f"{m.name:22s} params: {ps}\n{'':22s} {m.reference}\n{'':22s} as published: {paper_flags(m.name)}")
 
 
 @app.command()
@@ -220,6 +224,9 @@ def publish(
             typer.echo(f"--- dry run: would commit to {res.repo_id}@{res.revision}: {res.commit_message}")
             typer.echo(format_files(res.files))
             typer.echo("nothing was uploaded")
+        elif not res.changed:
+            typer.echo(f"nothing changed: {res.url} (revision {res.revision}) already holds these {len(res.files)} "
+                       f"files (commit {res.commit})")
         else:
             typer.echo(f"published {len(res.files)} files ({res.total_bytes / 1e9:.3f} GB) to {res.url} "
                        f"(revision {res.revision}, commit {res.commit})")
@@ -392,9 +399,12 @@ def _guard(fn) -> None:
     except ViscodexError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
-    except KeyboardInterrupt:
-        typer.echo("interrupted; nothing was written to the output folder", err=True)
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt as e:
+        from .atomic import Terminated
+
+        why = f"terminated ({e})" if isinstance(e, Terminated) else "interrupted"
+        typer.echo(f"{why}; nothing was written to the output folder", err=True)
+        raise typer.Exit(128 + (e.signum if isinstance(e, Terminated) else 2)) from None
 
 
 def main() -> None:

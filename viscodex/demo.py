@@ -407,6 +407,9 @@ def _merge(paths: dict[str, Path], out: Path, lam: float, variant: str = "merged
     return out
 
 
+RESULTS_FILE = "results.json"
+
+
 def _lam_dir(lam: float) -> str:
     return f"merged-lam{lam:g}"
 
@@ -419,7 +422,7 @@ def run_demo(out: str | os.PathLike | None = None, demo: DemoConfig = FULL, *, c
     variants/ (merged and swapped models) and sft/ (the three variants after the image -> code SFT).
     An existing `out` from the same configuration is reused as is unless `force`.
     """
-    from .merge import finalize
+    from .atomic import OutputFolder
 
     out = Path(out).expanduser().absolute() if out else cache_root() / f"demo-{demo.key()}"
     old = _read_results(out)
@@ -428,62 +431,60 @@ def run_demo(out: str | os.PathLike | None = None, demo: DemoConfig = FULL, *, c
             log.info("reusing %s (same configuration; --force to redo)", out)
             return old
         raise ViscodexError(f"{out} holds results of another configuration; pass --force to overwrite it")
-    if out.exists() and old is None and any(out.iterdir()) and not force:
-        raise ViscodexError(f"{out} exists and is not a demo folder; choose another --out or pass --force")
+    empty = out.is_dir() and not any(out.iterdir())
+    if out.exists() and old is None and not empty:  # --force never replaces what the demo did not write
+        raise ViscodexError(f"{out} exists and is not a demo folder; choose another --out")
+    folder = OutputFolder(out, force=force or empty, markers=(RESULTS_FILE,))  # never replaces foreign files
     prev_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     t0 = time.perf_counter()
-    tmp = out.parent / f".{out.name}.viscodex-tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     try:
-        t = time.perf_counter()
-        built = not ((Path(cache) if cache else cache_root()) / f"trio-{demo.trio_key()}" / "trio.json").exists()
-        paths = cached_trio(demo, cache=cache)
-        timings = {"trio": round(time.perf_counter() - t, 1), "trio_built": built}
-        trio_record = json.loads((paths["base"].parent / "trio.json").read_text())
+        with folder as tmp:
+            t = time.perf_counter()
+            built = not ((Path(cache) if cache else cache_root()) / f"trio-{demo.trio_key()}" / "trio.json").exists()
+            paths = cached_trio(demo, cache=cache)
+            timings = {"trio": round(time.perf_counter() - t, 1), "trio_built": built}
+            trio_record = json.loads((paths["base"].parent / "trio.json").read_text())
 
-        t = time.perf_counter()
-        log.info("merging: coder-swapped and lambda in %s ...", ", ".join(f"{x:g}" for x in _lams(demo)))
-        var = {"swapped": _merge(paths, tmp / "variants" / "swapped", 0.0, "swapped")}
-        for lam in _lams(demo):
-            var[_lam_dir(lam)] = _merge(paths, tmp / "variants" / _lam_dir(lam), lam)
-        timings["merge"] = round(time.perf_counter() - t, 1)
+            t = time.perf_counter()
+            log.info("merging: coder-swapped and lambda in %s ...", ", ".join(f"{x:g}" for x in _lams(demo)))
+            var = {"swapped": _merge(paths, tmp / "variants" / "swapped", 0.0, "swapped")}
+            for lam in _lams(demo):
+                var[_lam_dir(lam)] = _merge(paths, tmp / "variants" / _lam_dir(lam), lam)
+            timings["merge"] = round(time.perf_counter() - t, 1)
 
-        t = time.perf_counter()
-        sets = eval_sets(demo)
-        models = {"base": paths["base"], "coder": paths["coder"], "vlm": paths["vlm"], **var}
-        scores = {}
-        for name, path in models.items():
-            log.info("evaluating %s ...", name)
-            scores[name] = evaluate(*load_model(path), sets)
-        timings["eval"] = round(time.perf_counter() - t, 1)
+            t = time.perf_counter()
+            sets = eval_sets(demo)
+            models = {"base": paths["base"], "coder": paths["coder"], "vlm": paths["vlm"], **var}
+            scores = {}
+            for name, path in models.items():
+                log.info("evaluating %s ...", name)
+                scores[name] = evaluate(*load_model(path), sets)
+            timings["eval"] = round(time.perf_counter() - t, 1)
 
-        t = time.perf_counter()
-        three = {"vlm": paths["vlm"], "swapped": var["swapped"], "merged": var[_lam_dir(demo.lam)]}
-        sft, sft_scores = {}, {}
-        for name, path in three.items():
-            log.info("SFT of %s on %d image -> code samples ...", VARIANT_NAMES[name], demo.sft_samples)
-            dst = tmp / "sft" / name
-            sft[name] = sft_image_code(path, dst, demo)
-            sft_scores[name] = evaluate(*load_model(dst), sets)
-        timings["sft"] = round(time.perf_counter() - t, 1)
-        timings["total"] = round(time.perf_counter() - t0, 1)
+            t = time.perf_counter()
+            three = {"vlm": paths["vlm"], "swapped": var["swapped"], "merged": var[_lam_dir(demo.lam)]}
+            sft, sft_scores = {}, {}
+            for name, path in three.items():
+                log.info("SFT of %s on %d image -> code samples ...", VARIANT_NAMES[name], demo.sft_samples)
+                dst = tmp / "sft" / name
+                sft[name] = sft_image_code(path, dst, demo)
+                sft_scores[name] = evaluate(*load_model(dst), sets)
+            timings["sft"] = round(time.perf_counter() - t, 1)
+            timings["total"] = round(time.perf_counter() - t0, 1)
 
-        results = {
-            "key": demo.key(), "config": asdict(demo), "threads": torch.get_num_threads(),
-            "trio": {k: trio_record.get(k) for k in ("key", "base", "coder", "vlm", "seconds", "threads")},
-            "chance": round(tt.chance_attr_acc(), 4), "eval_samples": demo.eval_samples,
-            "scores": scores, "sft": {"training": sft, "scores": sft_scores}, "timings": timings,
-        }
-        results["claims"] = claims(results)
-        (tmp / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-        (tmp / "results.md").write_text(table_markdown(results))
-        plot(results, tmp / "accuracy_vs_lambda.png")
-        finalize(tmp, out)
+            results = {
+                "key": demo.key(), "config": asdict(demo), "threads": torch.get_num_threads(),
+                "trio": {k: trio_record.get(k) for k in ("key", "base", "coder", "vlm", "seconds", "threads")},
+                "chance": round(tt.chance_attr_acc(), 4), "eval_samples": demo.eval_samples,
+                "scores": scores, "sft": {"training": sft, "scores": sft_scores}, "timings": timings,
+            }
+            results["claims"] = claims(results)
+            (tmp / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
+            (tmp / "results.md").write_text(table_markdown(results))
+            plot(results, tmp / "accuracy_vs_lambda.png")
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
         torch.set_num_threads(prev_threads)
     return _read_results(out)
 
@@ -493,7 +494,7 @@ def _lams(demo: DemoConfig) -> list[float]:
 
 
 def _read_results(out: Path) -> dict | None:
-    p = out / "results.json"
+    p = out / RESULTS_FILE
     if not p.is_file():
         return None
     try:

@@ -24,32 +24,17 @@ import torch
 from tqdm.auto import tqdm
 
 from . import __version__, arch
-from .errors import MergeError, SourceError, ViscodexError
+from .atomic import OutputFolder
+from .errors import MergeError, RecipeError, SourceError
 from .plan import MergePlan, PlanItem, build_plan
 from .recipe import RECIPE_FILE, Recipe
 from .hashing import InputHasher
 from .safetensors_io import DTYPES, BufferPool, PlannedTensor, ShardWriter, plan_shards, read_range, shard_names
-from .sources import Source, display_name, open_source
+from .sizes import DEFAULT_SHARD_SIZE, parse_size
+from .sources import Source, display_name, open_source, parse_spec
 
 log = logging.getLogger("viscodex")
-DEFAULT_SHARD_SIZE = 5 * 1024**3
 INDEX_FILE = "model.safetensors.index.json"
-
-
-def parse_size(s: str | int) -> int:
-    if isinstance(s, int):
-        return s
-    t = s.strip().upper().replace("IB", "B")
-    for suf, mul in (("TB", 1000**4), ("GB", 1000**3), ("MB", 1000**2), ("KB", 1000), ("B", 1)):
-        if t.endswith(suf):
-            try:
-                return int(float(t[: -len(suf)]) * mul)
-            except ValueError:
-                break
-    try:
-        return int(t)
-    except ValueError:
-        raise ViscodexError(f"cannot parse size {s!r} (examples: 5GB, 500MB, 1048576)") from None
 
 
 @dataclass
@@ -233,7 +218,10 @@ def compute_chunk(ch: Chunk, raw: dict[str, tuple], recipe: Recipe, device: torc
     ins = _method_inputs(ch, raw, device)
     if m and item.policy == "merge":
         params = item.params if item.params is not None else {**recipe.params, **(extra or {})}
-        merged = item.method.fn(ins.get("base"), [ins["vlm"], ins["coder"]], recipe.weights, generator=generator, **params)
+        try:
+            merged = item.method.fn(ins.get("base"), [ins["vlm"], ins["coder"]], recipe.weights, generator=generator, **params)
+        except MergeError as e:  # methods do not know tensor names
+            raise MergeError(f"{item.name}: {e}") from None
         if merged.shape != ins["vlm"].shape:
             raise MergeError(f"{item.name}: method {item.method.name} returned shape {list(merged.shape)}, "
                              f"expected {list(ins['vlm'].shape)}")
@@ -292,6 +280,25 @@ def _versions() -> dict[str, str]:
             "safetensors": safetensors.__version__, "huggingface_hub": huggingface_hub.__version__}
 
 
+def _copy_licenses(sources: dict[str, Source], used: set[str], tmp: Path) -> list[str]:
+    """The licence texts of the other sources the weights derive from, as LICENSE-<role>[.ext]
+    (the VLM's LICENSE comes with its sidecars): they ship with the weights."""
+    from .card import LICENSE_GLOBS
+
+    copied = []
+    for role in ("coder", "base"):
+        if role not in used or role not in sources:
+            continue
+        for g in LICENSE_GLOBS:
+            for f in sorted(sources[role].path.glob(g)):
+                if f.is_file():
+                    stem, dot, ext = f.name.partition(".")
+                    name = f"{stem}-{role}{dot}{ext}"
+                    shutil.copyfile(f, tmp / name)
+                    copied.append(name)
+    return copied
+
+
 def _copy_sidecars(vlm: Source, tmp: Path, out_dtype: str) -> list[str]:
     """Config (dtype updated), processor, tokenizer, chat template and generation config from the VLM."""
     import fnmatch
@@ -318,30 +325,6 @@ def _copy_sidecars(vlm: Source, tmp: Path, out_dtype: str) -> list[str]:
     return copied
 
 
-def _tmp_dir(out: Path) -> Path:
-    tmp = out.parent / f".{out.name}.viscodex-tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    return tmp
-
-
-def check_out(out: Path, force: bool) -> None:
-    if out.exists() and not force:
-        raise ViscodexError(f"{out} already exists; pass --force to overwrite it")
-
-
-def finalize(tmp: Path, out: Path) -> None:
-    """Atomically move a finished folder into place (replacing an old one only when forced)."""
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.viscodex-old-{os.getpid()}"
-        os.rename(out, old)
-    os.rename(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def _return_freed_buffers_to_the_os() -> None:
     """Chunk buffers (tens of MB) are allocated in reader threads and freed in others; glibc then
     keeps them in per-thread arenas and resident memory grows with model size. Serving every
@@ -353,6 +336,26 @@ def _return_freed_buffers_to_the_os() -> None:
         libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
     except (OSError, AttributeError):
         pass  # not glibc: nothing to tune
+
+
+def merge_device(device: str) -> torch.device:
+    """The torch device for --device, checked: a typo or a missing GPU is a one-line error."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise RecipeError(f"--device (device=) {device!r}: not a torch device ({str(e).splitlines()[0]}); use cpu, cuda, "
+                          f"cuda:N or mps") from None
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise RecipeError(f"--device {device}: no CUDA device is available; use --device cpu")
+        if dev.index is not None and dev.index >= n:
+            raise RecipeError(f"--device {device}: only {n} CUDA device(s) (cuda:0..cuda:{n - 1})")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise RecipeError(f"--device {device}: MPS is not available; use --device cpu")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise RecipeError(f"--device {device}: merges run on cpu, cuda or mps")
+    return dev
 
 
 def default_compute_threads(elementwise: bool = True) -> int:
@@ -374,19 +377,25 @@ def run_merge(recipe: Recipe, out: str | os.PathLike, *, device: str = "cpu", sh
     runs (default: `default_compute_threads()`; restored afterwards)."""
     t0 = time.perf_counter()
     _return_freed_buffers_to_the_os()
-    recipe.validate()
-    out = Path(out).expanduser().absolute()
-    check_out(out, force)
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ViscodexError("--device cuda requested but no CUDA device is available")
+    recipe = recipe.validate()
+    local = [parse_spec(spec)[0] for spec in (recipe.vlm, recipe.coder, recipe.base) if spec]
+    folder = OutputFolder(out, force=force, sources=local)  # refuses unsafe --out before any work
+    out = folder.out
+    dev = merge_device(device)
+    if threads is None or isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise RecipeError(f"--threads (threads=) {threads!r}: give the number of reader threads, at least 1")
+    if compute_threads is not None and (isinstance(compute_threads, bool) or not isinstance(compute_threads, int)
+                                        or compute_threads < 1):
+        raise RecipeError(f"--compute-threads (compute_threads=) {compute_threads!r}: give at least 1, or omit it "
+                          f"for the default")
+    shard_bytes = parse_size(shard_size)
     sources = sources or open_sources(recipe)
     plan = build_plan(recipe, sources)
     for n in plan.notes:
         log.info("%s", n)
 
     planned = [PlannedTensor(it.name, it.out_dtype, it.shape) for it in plan.items]
-    shards = plan_shards(planned, parse_size(shard_size))
+    shards = plan_shards(planned, shard_bytes)
     names = shard_names(len(shards))
     shard_of = {t.name: i for i, shard in enumerate(shards) for t in shard}
     chunks = chunks_of(plan.items, chunk_bytes)
@@ -398,84 +407,92 @@ def run_merge(recipe: Recipe, out: str | os.PathLike, *, device: str = "cpu", sh
     torch.set_num_threads(compute_threads or default_compute_threads(get_method(recipe.method).elementwise))
     try:
         extra = run_prepass(plan, dev, threads, window_bytes)
-        tmp = _tmp_dir(out)  # after the pre-pass: a pre-pass that fails leaves nothing behind
-        hasher = InputHasher(sources, plan.used_sources()) if hash_inputs else None
-        write_q: queue.Queue = queue.Queue(maxsize=4)
-        files: dict[str, str] = {}
-        werr: list[BaseException] = []
-        total = plan.out_bytes
-        bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=f"merge ({recipe.variant})",
-                   disable=not progress, dynamic_ncols=True)
-
-        def writer():
-            w, cur = None, -1
-            try:
-                for _ in chunks:
-                    name, data = write_q.get()
-                    if name is None:  # the producer gave up
-                        return
-                    if shard_of[name] != cur:
-                        if w is not None:
-                            files[names[cur]] = w.close()
-                        cur = shard_of[name]
-                        w = ShardWriter(tmp / names[cur], shards[cur])
-                    w.write(name, data)
-                    bar.update(data.numel() * data.element_size())
-                if w is not None:
-                    files[names[cur]] = w.close()
-                    w = None
-            except BaseException as e:  # re-raised by the main thread
-                werr.append(e)
-                while write_q.get()[0] is not None:  # drain until the producer's sentinel
-                    pass
-            finally:
-                if w is not None:
-                    w.abort()
-
-        wt = threading.Thread(target=writer, name="viscodex-write", daemon=True)
-        wt.start()
-        # enough blocks for the reads in flight plus those being computed, hashed and written
-        buffers = BufferPool(chunk_bytes, max_blocks=window_bytes // chunk_bytes + 12, min_bytes=min(1 << 20, chunk_bytes // 4))
-        pre = _Prefetcher(chunks, threads=threads, window_bytes=window_bytes, buffers=buffers)
-        ok = False
-        try:
-            try:
-                for i, ch in enumerate(chunks):
-                    if werr:
-                        break
-                    raw = pre.get(i)
-                    if hasher is not None:
-                        for info, off, buf in raw.values():
-                            hasher.feed(info.file, off, buf)
-                    write_q.put((ch.item.name, compute_chunk(ch, raw, recipe, dev, gen, extra)))
-            finally:
-                write_q.put((None, None))
-                wt.join()
-            if werr:
-                raise werr[0]
-            if len(names) > 1:
-                index = {"metadata": {"total_size": total},
-                         "weight_map": {t.name: fname for shard, fname in zip(shards, names) for t in shard}}
-                (tmp / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
-            _copy_sidecars(sources["vlm"], tmp, plan.out_dtype)
-            hashes = hasher.result() if hasher is not None else {}
-            hasher = None
-            written = _record(recipe, plan, sources, hashes, files, extra)
-            (tmp / RECIPE_FILE).write_text(written.dump())
-            finalize(tmp, out)
-            ok = True
-        finally:
-            log.debug("read buffers: %d from the pool (%d blocks), %d fresh", buffers.lent, len(buffers.blocks), buffers.fresh)
-            pre.close()
-            bar.close()
-            if hasher is not None:
-                hasher.abort()
-            if not ok:
-                shutil.rmtree(tmp, ignore_errors=True)
+        folder.need_bytes = plan.out_bytes
+        # after the pre-pass: a pre-pass that fails leaves nothing behind
+        with folder as tmp:
+            written = _write(plan, sources, tmp, shards, names, shard_of, chunks, gen, extra, dev,
+                             threads, window_bytes, chunk_bytes, hash_inputs, progress)
     finally:
         torch.set_num_threads(prev_threads)
     dt = time.perf_counter() - t0
-    return MergeResult(out, plan, written, files, dt, sum(c.read_bytes for c in chunks), total)
+    return MergeResult(out, plan, written, written.records["output"]["files"], dt,
+                       sum(c.read_bytes for c in chunks), plan.out_bytes)
+
+
+def _write(plan: MergePlan, sources: dict[str, Source], tmp: Path, shards, names, shard_of, chunks, gen, extra, dev,
+           threads: int, window_bytes: int, chunk_bytes: int, hash_inputs: bool, progress: bool) -> Recipe:
+    """Stream every chunk through read -> compute -> write into `tmp`; returns the recipe written."""
+    recipe = plan.recipe
+    hasher = InputHasher(sources, plan.used_sources()) if hash_inputs else None
+    write_q: queue.Queue = queue.Queue(maxsize=4)
+    files: dict[str, str] = {}
+    werr: list[BaseException] = []
+    total = plan.out_bytes
+    bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=f"merge ({recipe.variant})",
+               disable=not progress, dynamic_ncols=True)
+
+    def writer():
+        w, cur = None, -1
+        try:
+            for _ in chunks:
+                name, data = write_q.get()
+                if name is None:  # the producer gave up
+                    return
+                if shard_of[name] != cur:
+                    if w is not None:
+                        files[names[cur]] = w.close()
+                    cur = shard_of[name]
+                    w = ShardWriter(tmp / names[cur], shards[cur])
+                w.write(name, data)
+                bar.update(data.numel() * data.element_size())
+            if w is not None:
+                files[names[cur]] = w.close()
+                w = None
+        except BaseException as e:  # re-raised by the main thread
+            werr.append(e)
+            while write_q.get()[0] is not None:  # drain until the producer's sentinel
+                pass
+        finally:
+            if w is not None:
+                w.abort()
+
+    wt = threading.Thread(target=writer, name="viscodex-write", daemon=True)
+    wt.start()
+    # enough blocks for the reads in flight plus those being computed, hashed and written
+    buffers = BufferPool(chunk_bytes, max_blocks=window_bytes // chunk_bytes + 12, min_bytes=min(1 << 20, chunk_bytes // 4))
+    pre = _Prefetcher(chunks, threads=threads, window_bytes=window_bytes, buffers=buffers)
+    try:
+        try:
+            for i, ch in enumerate(chunks):
+                if werr:
+                    break
+                raw = pre.get(i)
+                if hasher is not None:
+                    for info, off, buf in raw.values():
+                        hasher.feed(info.file, off, buf)
+                write_q.put((ch.item.name, compute_chunk(ch, raw, recipe, dev, gen, extra)))
+        finally:
+            write_q.put((None, None))
+            wt.join()
+        if werr:
+            raise werr[0]
+        if len(names) > 1:
+            index = {"metadata": {"total_size": total},
+                     "weight_map": {t.name: fname for shard, fname in zip(shards, names) for t in shard}}
+            (tmp / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
+        _copy_sidecars(sources["vlm"], tmp, plan.out_dtype)
+        _copy_licenses(sources, plan.used_sources(), tmp)
+        hashes = hasher.result() if hasher is not None else {}
+        hasher = None
+        written = _record(recipe, plan, sources, hashes, files, extra)
+        (tmp / RECIPE_FILE).write_text(written.dump())
+        return written
+    finally:
+        log.debug("read buffers: %d from the pool (%d blocks), %d fresh", buffers.lent, len(buffers.blocks), buffers.fresh)
+        pre.close()
+        bar.close()
+        if hasher is not None:
+            hasher.abort()
 
 
 def _record(recipe: Recipe, plan: MergePlan, sources: dict[str, Source], hashes, files, extra: dict) -> Recipe:

@@ -14,6 +14,7 @@ from .recipe import Recipe
 from .safetensors_io import DTYPE_NAMES, TensorInfo
 from .sources import Source
 
+FLOAT_DTYPES = ("BF16", "F16", "F32", "F64")  # weights that can be merged
 TORCH_DTYPE_NAMES = {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}
 
 
@@ -131,6 +132,10 @@ def check_kinds(sources: dict[str, Source]) -> None:
         problems.append(
             f"vlm {vlm.name}: model_type {vlm.model_type!r} is not a Qwen2-VL/Qwen2.5-VL model ({', '.join(arch.VLM_MODEL_TYPES)})"
         )
+    weights_type = arch.vision_model_type(vlm.tensors)
+    if vlm.is_vlm and weights_type and weights_type != vlm.model_type:
+        problems.append(f"vlm {vlm.name}: config.json says model_type {vlm.model_type!r} but its vision weights are "
+                        f"{weights_type!r} (the model would not load); fix model_type in config.json")
     for role in ("coder", "base"):
         s = sources.get(role)
         if s is not None and s.model_type not in arch.LLM_MODEL_TYPES:
@@ -203,7 +208,7 @@ def build_plan(recipe: Recipe, sources: dict[str, Source]) -> MergePlan:
             if role == "vision" and policy == "merge":
                 problems.append(f"policy: vision tensor {name} cannot be merged (LLMs have no vision tower)")
             continue
-        if info.dtype not in ("BF16", "F16", "F32", "F64"):
+        if info.dtype not in FLOAT_DTYPES:
             problems.append(f"vlm tensor {name} has non-float dtype {info.dtype}")
         wanted = ["base", "vlm", "coder"] if policy == "merge" else [policy]
         inputs: dict[str, TensorInfo] = {}
@@ -222,6 +227,8 @@ def build_plan(recipe: Recipe, sources: dict[str, Source]) -> MergePlan:
             except KeyError:
                 problems.append(f"{r} {s.name} is missing tensor {name} (vlm shape {list(info.shape)})")
                 continue
+            if t.dtype not in FLOAT_DTYPES and r != "vlm":
+                problems.append(f"{r} tensor {name} in {s.name} has non-float dtype {t.dtype}")
             ok = t.shape == info.shape or (role == "embedding" and t.shape[1:] == info.shape[1:])
             if not ok:
                 problems.append(f"shape mismatch for {name}: vlm {list(info.shape)} vs {r} {s.name} {list(t.shape)}")
@@ -233,6 +240,8 @@ def build_plan(recipe: Recipe, sources: dict[str, Source]) -> MergePlan:
             if r not in inputs:
                 try:
                     t = s.info(name)
+                    if t.dtype not in FLOAT_DTYPES:
+                        problems.append(f"{r} tensor {name} in {s.name} has non-float dtype {t.dtype}")
                     if not (t.shape == info.shape or (role == "embedding" and t.shape[1:] == info.shape[1:])):
                         problems.append(f"shape mismatch for {name}: vlm {list(info.shape)} vs {r} {s.name} {list(t.shape)}")
                 except KeyError:

@@ -13,6 +13,8 @@ client: it is never printed, logged, or written into the card, the recipe or any
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import math
 import os
@@ -32,7 +34,7 @@ T = TypeVar("T")
 INDEX_FILE = "model.safetensors.index.json"
 # Never uploaded: viscodex's temporary files, partial downloads, caches, OS litter
 # (huggingface_hub adds .git/ and .cache/huggingface/ itself).
-IGNORE_PATTERNS = ["*.viscodex-tmp-*", "*.viscodex-old-*", "*.incomplete", "*__pycache__*", "*.DS_Store"]
+IGNORE_PATTERNS = [".viscodex-output", ".viscodex-owner", "*.viscodex-lock", "*.viscodex-tmp-*", "*.viscodex-old-*", "*.incomplete", "*__pycache__*", "*.DS_Store"]
 # Remote weight files that are not in the folder are removed, so the Hub never mixes two shardings.
 DELETE_PATTERNS = ["*.safetensors", INDEX_FILE]
 TRANSIENT_STATUS = {408, 412, 429, 500, 502, 503, 504}  # 412: the branch moved; re-read it
@@ -45,11 +47,25 @@ class PublishError(ViscodexError):
 
 @dataclass
 class RetryPolicy:
-    """Exponential backoff with jitter for calls huggingface_hub does not retry itself."""
+    """Exponential backoff with jitter for calls huggingface_hub does not retry itself.
+
+    One budget: `attempts - 1` retries in all, for every call of one publish together (issue 16:
+    nested loops sent one always-failing shard 30 times). Use `fresh()` per publish."""
 
     attempts: int = 5
     base: float = 2.0  # seconds before the first retry
     cap: float = 60.0
+    used: int = 0  # retries spent so far
+
+    def fresh(self) -> "RetryPolicy":
+        return dataclasses.replace(self, used=0)
+
+    def take(self) -> bool:
+        """Spend one retry; False when the budget is gone."""
+        if self.used >= self.attempts - 1:
+            return False
+        self.used += 1
+        return True
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
         if retry_after is not None:
@@ -74,6 +90,7 @@ class PublishResult:
     url: str | None = None
     commit: str | None = None
     warnings: list[str] = field(default_factory=list)
+    changed: bool = True  # False when the Hub already held exactly these files (no new commit)
 
     @property
     def total_bytes(self) -> int:
@@ -210,19 +227,33 @@ def transient(e: BaseException) -> tuple[bool, float | None]:
 
 
 def with_retry(fn: Callable[[], T], what: str, policy: RetryPolicy) -> T:
-    """Call `fn`, retrying transient Hub errors with backoff."""
-    for attempt in range(1, policy.attempts + 1):
+    """Call `fn`, retrying transient Hub errors with backoff, out of the policy's one budget."""
+    while True:
         try:
             return fn()
         except Exception as e:  # noqa: BLE001 - classified below
             ok, retry_after = transient(e)
-            if not ok or attempt == policy.attempts:
+            if not ok or not policy.take():
                 raise
-            wait = policy.delay(attempt, retry_after)
-            log.warning("%s: transient Hub error (%s); retry %d/%d in %.1fs", what, _describe(e), attempt,
+            wait = policy.delay(policy.used, retry_after)
+            log.warning("%s: transient Hub error (%s); retry %d/%d in %.1fs", what, _describe(e), policy.used,
                         policy.attempts - 1, wait)
             time.sleep(wait)
-    raise AssertionError("unreachable")
+
+
+def retried_by_client(e: BaseException) -> bool:
+    """Whether the failed request was one huggingface_hub already retries itself (http_backoff:
+    the LFS batch, upload and verify calls, which go outside /api/): retrying the whole upload
+    around it would multiply the attempts."""
+    seen = 0
+    while e is not None and seen < 8:
+        seen += 1
+        req = getattr(getattr(e, "response", None), "request", None) or getattr(e, "request", None)
+        url = str(getattr(req, "url", "") or "")
+        if url:
+            return "/api/" not in url
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def _describe(e: BaseException) -> str:
@@ -230,8 +261,53 @@ def _describe(e: BaseException) -> str:
     return f"HTTP {s}" if s is not None else type(e).__name__
 
 
+def hub_timeout() -> float:
+    """Seconds a Hub request may stay silent (connect, or between bytes) before it fails."""
+    try:
+        t = float(os.environ.get("VISCODEX_HUB_TIMEOUT", "120"))
+    except ValueError:
+        raise PublishError("VISCODEX_HUB_TIMEOUT must be a number of seconds") from None
+    if not t > 0 or not math.isfinite(t):
+        raise PublishError("VISCODEX_HUB_TIMEOUT must be a positive number of seconds")
+    return t
+
+
+@contextlib.contextmanager
+def hub_timeouts():
+    """huggingface_hub's client has no timeout (a stalled commit hangs forever): give its shared
+    client one while the block runs, keeping everything else of the current factory."""
+    import httpx2
+    from huggingface_hub import set_client_factory
+    from huggingface_hub.utils import _http
+
+    t = hub_timeout()
+    prev = _http._GLOBAL_CLIENT_FACTORY
+
+    def factory():
+        client = prev()
+        client.timeout = httpx2.Timeout(t, connect=min(t, 30.0))
+        return client
+
+    set_client_factory(factory)
+    try:
+        yield t
+    finally:
+        set_client_factory(prev)
+
+
+def _in_chain(e: BaseException | None, pred) -> BaseException | None:
+    seen = 0
+    while e is not None and seen < 8:
+        if pred(e):
+            return e
+        seen += 1
+        e = e.__cause__ or e.__context__
+    return None
+
+
 def hub_error(e: BaseException, what: str, repo_id: str) -> PublishError:
     """A clear message for a Hub failure (never includes the token)."""
+    e = _in_chain(e, lambda x: _status(x) is not None) or e  # upload_folder wraps LFS failures
     s = _status(e)
     ns = repo_id.split("/")[0]
     if s == 401:
@@ -242,9 +318,14 @@ def hub_error(e: BaseException, what: str, repo_id: str) -> PublishError:
         msg = f"{repo_id}: not found (404)"
     elif isinstance(e, ValueError) and "metadata" in str(e).lower():
         msg = f"the Hub rejected the README metadata: {e}"
+    elif _in_chain(e, lambda x: type(x).__name__.endswith("Timeout") or "TimeoutException" in
+                   [c.__name__ for c in type(x).__mro__]):
+        msg = (f"no answer from the Hub within {hub_timeout():g}s (network stalled); set VISCODEX_HUB_TIMEOUT "
+               f"to wait longer")
     else:
+        server = getattr(_in_chain(e, lambda x: getattr(x, "server_message", None)), "server_message", None)
         detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        msg = f"{_describe(e)}: {detail}"
+        msg = f"{_describe(e)}: {server.strip() if server else detail}"
     return PublishError(f"{what} failed: {msg}")
 
 
@@ -307,7 +388,7 @@ def publish(folder: str | os.PathLike, repo_id: str, *, private: bool = False, r
     """Publish a merged folder as `repo_id` (created if needed). See the module docstring."""
     from .card import build_card
 
-    retry = retry or RetryPolicy()
+    retry = (retry or RetryPolicy()).fresh()
     folder = Path(folder).expanduser().resolve()
     if not HUB_ID.match(repo_id or ""):
         raise PublishError(f"--repo {repo_id!r}: expected namespace/name, e.g. your-username/VisCodex-8B")
@@ -326,33 +407,64 @@ def publish(folder: str | os.PathLike, repo_id: str, *, private: bool = False, r
 
     tok = resolve_token(token)
     _refuse_token_in_files(folder, files, tok, card_text)
+    if license:
+        from .card import record_license
+
+        record_license(folder, license)  # later cards and publishes keep the choice
     from huggingface_hub import HfApi
 
     api = HfApi(token=tok)
     (folder / "README.md").write_text(card_text, encoding="utf-8")
-    try:
-        url = with_retry(lambda: api.create_repo(repo_id, private=private, exist_ok=True), "create repo", retry)
-    except Exception as e:  # noqa: BLE001
-        raise hub_error(e, "creating the repo", repo_id) from None
-    if revision != "main":
+    with hub_timeouts(), created_or_removed(api, repo_id, "model", retry, private=private) as url:
+        if revision != "main":
+            try:
+                with_retry(lambda: api.create_branch(repo_id, branch=revision, exist_ok=True), "create branch", retry)
+            except Exception as e:  # noqa: BLE001
+                raise hub_error(e, f"creating branch {revision!r}", repo_id) from None
         try:
-            with_retry(lambda: api.create_branch(repo_id, branch=revision, exist_ok=True), "create branch", retry)
+            info = with_retry(lambda: api.repo_info(repo_id, revision=revision), "repo info", retry)
+            if private and not info.private:
+                result.warnings.append(f"{repo_id} already exists and is public: --private was not applied")
+                log.warning("publish: %s", result.warnings[-1])
         except Exception as e:  # noqa: BLE001
-            raise hub_error(e, f"creating branch {revision!r}", repo_id) from None
-    try:
-        info = with_retry(lambda: api.repo_info(repo_id), "repo info", retry)
-        if private and not info.private:
-            result.warnings.append(f"{repo_id} already exists and is public: --private was not applied")
-            log.warning("publish: %s", result.warnings[-1])
-    except Exception as e:  # noqa: BLE001
-        raise hub_error(e, "reading the repo", repo_id) from None
-
-    commit = commit_folder(api, folder, repo_id, revision, message, retry,
-                           description="Generated by viscodex publish from viscodex_recipe.yaml.",
-                           delete_patterns=DELETE_PATTERNS)
+            raise hub_error(e, "reading the repo", repo_id) from None
+        commit = commit_folder(api, folder, repo_id, revision, message, retry,
+                               description="Generated by viscodex publish from viscodex_recipe.yaml.",
+                               delete_patterns=DELETE_PATTERNS)
     result.url = str(url)
     result.commit = commit
+    result.changed = commit != info.sha
     return result
+
+
+@contextlib.contextmanager
+def created_or_removed(api, repo_id: str, repo_type: str, retry: RetryPolicy, *, private: bool = False, **create):
+    """create_repo(exist_ok) for the block. A repo this call creates is created private and made
+    public (unless `private`) only once the block succeeded: a failed first publish leaves no
+    empty public repo, and keeps what it uploaded so a re-run resumes. Yields the repo URL."""
+    kind = "Space" if repo_type == "space" else "repo"
+    try:
+        existed = with_retry(lambda: api.repo_exists(repo_id, repo_type=repo_type), f"check {kind}", retry)
+        url = with_retry(lambda: api.create_repo(repo_id, repo_type=repo_type, exist_ok=True,
+                                                 private=private or not existed, **create), f"create {kind}", retry)
+        if existed and not private:  # an empty private repo is what an interrupted first publish leaves
+            info = with_retry(lambda: api.repo_info(repo_id, repo_type=repo_type), f"read the {kind}", retry)
+            unfinished = info.private and {s.rfilename for s in info.siblings or []} <= {".gitattributes"}
+            existed = not unfinished
+    except Exception as e:  # noqa: BLE001
+        raise hub_error(e, f"creating the {kind}", repo_id) from None
+    try:
+        yield url
+    except BaseException:
+        if not existed and not private:
+            log.warning("publish: the new %s %s stays private until a run completes; re-run to resume", kind, repo_id)
+        raise
+    if not existed and not private:
+        try:
+            with_retry(lambda: api.update_repo_settings(repo_id, private=False, repo_type=repo_type),
+                       f"make the {kind} public", retry)
+        except Exception as e:  # noqa: BLE001
+            raise hub_error(e, f"making the new {kind} public (it is complete but private)", repo_id) from None
 
 
 def commit_folder(api, folder: Path, repo_id: str, revision: str, message: str, retry: RetryPolicy, *,
@@ -360,7 +472,7 @@ def commit_folder(api, folder: Path, repo_id: str, revision: str, message: str, 
     """upload_folder against the current head (parent_commit); on a transient failure, re-read the
     head and run again: unchanged files are skipped, so a lost-response commit is not duplicated.
     Returns the commit the branch points to afterwards."""
-    for attempt in range(1, retry.attempts + 1):
+    while True:
         try:
             head = with_retry(lambda: api.repo_info(repo_id, revision=revision, repo_type=repo_type).sha,
                               "read branch head", retry)
@@ -372,13 +484,17 @@ def commit_folder(api, folder: Path, repo_id: str, revision: str, message: str, 
             return info.oid
         except Exception as e:  # noqa: BLE001
             ok, retry_after = transient(e)
-            if not ok or attempt == retry.attempts:
-                raise hub_error(e, "uploading the folder", repo_id) from None
-            wait = retry.delay(attempt, retry_after)
+            if not ok or retried_by_client(e) or not retry.take():
+                err = hub_error(e, "uploading the folder", repo_id)
+                if ok:  # transient: the next run picks up where this one stopped
+                    err = PublishError(f"{err}; gave up after {retry.used} retr{'y' if retry.used == 1 else 'ies'}"
+                                       f"{' (and huggingface_hub retried that upload itself)' if retried_by_client(e) else ''}"
+                                       f": re-run the same command to resume, files already uploaded are not sent again")
+                raise err from None
+            wait = retry.delay(retry.used, retry_after)
             log.warning("upload: transient Hub error (%s); retry %d/%d in %.1fs (uploaded files are kept)",
-                        _describe(e), attempt, retry.attempts - 1, wait)
+                        _describe(e), retry.used, retry.attempts - 1, wait)
             time.sleep(wait)
-    raise AssertionError("unreachable")
 
 
 def format_files(files: list[UploadFile]) -> str:

@@ -15,9 +15,8 @@ from . import arch
 from .errors import RecipeError
 
 RECIPE_FILE = "viscodex_recipe.yaml"
-DTYPES = ("auto", "bfloat16", "float16", "float32")
 # Sections written by viscodex itself (merge, train, eval); carried through when a recipe is re-read.
-RECORD_SECTIONS = ("sources", "output", "policy_used", "versions", "training", "eval_results")
+RECORD_SECTIONS = ("sources", "output", "policy_used", "versions", "training", "eval_results", "card")
 
 
 @dataclass
@@ -53,30 +52,27 @@ class Recipe:
     records: dict[str, Any] = field(default_factory=dict)  # sections written by viscodex
 
     def validate(self) -> "Recipe":
+        """A checked copy: types per the schema (recipe_schema.py), method parameters filled in
+        with their defaults. The Recipe itself is not changed."""
         from .methods import get_method  # late: methods import torch
+        from .recipe_schema import check
 
-        if not self.vlm or not self.coder:
-            raise RecipeError("a recipe needs both `vlm` and `coder`")
-        if self.variant not in arch.VARIANTS:
-            raise RecipeError(f"unknown variant {self.variant!r}; choose from {', '.join(arch.VARIANTS)}")
-        if self.dtype not in DTYPES:
-            raise RecipeError(f"unknown dtype {self.dtype!r}; choose from {', '.join(DTYPES)}")
-        try:
-            self.lam = float(self.lam)
-        except (TypeError, ValueError) as e:
-            raise RecipeError(f"lambda must be a number, got {self.lam!r}") from e
-        if not (0.0 <= self.lam <= 1.0) and not self.allow_extrapolation:
-            raise RecipeError(f"lambda {self.lam} is outside [0, 1]; pass --allow-extrapolation to extrapolate")
-        method = get_method(self.method)  # raises RecipeError for unknown methods
-        self.params = method.validate_params(self.params)
-        if method.needs_base(self.weights, self.params) and not self.base and self.variant == "merged":
-            raise RecipeError(f"method {self.method!r} needs a `base` (the LLM both experts were fine-tuned from)")
-        for role, pol in self.roles.items():
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                  if f.name not in ("roles", "tensors", "records", "lam")}
+        m = check({**fields, "lambda": self.lam,
+                   "policy": {"roles": dict(self.roles), "tensors": [dataclasses.asdict(r) for r in self.tensors]}})
+        if not (0.0 <= m.lam <= 1.0) and not m.allow_extrapolation:
+            raise RecipeError(f"lambda {m.lam} is outside [0, 1]; pass --allow-extrapolation (Python: "
+                              f"allow_extrapolation=True) to extrapolate")
+        method = get_method(m.method)  # raises RecipeError for unknown methods
+        params = method.validate_params(m.params)
+        if method.needs_base([m.lam, 1.0 - m.lam], params) and not m.base and m.variant == "merged":
+            raise RecipeError(f"method {m.method!r} needs a `base` (--base): the LLM both experts were fine-tuned from")
+        for role in self.roles:
             if role not in {r for _, r in arch.ROLE_RULES}:
                 raise RecipeError(f"policy for unknown role {role!r}")
-            if pol not in arch.POLICIES:
-                raise RecipeError(f"role {role!r}: unknown policy {pol!r}; choose from {', '.join(arch.POLICIES)}")
-        return self
+        return dataclasses.replace(self, lam=float(m.lam), params=params, roles=dict(self.roles),
+                                   tensors=list(self.tensors), records=dict(self.records))
 
     @property
     def weights(self) -> list[float]:
@@ -86,23 +82,22 @@ class Recipe:
     # ---- YAML ----
     @classmethod
     def from_dict(cls, d: dict) -> "Recipe":
+        from .recipe_schema import check
+
         if not isinstance(d, dict):
-            raise RecipeError("a recipe must be a YAML mapping")
+            check(d)  # raises the schema's message (empty file, a list, ...)
         d = dict(d)
         records = {k: d.pop(k) for k in RECORD_SECTIONS if k in d}
         merge = d.pop("merge", None) or {}  # `merge:` block of a written recipe
+        if not isinstance(merge, dict):
+            raise RecipeError(f"recipe field `merge` must be a mapping, got {merge!r}")
         d = {**merge, **d}
-        policy = d.pop("policy", None) or {}
-        if "lambda" in d:
-            d["lam"] = d.pop("lambda")
         d.pop("viscodex_version", None)
-        known = {f.name for f in dataclasses.fields(cls)} - {"roles", "tensors", "records"}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise RecipeError(f"unknown recipe field(s): {', '.join(unknown)}")
-        rules = [TensorRule(r["pattern"], r["policy"]) for r in policy.get("tensors", []) or []]
-        return cls(**d, roles=dict(policy.get("roles", {}) or {}), tensors=rules,
-                   records=records)
+        m = check(d)
+        policy = m.policy or None
+        rules = [TensorRule(r.pattern, r.policy) for r in (policy.tensors if policy else [])]
+        fields = m.model_dump(exclude={"policy"})
+        return cls(**fields, roles=dict(policy.roles) if policy else {}, tensors=rules, records=records)
 
     @classmethod
     def load(cls, path: str | Path) -> "Recipe":
@@ -115,7 +110,7 @@ class Recipe:
             raise RecipeError(f"{p}: recipe file not found") from e
         except yaml.YAMLError as e:
             raise RecipeError(f"{p}: invalid YAML ({e})") from e
-        return cls.from_dict(data or {})
+        return cls.from_dict(data)
 
     def to_dict(self) -> dict:
         d: dict[str, Any] = {}

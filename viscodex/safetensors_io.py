@@ -78,14 +78,21 @@ def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
         header = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise SourceError(f"{path}: corrupt safetensors header ({e})") from e
+    if not isinstance(header, dict):
+        raise SourceError(f"{path}: corrupt safetensors header: the header is not a JSON object")
     meta = header.pop("__metadata__", None) or {}
     base = 8 + n
     out: dict[str, TensorInfo] = {}
+    spans = []
     for name, h in header.items():
         try:
-            dtype, shape, (b, e) = h["dtype"], tuple(int(s) for s in h["shape"]), h["data_offsets"]
+            dtype, shape, (b, e) = h["dtype"], tuple(h["shape"]), h["data_offsets"]
+            if not all(_is_int(x) for x in (*shape, b, e)):
+                raise TypeError("non-integer shape or offset")
         except (KeyError, TypeError, ValueError) as ex:
-            raise SourceError(f"{path}: corrupt header entry for tensor {name!r}") from ex
+            raise SourceError(f"{path}: corrupt header entry for tensor {name!r} ({ex})") from ex
+        if any(s < 0 for s in shape):
+            raise SourceError(f"{path}: tensor {name!r} has a negative dimension in shape {list(shape)}")
         if dtype not in DTYPES:
             raise SourceError(f"{path}: tensor {name!r} has unsupported dtype {dtype}")
         info = TensorInfo(path, dtype, shape, base + b, e - b)
@@ -95,8 +102,21 @@ def read_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
             raise SourceError(
                 f"{path}: truncated: tensor {name!r} ends at byte {base + e} but the file has {size} bytes"
             )
+        spans.append((b, e, name))
         out[name] = info
+    # as safetensors.safe_open: the tensors tile the data section exactly (no overlap, no gap)
+    end = 0
+    for b, e, name in sorted(spans):
+        if b < end:
+            raise SourceError(f"{path}: corrupt safetensors header: tensor {name!r} (bytes {b}..{e}) overlaps another tensor")
+        if b > end:
+            raise SourceError(f"{path}: corrupt safetensors header: a gap of {b - end} bytes before tensor {name!r}")
+        end = e
     return out, meta
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
 
 
 def read_range(path: Path, offset: int, nbytes: int, fd: int | None = None,

@@ -172,8 +172,20 @@ class ImageResolver:
         raise InvalidRecord("missing_image", f"{ref_s} not found" + (f" under {self.root}" if self.root else ""))
 
 
+@dataclass(frozen=True)
+class BadLine:
+    """A .jsonl line that is not JSON: kept as a record so it is counted and named, not dropped."""
+
+    file: str
+    line: int
+    error: str
+
+
 def normalize_record(rec: Any, resolve: ImageResolver) -> Sample:
     """One record in any accepted layout -> Sample, or InvalidRecord with the reason."""
+    if isinstance(rec, BadLine):
+        raise InvalidRecord("malformed", f"{rec.file} line {rec.line} is not valid JSON ({rec.error}); "
+                                         f"write one JSON object per line")
     if not isinstance(rec, dict):
         raise InvalidRecord("malformed", f"record is a {type(rec).__name__}, not an object")
     turns = rec.get("messages")
@@ -407,18 +419,18 @@ class DataSource:
 
 
 def read_json_records(path: Path) -> list[Any]:
-    """A .json list (or {"data": [...]}) or a .jsonl file; a bad JSONL line becomes a `None`
-    record (counted as malformed), a bad .json file is an error."""
+    """A .json list (or {"data": [...]}) or a .jsonl file; a bad JSONL line becomes a BadLine
+    record (counted as malformed, its message names the line), a bad .json file is an error."""
     if path.suffix == ".jsonl":
         out = []
         with path.open("rb") as f:
-            for line in f:
+            for lineno, line in enumerate(f, 1):
                 if not line.strip():
                     continue
                 try:
                     out.append(json.loads(line))
-                except json.JSONDecodeError:
-                    out.append(None)
+                except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                    out.append(BadLine(path.name, lineno, str(e)))
         return out
     try:
         with path.open("rb") as f:

@@ -20,7 +20,7 @@ from .errors import SourceError
 from .safetensors_io import TensorInfo, read_header
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
-META_PATTERNS = ["*.json", "*.jinja", "*.txt", "*.model", "*.tiktoken", "README.md"]
+META_PATTERNS = ["*.json", "*.jinja", "*.txt", "*.model", "*.tiktoken", "README.md", "LICENSE*", "LICENCE*", "COPYING*"]
 
 
 def parse_spec(spec: str) -> tuple[str, str | None]:
@@ -198,12 +198,18 @@ def open_source(spec: str, role: str, weights: bool = True) -> Source:
         path = local.resolve()
         if rev:
             raise SourceError(f"{ref}: a local folder has no revisions (got @{rev})")
-    elif HUB_ID.match(ref):
+    elif HUB_ID.match(ref) and not ref.startswith("."):
         repo_id = ref
         patterns = META_PATTERNS + (["*.safetensors"] if weights else [])
-        path = _download(ref, rev, patterns)
+        try:
+            path = _download(ref, rev, patterns)
+        except SourceError as e:
+            # org/name is also how a relative path looks: say first that there is no such folder
+            raise SourceError(f"{ref}: no such folder {local.absolute()} (check the path); as a Hub repo id: "
+                              f"{str(e).split(': ', 1)[-1]}") from e
     else:
-        raise SourceError(f"{ref}: {role} source is neither an existing folder nor a Hub repo id (org/name)")
+        raise SourceError(f"{ref}: no such folder {local.absolute()}, and not a Hub repo id (org/name) either; "
+                          f"check the {role} path")
 
     config = _load_json(path / "config.json", "config.json (is this a transformers model folder?)")
     src = Source(spec=spec, role=role, path=path, repo_id=repo_id, config=config,
@@ -234,6 +240,9 @@ def _local_headers(path: Path) -> dict[str, TensorInfo]:
         for k, f in wm.items():
             by_file.setdefault(f, []).append(k)
         for f, keys in sorted(by_file.items()):
+            if not isinstance(f, str) or Path(f).is_absolute() or ".." in Path(f).parts:
+                raise SourceError(f"{index}: shard path {f!r} lies outside the model folder; an index may only "
+                                  f"name files inside it")
             fp = path / f
             if not fp.exists():
                 raise SourceError(f"{fp}: missing shard listed in {index.name}")

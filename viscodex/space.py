@@ -26,7 +26,9 @@ import yaml
 
 from . import arch
 from .errors import ViscodexError
-from .publish import PublishError, RetryPolicy, commit_folder, hub_error, resolve_token, upload_files, with_retry
+from .atomic import OWNER_FILE
+from .publish import (PublishError, RetryPolicy, commit_folder, created_or_removed, hub_error, hub_timeouts, resolve_token,
+                      upload_files, with_retry)
 from .sources import HUB_ID
 
 log = logging.getLogger("viscodex")
@@ -165,6 +167,34 @@ class SpacePlan:
     commit: str | None = None
 
 
+def unreachable(e: BaseException) -> bool:
+    """Whether a Hub call failed for want of a network (not for a missing file or repo)."""
+    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    chain = [e, e.__cause__, e.__context__]
+    return any(isinstance(x, (LocalEntryNotFoundError, OfflineModeIsEnabled, ConnectionError)) or
+               type(x).__name__ in ("ConnectError", "ConnectTimeout") for x in chain if x is not None)
+
+
+# The Python versions ZeroGPU runs (hub-docs, docs/hub/spaces-zerogpu.md, "Supported Versions"):
+# any other python_version builds a Space that ZeroGPU cannot start.
+ZEROGPU_PYTHON = ("3.12.12", "3.10.13")
+
+
+def space_python(wanted: str | None, flavor: str) -> str:
+    """python_version for the Space README: the configured one (default: this interpreter's), and
+    on ZeroGPU the supported version of the same minor, else the newest supported one."""
+    v = str(wanted or f"{sys.version_info[0]}.{sys.version_info[1]}")
+    if flavor != "zero-a10g" or v in ZEROGPU_PYTHON:
+        return v
+    same = [z for z in ZEROGPU_PYTHON if z.rsplit(".", 1)[0] == v.rsplit(".", 1)[0] or z.startswith(v + ".")]
+    chosen = same[0] if same else ZEROGPU_PYTHON[0]
+    if not same:
+        log.warning("space: python_version %s is not one ZeroGPU runs (%s); using %s", v, ", ".join(ZEROGPU_PYTHON),
+                    chosen)
+    return chosen
+
+
 def resolve_base_vlm(model: str) -> str:
     """The VLM a published merge was made from, read from its viscodex_recipe.yaml on the Hub."""
     from huggingface_hub import hf_hub_download
@@ -175,6 +205,10 @@ def resolve_base_vlm(model: str) -> str:
     try:
         path = hf_hub_download(ref, RECIPE_FILE, revision=rev or None)
     except Exception as e:  # noqa: BLE001
+        if unreachable(e):
+            raise SpaceError(f"{model}: the Hub cannot be reached ({type(e).__name__}: no network, or HF_HUB_OFFLINE "
+                             f"set); `viscodex space` reads the models' recipes and sizes from the Hub, even with "
+                             f"--dry-run: connect and retry") from None
         raise SpaceError(f"{model}: cannot read its {RECIPE_FILE} from the Hub ({type(e).__name__}); pass --base-vlm") from e
     r = Recipe.load(path)
     rec = (r.records.get("sources") or {}).get("vlm") or {}
@@ -190,7 +224,11 @@ def build_space(folder: str | os.PathLike, *, model: str, repo_id: str, base_vlm
                 swapped: str | None = None, hardware: str | None = None, app_dir: str | os.PathLike | None = None,
                 python_version: str | None = None) -> SpacePlan:
     """Assemble the Space in `folder` (must be empty or absent)."""
-    import gradio
+    try:
+        import gradio
+    except ImportError:
+        raise SpaceError("`viscodex space` needs gradio (the Space's sdk_version is pinned to it): "
+                         "pip install 'viscodex[app]'") from None
     from huggingface_hub import SpaceCardData
 
     from .card import render_template
@@ -214,7 +252,7 @@ def build_space(folder: str | os.PathLike, *, model: str, repo_id: str, base_vlm
     fp = footprint(models, float(cfg.get("zerogpu_xlarge_threshold_gib", 42)))
 
     out = Path(folder)
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and any(p.name != OWNER_FILE for p in out.iterdir()):  # OWNER_FILE: an OutputFolder's
         raise SpaceError(f"{out}: not empty")
     out.mkdir(parents=True, exist_ok=True)
     for f in cfg["copy"]:
@@ -235,7 +273,7 @@ def build_space(folder: str | os.PathLike, *, model: str, repo_id: str, base_vlm
         extra["preload_from_hub"] = list(model_ids)  # a copy: a shared list would be dumped as a YAML alias
     data = SpaceCardData(
         title=cfg["title"], sdk="gradio", sdk_version=gradio.__version__,
-        python_version=str(python_version or cfg.get("python_version") or f"{sys.version_info[0]}.{sys.version_info[1]}"),
+        python_version=space_python(python_version or cfg.get("python_version"), flavor),
         app_file=cfg["app_file"], license=cfg.get("license"), models=model_ids, tags=cfg.get("tags"),
         short_description=cfg["short_description"], suggested_hardware=flavor, **extra,
     )
@@ -269,31 +307,36 @@ def publish_space(*, model: str, repo_id: str, base_vlm: str | None = None, swap
                   dry_run: bool = False, token: str | None = None, retry: RetryPolicy | None = None,
                   keep: str | os.PathLike | None = None) -> SpacePlan:
     """Build the Space and (unless dry_run) create/update it on the Hub and set its variables."""
-    retry = retry or RetryPolicy()
+    retry = (retry or RetryPolicy()).fresh()
     tmp = Path(tempfile.mkdtemp(prefix="viscodex-space-"))
     try:
-        folder = Path(keep) if keep else tmp / "space"
-        plan = build_space(folder, model=model, repo_id=repo_id, base_vlm=base_vlm, swapped=swapped,
-                           hardware=hardware, app_dir=app_dir)
+        build = dict(model=model, repo_id=repo_id, base_vlm=base_vlm, swapped=swapped, hardware=hardware, app_dir=app_dir)
+        if keep:  # the kept folder is written like every output folder: all or nothing
+            from .atomic import OutputFolder
+
+            with OutputFolder(keep, flag="--out") as building:
+                plan = build_space(building, **build)
+            plan.folder = Path(keep).expanduser().absolute()
+            plan.files = upload_files(plan.folder)
+        else:
+            plan = build_space(tmp / "space", **build)
         if dry_run:
             return plan
         from huggingface_hub import HfApi
 
         api = HfApi(token=resolve_token(token))
-        try:
-            url = with_retry(lambda: api.create_repo(repo_id, repo_type="space", space_sdk="gradio", private=private,
-                                                     exist_ok=True), "create Space", retry)
-        except Exception as e:  # noqa: BLE001
-            raise hub_error(e, "creating the Space", repo_id) from None
-        plan.commit = commit_folder(api, plan.folder, repo_id, "main", f"Update demo for {model}", retry,
-                                    repo_type="space", description="Generated by viscodex space from space_config/.",
-                                    delete_patterns=["viscodex/*"])
-        for k, v in plan.variables.items():
-            try:
-                with_retry(lambda k=k, v=v: api.add_space_variable(repo_id, k, v, description="set by viscodex space"),
-                           f"set Space variable {k}", retry)
-            except Exception as e:  # noqa: BLE001
-                raise hub_error(e, f"setting Space variable {k}", repo_id) from None
+        with hub_timeouts(), created_or_removed(api, repo_id, "space", retry, space_sdk="gradio",
+                                                private=private) as url:
+            # variables first: a Space whose app is committed without them crashes on start
+            for k, v in plan.variables.items():
+                try:
+                    with_retry(lambda k=k, v=v: api.add_space_variable(repo_id, k, v, description="set by viscodex space"),
+                               f"set Space variable {k}", retry)
+                except Exception as e:  # noqa: BLE001
+                    raise hub_error(e, f"setting Space variable {k}", repo_id) from None
+            plan.commit = commit_folder(api, plan.folder, repo_id, "main", f"Update demo for {model}", retry,
+                                        repo_type="space", description="Generated by viscodex space from space_config/.",
+                                        delete_patterns=["viscodex/*"])
         plan.url = str(url)
         return plan
     except PublishError as e:

@@ -374,14 +374,14 @@ def run_train(cfg: TrainConfig) -> TrainResult:
         TrainingArguments,
     )
 
-    from .merge import check_out, finalize
+    from .atomic import check_out, finalize, locked
     from .sft_data import DataError, Encoder, SFTCollator, SFTDataset, open_data
     from .sources import display_name, open_source
 
     t0 = time.perf_counter()
     cfg.validate()
     out = Path(cfg.out).expanduser().absolute()
-    check_out(out, cfg.force)
+    check_out(out, cfg.force, sources=[cfg.model, cfg.data, cfg.images, cfg.checkpoint_dir])
     work = Path(cfg.checkpoint_dir).expanduser().absolute() if cfg.checkpoint_dir else out.parent / f"{out.name}-checkpoints"
     if cfg.resume and cfg.resume != "auto" and not Path(cfg.resume).expanduser().is_dir():
         raise ViscodexError(f"--resume {cfg.resume}: no such checkpoint folder")
@@ -505,7 +505,9 @@ def run_train(cfg: TrainConfig) -> TrainResult:
                 "versions": _versions(),
             }
             _write_recipe(src, tmp, training)
-            finalize(tmp, out)
+            with locked(out):  # another command may have written --out while this one trained
+                check_out(out, cfg.force, sources=[cfg.model, cfg.data, cfg.images, cfg.checkpoint_dir])
+                finalize(tmp, out)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

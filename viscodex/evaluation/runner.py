@@ -90,6 +90,34 @@ def _safe_score(fn, output: str, s: EvalSample) -> dict:
         return {"score": 0.0, "message": f"scoring failed: {type(e).__name__}: {e}"}
 
 
+def check_model_spec(model: str | os.PathLike) -> None:
+    """A model that is neither an existing folder nor shaped like a Hub id is a typo, not a download."""
+    from ..sources import HUB_ID
+
+    spec = str(model)
+    if Path(spec).expanduser().exists():
+        if not Path(spec).expanduser().is_dir():
+            raise EvalError(f"{spec}: a model must be a folder (or a Hub id), got a file")
+        return
+    if not HUB_ID.match(spec.split("@")[0]) or spec.startswith((".", "/", "~")):
+        raise EvalError(f"{spec}: no such model folder; check the path (or give a Hub id namespace/name)")
+
+
+def load_samples(task: Task, source: str | None, limit: int | None) -> list[EvalSample]:
+    """task.load, with a missing network said as such and the offline alternatives named."""
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    try:
+        return task.load(source, limit)
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled, HfHubHTTPError, ConnectionError) as e:
+        if source:
+            raise
+        cause = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise EvalError(f"{task.name}: cannot fetch the benchmark from the Hub ({type(e).__name__}: {cause}); "
+                        f"evaluate offline with --source sample (a tiny bundled sample) or --source PATH "
+                        f"(a local copy)") from None
+
+
 def evaluate(model: str | os.PathLike | Generator, task: str | Task, *, source: str | None = None,
              limit: int | None = None, cache_dir: str | os.PathLike | None = None, batch_size: int = 8,
              max_new_tokens: int | None = None, device: str | None = None, progress: bool = True,
@@ -113,12 +141,14 @@ def evaluate_many(model: str | os.PathLike | Generator, tasks: list[str | Task],
     gen: Generator | None = model if isinstance(model, Generator) else None
     if prepare is not None and not key:
         raise EvalError("evaluate_many: `prepare` needs an explicit `key` for the weights it will produce")
+    if gen is None and prepare is None:
+        check_model_spec(model)
     mkey = key or (gen.key if gen else model_key(model))
     reports = []
     try:
         for task in tasks:
             t0 = time.perf_counter()
-            samples = task.load(source, limit)
+            samples = load_samples(task, source, limit)
             if not samples:
                 raise EvalError(f"{task.name}: no samples")
             ids = [s.id for s in samples]

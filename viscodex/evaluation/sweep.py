@@ -94,6 +94,10 @@ def run_sweep(recipe: Recipe | str | os.PathLike, lambdas: list[float], tasks: l
     recipes = {lam: dataclasses.replace(base, lam=lam, name=f"{base.name or 'viscodex'}-{lam_dir(lam)}").validate()
                for lam in lambdas}
     out = Path(out).expanduser().absolute()
+    from ..atomic import check_not_overlapping
+    from ..sources import parse_spec
+
+    check_not_overlapping(out, [parse_spec(s)[0] for s in (base.vlm, base.coder, base.base) if s])
     out.mkdir(parents=True, exist_ok=True)
     scratch = Path(scratch).expanduser().absolute() if scratch else out / ".merges"
     sources_by_need: dict[bool, dict] = {}

@@ -9,6 +9,7 @@ the result to the output dtype (methods flagged `low_precision_ok` may get bf16/
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -31,6 +32,8 @@ class Param:
     choices: tuple | None = None
 
     def check(self, method: str, value: Any) -> Any:
+        if value is None and self.default is None:  # optional parameter left unset
+            return None
         if self.type is bool:
             if not isinstance(value, bool):
                 raise RecipeError(f"method {method!r}: parameter {self.name!r} must be true/false, got {value!r}")
@@ -41,6 +44,8 @@ class Param:
             raise RecipeError(f"method {method!r}: parameter {self.name!r} must be {self.type.__name__}, got {value!r}") from e
         if self.type in (int, float) and isinstance(value, bool):
             raise RecipeError(f"method {method!r}: parameter {self.name!r} must be {self.type.__name__}, got {value!r}")
+        if self.type is float and not math.isfinite(v):  # NaN compares false with every bound
+            raise RecipeError(f"method {method!r}: parameter {self.name!r} must be a finite number, got {value!r}")
         if self.min is not None and v < self.min or self.max is not None and v > self.max:
             raise RecipeError(f"method {method!r}: parameter {self.name!r}={v} is outside [{self.min}, {self.max}]")
         if self.choices is not None and v not in self.choices:
@@ -94,6 +99,13 @@ class Method:
         return not any(re.search(p, name) for p in self.exclude)
 
 
+# Matrix methods send 1-D tensors (norms, biases) and embeddings to their fallback, which by
+# default inherits `scale`; the papers' presets (paper.py) scale the matrices only (issue 16:
+# `scale 2` turned the mean of the 1-D task vectors into their sum).
+FALLBACK_SCALE = Param("fallback_scale", float, None,
+                       "scale of the fallback (1-D tensors and embeddings); unset: the method's `scale`",
+                       min=-10.0, max=10.0)
+
 METHODS: dict[str, Method] = {}
 
 
@@ -122,4 +134,7 @@ def method_for(method: Method, name: str, shape: Sequence[int], params: dict | N
         return method, None
     fb = get_method(method.fallback)
     shared = {p.name for p in fb.params} & {p.name for p in method.params}
-    return fb, fb.validate_params({k: v for k, v in (params or {}).items() if k in shared})
+    inherited = {k: v for k, v in (params or {}).items() if k in shared}
+    if (params or {}).get("fallback_scale") is not None and "scale" in {p.name for p in fb.params}:
+        inherited["scale"] = params["fallback_scale"]
+    return fb, fb.validate_params(inherited)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 
 from ..errors import MergeError
-from .registry import Method, Param, register
+from .registry import FALLBACK_SCALE, Method, Param, register
 from .taskvectors import (
     active,
     apply,
@@ -60,7 +60,8 @@ def tsv_factors(taus: Sequence[torch.Tensor], keep: int | None = None):
     return polar(u_cat), s_cat, polar(v_cat)
 
 
-def tsv(base, experts, weights, *, generator=None, scale: float = 1.0) -> torch.Tensor:
+def tsv(base, experts, weights, *, generator=None, scale: float = 1.0,
+        fallback_scale: float | None = None) -> torch.Tensor:
     """theta_0 + scale * TSV-M(w_i tau_i). One expert: its task vector, unchanged."""
     require_matrix("tsv", base)
     if active(weights) <= 1:
@@ -80,7 +81,8 @@ def iso_c_task_vector(taus: Sequence[torch.Tensor]) -> torch.Tensor:
     return (u * s.mean()) @ vh
 
 
-def iso_c(base, experts, weights, *, generator=None, scale: float = 1.0) -> torch.Tensor:
+def iso_c(base, experts, weights, *, generator=None, scale: float = 1.0,
+        fallback_scale: float | None = None) -> torch.Tensor:
     """theta_0 + scale * Iso-C(w_i tau_i)."""
     require_matrix("iso_c", base)
     taus = weighted_task_vectors(base, experts, weights)
@@ -120,7 +122,8 @@ def iso_cts_task_vector(taus: Sequence[torch.Tensor], common_space_fraction: flo
 
 
 def iso_cts(base, experts, weights, *, generator=None, common_space_fraction: float = 0.8,
-            scale: float = 1.0) -> torch.Tensor:
+            scale: float = 1.0,
+        fallback_scale: float | None = None) -> torch.Tensor:
     """theta_0 + scale * Iso-CTS(w_i tau_i)."""
     require_matrix("iso_cts", base)
     taus = nonzero_task_vectors(base, experts, weights)
@@ -137,7 +140,7 @@ register(Method(
     fn=tsv,
     reference="Gargiulo et al. 2025, Task Singular Vectors: Reducing Task Interference in Model Merging "
               "(CVPR 2025, arXiv 2412.00081) - TSV-M",
-    params=(SCALE,),
+    params=(SCALE, FALLBACK_SCALE),
     **_MATRIX,
 ))
 register(Method(
@@ -145,7 +148,7 @@ register(Method(
     fn=iso_c,
     reference="Marczak et al. 2025, No Task Left Behind: Isotropic Model Merging with Common and Task-Specific "
               "Subspaces (ICML 2025, arXiv 2502.04959) - Iso-C",
-    params=(SCALE,),
+    params=(SCALE, FALLBACK_SCALE),
     **_MATRIX,
 ))
 register(Method(
@@ -156,6 +159,7 @@ register(Method(
     params=(
         Param("common_space_fraction", float, 0.8, "share of the rank given to the common subspace", min=0.0, max=1.0),
         SCALE,
+        FALLBACK_SCALE,
     ),
     **_MATRIX,
 ))
