@@ -154,6 +154,8 @@ def train(
     attn_implementation: Annotated[Optional[str], typer.Option(help="sdpa (default), flash_attention_2, eager.")] = None,
     report_to: Annotated[str, typer.Option(help="Experiment tracker: none, tensorboard, wandb, trackio...")] = "none",
     force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
+    packing: Annotated[bool, typer.Option("--packing", help="Padding-free: each micro-batch's records in one row, no attention across records.")] = False,
+    fsdp: Annotated[bool, typer.Option("--fsdp", help="FSDP2 full sharding without an accelerate config (torchrun --nproc-per-node N -m viscodex train ... --fsdp).")] = False,
 ) -> None:
     """Fine-tune a merged model (SFT) with the vision encoder and projector frozen."""
     from .train import TrainConfig, run_train
@@ -168,6 +170,7 @@ def train(
             save_total_limit=save_total_limit, logging_steps=logging_steps, resume=resume,
             checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None, max_records=max_records, workers=workers,
             attn_implementation=attn_implementation, report_to=report_to, force=force,
+            packing=packing, fsdp=fsdp,
         )
         res = run_train(cfg)
         if res.training:  # rank 0

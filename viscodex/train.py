@@ -70,6 +70,13 @@ class TrainConfig:
     force: bool = False
     progress: bool = True
     report_to: str = "none"
+    # Padding-free packing: a micro-batch's records concatenated into one row, each with its own
+    # positions and no attention across records (sft_collate.py). Same records per step, no padding.
+    packing: bool = False
+    # FSDP2 full sharding of the decoder layers and vision blocks without an accelerate config
+    # (`torchrun ... -m viscodex train --fsdp`); with `accelerate launch --config_file configs/fsdp.yaml`
+    # the config's settings apply instead.
+    fsdp: bool = False
     extra_args: dict[str, Any] = field(default_factory=dict)  # passed to TrainingArguments as is
 
     def validate(self) -> TrainConfig:
@@ -88,6 +95,10 @@ class TrainConfig:
             raise ViscodexError(f"--truncation must be one of {', '.join(TRUNCATION)}")
         if self.dtype not in TRAIN_DTYPES:
             raise ViscodexError(f"--dtype must be one of {', '.join(TRAIN_DTYPES)}")
+        if self.packing:
+            from .sft_collate import check_packing
+
+            check_packing(self.attn_implementation)
         if not 0 <= self.warmup_ratio < 1:
             raise ViscodexError("--warmup-ratio must be in [0, 1)")
         from transformers import SchedulerType
@@ -174,17 +185,12 @@ def _make_trainer_class():
                 self.losses.append((state.global_step, float(logs["loss"])))
 
     class VisionFrozenTrainer(Trainer):
-        """Trainer whose text-only batches still run the (frozen) vision tower once under sharded
-        training, so every rank issues the same FSDP / ZeRO-3 gathers (otherwise ranks that got
-        no image would hang waiting for the ones that did)."""
+        """Trainer that resumes plain checkpoints strictly. (Order-safe collectives under FSDP /
+        ZeRO-3 come from the collator: every batch holds an image, see sft_collate.py.)"""
 
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            out = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
-            if "pixel_values" not in inputs and _sharded(self):
-                loss = out[0] if return_outputs else out
-                loss = loss + 0.0 * _dummy_vision_forward(model)
-                out = (loss, out[1]) if return_outputs else loss
-            return out
+        def create_accelerator_and_postprocess(self):
+            super().create_accelerator_and_postprocess()
+            _fsdp_on_cpu(self)
 
         def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
             # transformers' plain (non-FSDP/DeepSpeed) resume loads the saved state dict with
@@ -197,6 +203,48 @@ def _make_trainer_class():
             load_renamed_checkpoint(model if model is not None else self.model, Path(resume_from_checkpoint))
 
     return VisionFrozenTrainer, LossLog
+
+
+def token_mean_loss(outputs, labels, num_items_in_batch=None) -> torch.Tensor:
+    """Causal-LM cross-entropy summed over label tokens and divided by the label tokens of the whole
+    optimizer step (every micro-batch, every rank; the Trainer counts them). Qwen2.5-VL declares
+    `accepts_loss_kwargs = False`, so the Trainer would otherwise average per micro-batch means:
+    a 23-token and a 35-token record would weigh the same, and 1 process x batch 2, 2 processes x
+    batch 1, padded and packed batches would all train differently."""
+    from transformers.loss.loss_utils import ForCausalLMLoss
+
+    logits = outputs["logits"]
+    return ForCausalLMLoss(logits, labels, logits.shape[-1], num_items_in_batch=num_items_in_batch)
+
+
+def _fsdp_on_cpu(trainer) -> None:
+    """accelerate turns an FSDP request into FSDP only on accelerators: on CPU processes (gloo)
+    it silently falls back to DDP. torch's FSDP2 itself runs on CPU, so `--fsdp` there switches
+    the accelerator state to FSDP with the same plugin a GPU run gets; this is what lets the
+    sharded path (wrapping, gathers, full-state-dict save) be exercised without GPUs."""
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    state = trainer.accelerator.state
+    if trainer.args.fsdp_plugin_args is None or trainer.is_fsdp_enabled or state.distributed_type != DistributedType.MULTI_CPU:
+        return
+    state.fsdp_plugin = FullyShardedDataParallelPlugin(**trainer.args.fsdp_plugin_args)
+    state.distributed_type = DistributedType.FSDP
+    trainer.is_fsdp_enabled = True
+    # torch's full-state-dict gather leaves CPU tensors sharded (DTensor) or as lazy collective
+    # results that safetensors cannot read; gather them here (on every rank, in the same order).
+    gather = trainer.accelerator.get_state_dict
+
+    def materialised(model, unwrap=True):
+        from torch.distributed.tensor import DTensor
+
+        sd = gather(model, unwrap)
+        out = {}
+        for k, v in (sd or {}).items():
+            v = v.full_tensor() if isinstance(v, DTensor) else v
+            out[k] = torch.empty_like(v, memory_format=torch.contiguous_format).copy_(v)
+        return out if sd else sd
+
+    trainer.accelerator.get_state_dict = materialised
 
 
 def load_renamed_checkpoint(model, folder: Path) -> None:
@@ -224,32 +272,6 @@ def load_renamed_checkpoint(model, folder: Path) -> None:
         missing.discard("lm_head.weight")
     if missing:
         raise ViscodexError(f"{folder}: checkpoint lacks {len(missing)} tensor(s), e.g. {min(missing)}")
-
-
-def _sharded(trainer) -> bool:
-    if trainer.args.world_size <= 1:
-        return False
-    if getattr(trainer, "is_fsdp_enabled", False):
-        return True
-    ds = getattr(trainer.accelerator.state, "deepspeed_plugin", None)
-    return bool(ds is not None and ds.zero_stage == 3)
-
-
-def _dummy_vision_forward(model) -> torch.Tensor:
-    """One 28x28 px image (4 patches -> 1 token) through the vision tower."""
-    inner = model
-    while not hasattr(inner, "get_image_features") and hasattr(inner, "module"):
-        inner = inner.module
-    cfg = inner.config.vision_config
-    grid = torch.tensor([[1, cfg.spatial_merge_size, cfg.spatial_merge_size]])
-    n, dim = int(grid.prod()), cfg.in_channels * cfg.temporal_patch_size * cfg.patch_size**2
-    p = next(iter(inner.model.visual.parameters()))
-    px = torch.zeros(n, dim, dtype=p.dtype, device=p.device)
-    feats = inner.get_image_features(pixel_values=px, image_grid_thw=grid.to(p.device))
-    feats = getattr(feats, "pooler_output", feats)
-    if isinstance(feats, (list, tuple)):
-        feats = torch.cat(list(feats))
-    return feats.float().sum()
 
 
 # ---------------------------------------------------------------- helpers
@@ -375,7 +397,8 @@ def run_train(cfg: TrainConfig) -> TrainResult:
     )
 
     from .merge import check_out, finalize
-    from .sft_data import DataError, Encoder, SFTCollator, SFTDataset, open_data
+    from .sft_collate import make_collator
+    from .sft_data import DataError, Encoder, SFTDataset, open_data
     from .sources import display_name, open_source
 
     t0 = time.perf_counter()
@@ -424,8 +447,11 @@ def run_train(cfg: TrainConfig) -> TrainResult:
         label_names=["labels"],
         report_to=cfg.report_to,
         disable_tqdm=not cfg.progress,
-        include_num_input_tokens_seen="non_padding",
+        # packed rows have no padding (and no attention mask to count it by)
+        include_num_input_tokens_seen="all" if cfg.packing else "non_padding",
         use_cache=False,
+        use_cpu=not torch.cuda.is_available(),  # else torchrun on CPU runs N separate 1-process jobs
+        **_fsdp_args(cfg),
         **cfg.extra_args,
     )
     world, rank = args.world_size, args.process_index  # as accelerate set them up
@@ -455,7 +481,9 @@ def run_train(cfg: TrainConfig) -> TrainResult:
     Trainer, LossLog = _make_trainer_class()
     losses = LossLog()
     trainer = Trainer(model=model, args=args, train_dataset=dataset,
-                      data_collator=SFTCollator(encoder.pad_id), callbacks=[losses])
+                      data_collator=make_collator(processor, encoder.pad_id, packing=cfg.packing),
+                      compute_loss_func=token_mean_loss,
+                      callbacks=[losses])
     result = trainer.train(resume_from_checkpoint=resume_ckpt)
     state = trainer.state
 
@@ -494,7 +522,11 @@ def run_train(cfg: TrainConfig) -> TrainResult:
                     "max_grad_norm": cfg.max_grad_norm, "seed": cfg.seed, "bf16": bf16, "dtype": cfg.dtype,
                     "gradient_checkpointing": cfg.gradient_checkpointing,
                     "min_pixels": encoder.min_pixels, "max_pixels": encoder.max_pixels,
+                    "packing": cfg.packing,
                 },
+                # NO, MULTI_CPU / MULTI_GPU (DDP), FSDP or DEEPSPEED: how the model was wrapped
+                "distributed": "FSDP" if trainer.is_fsdp_enabled else "DEEPSPEED" if trainer.is_deepspeed_enabled
+                else str(trainer.accelerator.distributed_type.value),
                 "final_loss": round(final, 6) if final is not None else None,
                 "mean_loss": round(float(result.training_loss), 6),
                 "loss_history": [[s, round(v, 6)] for s, v in losses.losses[-50:]],
@@ -515,6 +547,16 @@ def run_train(cfg: TrainConfig) -> TrainResult:
                  training["final_loss"] if training else "?")
     return TrainResult(out, int(state.global_step), training["final_loss"] if training else None,
                        training or {}, seconds, trainer)
+
+
+def _fsdp_args(cfg: TrainConfig) -> dict:
+    """TrainingArguments for `--fsdp`: what configs/fsdp.yaml sets, for runs without that file."""
+    if not cfg.fsdp:
+        return {}
+    return {"fsdp": "full_shard", "fsdp_config": {
+        "version": 2, "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+        "transformer_layer_cls_to_wrap": ["Qwen2_5_VLDecoderLayer", "Qwen2_5_VLVisionBlock"],
+        "reshard_after_forward": True, "state_dict_type": "FULL_STATE_DICT"}}
 
 
 def _saved_dtypes(folder: Path) -> set[torch.dtype]:
