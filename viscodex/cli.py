@@ -156,6 +156,9 @@ def train(
     force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
     packing: Annotated[bool, typer.Option("--packing", help="Padding-free: each micro-batch's records in one row, no attention across records.")] = False,
     fsdp: Annotated[bool, typer.Option("--fsdp", help="FSDP2 full sharding without an accelerate config (torchrun --nproc-per-node N -m viscodex train ... --fsdp).")] = False,
+    prepare_only: Annotated[bool, typer.Option("--prepare-only", help="Check the records, write the cached index into the checkpoint folder, and stop.")] = False,
+    prepare_procs: Annotated[Optional[int], typer.Option(help="Processes per rank checking records (default: CPU cores / local ranks).")] = None,
+    prepare_chunk: Annotated[int, typer.Option(help="Records per cached part of the data check (what a killed run keeps).")] = 4096,
 ) -> None:
     """Fine-tune a merged model (SFT) with the vision encoder and projector frozen."""
     from .train import TrainConfig, run_train
@@ -170,9 +173,14 @@ def train(
             save_total_limit=save_total_limit, logging_steps=logging_steps, resume=resume,
             checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None, max_records=max_records, workers=workers,
             attn_implementation=attn_implementation, report_to=report_to, force=force,
-            packing=packing, fsdp=fsdp,
+            packing=packing, fsdp=fsdp, prepare_only=prepare_only, prepare_procs=prepare_procs,
+            prepare_chunk=prepare_chunk,
         )
         res = run_train(cfg)
+        if prepare_only:
+            d = res.training["data"]
+            typer.echo(f"checked {d['records']} records: {d['used']} used, skipped {d['skipped'] or 'none'}")
+            return
         if res.training:  # rank 0
             d = res.training["data"]
             typer.echo(f"wrote {res.out} - {res.global_step} steps, final loss {res.final_loss}, "

@@ -436,27 +436,31 @@ def read_json_records(path: Path) -> list[Any]:
 
 
 def _extract_zip(zpath: Path) -> Path:
-    """Extract an image archive once into the viscodex cache; return the folder."""
+    """Extract an image archive once into the viscodex cache; return the folder. A file lock makes
+    concurrent callers (every rank of a distributed run) wait for one extraction."""
+    from filelock import FileLock
     from huggingface_hub import constants
 
     st = zpath.stat()
     key = hashlib.sha256(f"{zpath.resolve()}|{st.st_size}|{int(st.st_mtime)}".encode()).hexdigest()[:16]
     dest = Path(constants.HF_HOME) / "viscodex" / "extracted" / f"{zpath.stem}-{key}"
-    if (dest / ".viscodex-complete").exists():
-        return dest
-    tmp = dest.parent / f".{dest.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    log.info("extracting %s into %s (once)", zpath.name, dest)
-    try:
-        with zipfile.ZipFile(zpath) as z:
-            z.extractall(tmp)  # zipfile drops absolute paths and '..' components
-    except zipfile.BadZipFile as e:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(dest) + ".lock"):
+        if (dest / ".viscodex-complete").exists():
+            return dest
+        tmp = dest.parent / f".{dest.name}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
-        raise DataError(f"{zpath}: not a valid zip archive ({e})") from None
-    (tmp / ".viscodex-complete").write_text("ok\n")
-    shutil.rmtree(dest, ignore_errors=True)
-    os.rename(tmp, dest)
+        tmp.mkdir(parents=True)
+        log.info("extracting %s into %s (once)", zpath.name, dest)
+        try:
+            with zipfile.ZipFile(zpath) as z:
+                z.extractall(tmp)  # zipfile drops absolute paths and '..' components
+        except zipfile.BadZipFile as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise DataError(f"{zpath}: not a valid zip archive ({e})") from None
+        (tmp / ".viscodex-complete").write_text("ok\n")
+        shutil.rmtree(dest, ignore_errors=True)
+        os.rename(tmp, dest)
     return dest
 
 
@@ -563,14 +567,32 @@ class DataIndex:
         return cls(list(d["valid"]), list(d["lengths"]), int(d["total"]), int(d["truncated"]), Counter(d["skipped"]),
                    dict(d["examples"]), Counter(d["categories"]))
 
+    @classmethod
+    def merge(cls, parts: Sequence[DataIndex]) -> DataIndex:
+        """Parts of consecutive record ranges, in order -> the index of the whole range."""
+        out = cls()
+        for p in parts:
+            out.valid += p.valid
+            out.lengths += p.lengths
+            out.total += p.total
+            out.truncated += p.truncated
+            out.skipped += p.skipped
+            out.categories += p.categories
+            for k, v in p.examples.items():
+                out.examples.setdefault(k, v)
+        return out
+
 
 def build_index(source: DataSource, encoder: Encoder, max_records: int | None = None,
-                progress: bool = True, chunk: int = 256) -> DataIndex:
-    """Check every record (structure, images, exact length); tokenise in batches for speed."""
+                progress: bool = True, chunk: int = 256, records: range | None = None) -> DataIndex:
+    """Check every record (structure, images, exact length); tokenise in batches for speed.
+    `records`: check only these record numbers (one part of a sharded preparation)."""
     from tqdm.auto import tqdm
 
     resolve = ImageResolver(source.image_root)
-    n = len(source.records) if max_records is None else min(max_records, len(source.records))
+    if records is None:
+        records = range(len(source.records) if max_records is None else min(max_records, len(source.records)))
+    n = len(records)
     idx = DataIndex(total=n)
 
     def skip(i: int, e: InvalidRecord) -> None:
@@ -599,7 +621,7 @@ def build_index(source: DataSource, encoder: Encoder, max_records: int | None = 
         bar.update(len(pending))
         pending.clear()
 
-    for i in range(n):
+    for i in records:
         try:
             s = normalize_record(source.records[i], resolve)
             text, spans = encoder.render(s)

@@ -29,7 +29,6 @@ from .errors import ViscodexError
 from .recipe import RECIPE_FILE, Recipe
 
 log = logging.getLogger("viscodex")
-INDEX_CACHE = "viscodex_data_index.json"
 TRAIN_DTYPES = ("float32", "bfloat16")
 
 
@@ -77,14 +76,21 @@ class TrainConfig:
     # (`torchrun ... -m viscodex train --fsdp`); with `accelerate launch --config_file configs/fsdp.yaml`
     # the config's settings apply instead.
     fsdp: bool = False
+    # Data check: stop after it (`--prepare-only`), processes per rank (default: cores / local ranks),
+    # records per cached part (the unit of resuming)
+    prepare_only: bool = False
+    prepare_procs: int | None = None
+    prepare_chunk: int = 4096
     extra_args: dict[str, Any] = field(default_factory=dict)  # passed to TrainingArguments as is
 
     def validate(self) -> TrainConfig:
         from .sft_data import TRUNCATION
 
-        for name in ("global_batch", "batch_size", "max_len", "save_steps", "logging_steps"):
+        for name in ("global_batch", "batch_size", "max_len", "save_steps", "logging_steps", "prepare_chunk"):
             if int(getattr(self, name)) < 1:
                 raise ViscodexError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.prepare_procs is not None and self.prepare_procs < 1:
+            raise ViscodexError("--prepare-procs must be at least 1")
         if self.max_steps is not None and self.max_steps < 1:
             raise ViscodexError("--max-steps must be at least 1")
         if self.epochs <= 0:
@@ -301,26 +307,16 @@ def _index_key(cfg: TrainConfig, encoder, n_records: int, source) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def load_index(cfg: TrainConfig, source, encoder, work: Path, write: bool = True):
-    """Check the records once; the result is cached in the checkpoint folder (resume, other ranks)."""
-    from .sft_data import DataIndex, build_index
+def load_index(cfg: TrainConfig, source, encoder, work: Path, rank: int = 0, world: int = 1):
+    """Check the records once (sharded over ranks and processes, resumable); the result is cached
+    in the checkpoint folder under a key of everything that decides it (sft_index.py)."""
+    from .sft_index import INDEX_DIR, default_procs, prepare_index
 
+    n = len(source.records) if cfg.max_records is None else min(cfg.max_records, len(source.records))
     key = _index_key(cfg, encoder, len(source.records), source)
-    cache = work / INDEX_CACHE
-    if cache.exists():
-        try:
-            d = json.loads(cache.read_text())
-            if d.get("key") == key:
-                return DataIndex.from_json(d["index"])
-        except (json.JSONDecodeError, KeyError, TypeError):
-            pass
-    idx = build_index(source, encoder, cfg.max_records, progress=cfg.progress)
-    if write:
-        work.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps({"key": key, "index": idx.to_json()}))
-        os.replace(tmp, cache)
-    return idx
+    procs = cfg.prepare_procs or default_procs(int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+    return prepare_index(source, encoder, work / INDEX_DIR / key[:20], n, rank=rank, world=world, procs=procs,
+                         chunk=cfg.prepare_chunk, progress=cfg.progress and rank == 0)
 
 
 def _input_dtype(src) -> torch.dtype:
@@ -458,9 +454,9 @@ def run_train(cfg: TrainConfig) -> TrainResult:
     acc = grad_accumulation(cfg.global_batch, cfg.batch_size, world)
     args.gradient_accumulation_steps = acc
 
-    with args.main_process_first(desc="data"):
-        source = open_data(cfg.data, cfg.images)
-        index = load_index(cfg, source, encoder, work, write=args.process_index == 0)
+    # No barrier here: every rank reads the records and checks its share of them (load_index)
+    source = open_data(cfg.data, cfg.images)
+    index = load_index(cfg, source, encoder, work, rank=rank, world=world)
     rep = index.report()
     skipped = ", ".join(f"{k} {v}" for k, v in rep["skipped"].items()) or "none"
     log.info("data %s: %d record(s), %d used, skipped: %s; %d truncated to %d tokens",
@@ -469,6 +465,8 @@ def run_train(cfg: TrainConfig) -> TrainResult:
         log.info("  first %s: %s", reason, ex)
     if not index.valid:
         raise DataError(f"no usable records in {source.name} (skipped: {skipped})")
+    if cfg.prepare_only:
+        return TrainResult(out, 0, None, {"data": {"name": source.name, **rep}}, time.perf_counter() - t0)
     dataset = SFTDataset(source, index, encoder)
 
     kw = {"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else {}
