@@ -37,10 +37,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def torchrun(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port()),
-           "-m", "viscodex", "train", *args]
+def torchrun(args: list[str], cwd: Path, launcher: list[str] | None = None, **env) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", **env}
+    launcher = launcher or ["torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port())]
+    cmd = [sys.executable, "-m", *launcher, "-m", "viscodex", "train", *args]
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -89,18 +89,26 @@ def test_fsdp2_two_processes_with_text_only_and_image_ranks(merged, mixed):
     assert type(model).__name__ == "Qwen2_5_VLForConditionalGeneration"
 
 
-def test_ddp_two_processes_match_one_process(merged, mixed):
-    """Same records per optimizer step (1 per rank x 2 vs 2 in one process): same losses and weights."""
+COMMON = ["--max-steps", "4", "--global-batch", "2", "--logging-steps", "1", "--lr", "1e-3", "--warmup-ratio", "0",
+          "--seed", "0"]
+
+
+@pytest.fixture(scope="module")
+def one(merged, mixed):
+    """The reference: one process, both records in each batch."""
     from viscodex.train import TrainConfig, run_train
 
-    common = ["--max-steps", "4", "--global-batch", "2", "--logging-steps", "1", "--lr", "1e-3", "--warmup-ratio", "0",
-              "--seed", "0", "--images", str(merged.parent / "imgs")]
+    return run_train(TrainConfig(model=str(merged), data=str(mixed), out=str(merged.parent / "one"),
+                                 images=str(merged.parent / "imgs"), batch_size=2, global_batch=2, max_steps=4,
+                                 logging_steps=1, learning_rate=1e-3, warmup_ratio=0.0, seed=0, progress=False))
+
+
+def test_ddp_two_processes_match_one_process(merged, mixed, one):
+    """Same records per optimizer step (1 per rank x 2 vs 2 in one process): same losses and weights."""
     out2 = merged.parent / "ddp2"
-    res = torchrun([str(merged), "--data", str(mixed), "--out", str(out2), "--batch-size", "1", *common], merged.parent)
+    res = torchrun([str(merged), "--data", str(mixed), "--out", str(out2), "--batch-size", "1", *COMMON,
+                    "--images", str(merged.parent / "imgs")], merged.parent)
     assert res.returncode == 0, res.stderr[-3000:]
-    one = run_train(TrainConfig(model=str(merged), data=str(mixed), out=str(merged.parent / "ddp1"),
-                                images=str(merged.parent / "imgs"), batch_size=2, global_batch=2, max_steps=4,
-                                logging_steps=1, learning_rate=1e-3, warmup_ratio=0.0, seed=0, progress=False))
     t2 = Recipe.load(out2).records["training"]
     assert t2["distributed"] == "MULTI_CPU" and t2["hparams"]["processes"] == 2
     l1 = [v for _, v in one.training["loss_history"]]
@@ -109,3 +117,25 @@ def test_ddp_two_processes_match_one_process(merged, mixed):
     assert l1 == pytest.approx(l2, rel=1e-4, abs=1e-5)
     a, b = tensors(one.out), tensors(out2)
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+def test_deepspeed_zero3_two_cpu_processes(merged, mixed, one):
+    """configs/deepspeed_zero3.yaml as shipped, on 2 CPU processes (DeepSpeed's CPU accelerator,
+    gloo), ranks disagreeing on images every step: the losses of the one-process run, vision
+    bitwise unchanged, output loads."""
+    pytest.importorskip("deepspeed")
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    out = merged.parent / "zero3"
+    launcher = ["accelerate.commands.launch", "--config_file", "configs/deepspeed_zero3.yaml", "--num_processes", "2",
+                "--main_process_port", str(free_port())]
+    res = torchrun([str(merged), "--data", str(mixed), "--out", str(out), "--batch-size", "1", *COMMON,
+                    "--images", str(merged.parent / "imgs")], ROOT, launcher, DS_ACCELERATOR="cpu")
+    assert res.returncode == 0, res.stderr[-3000:]
+    t = Recipe.load(out).records["training"]
+    assert t["distributed"] == "DEEPSPEED" and t["hparams"]["processes"] == 2
+    assert [v for _, v in t["loss_history"]] == pytest.approx([v for _, v in one.training["loss_history"]],
+                                                                rel=1e-4, abs=1e-5)
+    a, b = tensors(merged), tensors(out)
+    assert all(torch.equal(a[k], b[k]) for k in a if k.startswith("visual."))
+    Qwen2_5_VLForConditionalGeneration.from_pretrained(out)

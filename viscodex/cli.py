@@ -159,6 +159,11 @@ def train(
     prepare_only: Annotated[bool, typer.Option("--prepare-only", help="Check the records, write the cached index into the checkpoint folder, and stop.")] = False,
     prepare_procs: Annotated[Optional[int], typer.Option(help="Processes per rank checking records (default: CPU cores / local ranks).")] = None,
     prepare_chunk: Annotated[int, typer.Option(help="Records per cached part of the data check (what a killed run keeps).")] = 4096,
+    lora_r: Annotated[Optional[int], typer.Option(help="LoRA rank: train adapters on the language backbone's linear layers only (peft).")] = None,
+    lora_alpha: Annotated[Optional[int], typer.Option(help="LoRA alpha (default 2 x rank).")] = None,
+    lora_dropout: Annotated[float, typer.Option(help="LoRA dropout.")] = 0.0,
+    qlora: Annotated[bool, typer.Option("--qlora", help="QLoRA: load the model in 4-bit NF4 (bitsandbytes, CUDA); needs --lora-r.")] = False,
+    merge_lora: Annotated[bool, typer.Option("--merge-lora", help="Write a full checkpoint (adapter merged in) instead of the adapter.")] = False,
 ) -> None:
     """Fine-tune a merged model (SFT) with the vision encoder and projector frozen."""
     from .train import TrainConfig, run_train
@@ -174,7 +179,8 @@ def train(
             checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None, max_records=max_records, workers=workers,
             attn_implementation=attn_implementation, report_to=report_to, force=force,
             packing=packing, fsdp=fsdp, prepare_only=prepare_only, prepare_procs=prepare_procs,
-            prepare_chunk=prepare_chunk,
+            prepare_chunk=prepare_chunk, lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
+            qlora=qlora, merge_lora=merge_lora,
         )
         res = run_train(cfg)
         if prepare_only:

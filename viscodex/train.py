@@ -81,6 +81,13 @@ class TrainConfig:
     prepare_only: bool = False
     prepare_procs: int | None = None
     prepare_chunk: int = 4096
+    # LoRA (peft) on the language backbone's linear layers; None = full fine-tuning. --qlora loads
+    # the model in 4-bit NF4 (bitsandbytes, CUDA). --merge-lora writes a full checkpoint.
+    lora_r: int | None = None
+    lora_alpha: int | None = None  # default 2 * r
+    lora_dropout: float = 0.0
+    qlora: bool = False
+    merge_lora: bool = False
     extra_args: dict[str, Any] = field(default_factory=dict)  # passed to TrainingArguments as is
 
     def validate(self) -> TrainConfig:
@@ -89,6 +96,10 @@ class TrainConfig:
         for name in ("global_batch", "batch_size", "max_len", "save_steps", "logging_steps", "prepare_chunk"):
             if int(getattr(self, name)) < 1:
                 raise ViscodexError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.lora_r is not None and self.lora_r < 1:
+            raise ViscodexError("--lora-r must be at least 1")
+        if (self.merge_lora or self.qlora) and self.lora_r is None:
+            raise ViscodexError(f"--{'merge-lora' if self.merge_lora else 'qlora'} needs --lora-r (the adapter rank)")
         if self.prepare_procs is not None and self.prepare_procs < 1:
             raise ViscodexError("--prepare-procs must be at least 1")
         if self.max_steps is not None and self.max_steps < 1:
@@ -204,7 +215,7 @@ def _make_trainer_class():
             # (visual.*, model.layers.*) while the module uses model.visual.*,
             # model.language_model.*: nothing would match and training would silently restart
             # from the input weights. Load with the names mapped, strictly.
-            if self.is_fsdp_enabled or self.is_deepspeed_enabled:
+            if self.is_fsdp_enabled or self.is_deepspeed_enabled or hasattr(self.model, "peft_config"):
                 return super()._load_from_checkpoint(resume_from_checkpoint, model)
             load_renamed_checkpoint(model if model is not None else self.model, Path(resume_from_checkpoint))
 
@@ -470,9 +481,20 @@ def run_train(cfg: TrainConfig) -> TrainResult:
     dataset = SFTDataset(source, index, encoder)
 
     kw = {"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else {}
+    if cfg.qlora:
+        from .sft_lora import quantization_config
+
+        kw["quantization_config"] = quantization_config()
     model = AutoModelForImageTextToText.from_pretrained(src.path, dtype=getattr(torch, cfg.dtype), **kw)
     frozen = freeze_for_sft(model, cfg.freeze_embeddings)
     vision_without_grad(model)
+    if cfg.lora_r:
+        from transformers import set_seed
+
+        from .sft_lora import add_lora
+
+        set_seed(cfg.seed)  # the adapters' random init (the Trainer seeds only after this)
+        model, frozen = add_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
     log.info("trainable %.1fM parameters, frozen %.1fM (%s)", frozen["trainable_params"] / 1e6,
              frozen["frozen_params"] / 1e6, "; ".join(frozen["modules"]))
 
@@ -491,11 +513,18 @@ def run_train(cfg: TrainConfig) -> TrainResult:
     model.config.use_cache = True
     if hasattr(model.config, "text_config"):
         model.config.text_config.use_cache = True
-    trainer.save_model(str(tmp))  # every rank takes part (FSDP / ZeRO-3 gather); rank 0 writes
+    adapter = tmp.with_name(tmp.name + "-adapter") if cfg.lora_r and cfg.merge_lora else None
+    # every rank takes part (FSDP / ZeRO-3 gather); rank 0 writes. A peft model saves its adapter.
+    trainer.save_model(str(adapter or tmp))
     training = None
     if trainer.is_world_process_zero():
         try:
-            if _saved_dtypes(tmp) != {in_dtype}:
+            if adapter is not None:
+                from .sft_lora import merge_adapter
+
+                merge_adapter(src.path, adapter, tmp)
+                shutil.rmtree(adapter)
+            if not (cfg.lora_r and not cfg.merge_lora) and _saved_dtypes(tmp) != {in_dtype}:
                 _cast_checkpoint(tmp, in_dtype)
             (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; the recipe holds the settings
             AutoProcessor.from_pretrained(src.path).save_pretrained(tmp)  # as shipped, untouched
@@ -509,6 +538,8 @@ def run_train(cfg: TrainConfig) -> TrainResult:
                 "data": {"name": source.name, "revision": source.revision, "format": source.kind, **rep,
                          "skipped_while_loading": dict(dataset.runtime_skipped)},
                 "frozen": frozen,
+                # full: a complete checkpoint; lora-adapter: peft adapter files over `model`
+                "output_kind": "lora-adapter" if cfg.lora_r and not cfg.merge_lora else "full",
                 "steps": int(state.global_step),
                 "epochs": round(float(state.epoch or 0.0), 4),
                 "hparams": {
@@ -538,6 +569,8 @@ def run_train(cfg: TrainConfig) -> TrainResult:
             finalize(tmp, out)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
+            if adapter is not None:
+                shutil.rmtree(adapter, ignore_errors=True)
             raise
     seconds = time.perf_counter() - t0
     if rank == 0:
