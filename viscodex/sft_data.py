@@ -42,6 +42,7 @@ log = logging.getLogger("viscodex")
 
 IGNORE_INDEX = -100
 IMAGE_PLACEHOLDER = "<image>"
+VIDEO_PLACEHOLDER = "<video>"
 # Why a record was skipped (keys of DataIndex.skipped, in this order in reports).
 REASONS = (
     "malformed",  # not a conversation we can read (no messages, unknown roles, bad content)
@@ -50,6 +51,7 @@ REASONS = (
     "missing_image",  # an image file does not exist
     "unreadable_image",  # an image file exists but is not an image PIL can open
     "bad_image_size",  # an image the processor refuses (aspect ratio > 200)
+    "video",  # has videos (`videos`, `<video>`, video content items): not trained, never as text
     "too_long",  # longer than --max-len after the truncation policy
 )
 TRUNCATION = ("truncate", "drop")
@@ -95,17 +97,19 @@ def _split_placeholders(text: str) -> list[dict]:
 def _content_items(content: Any) -> list[dict]:
     if content is None:
         return []
+    if isinstance(content, str) and VIDEO_PLACEHOLDER in content:
+        raise InvalidRecord("video", "a <video> placeholder")
     if isinstance(content, str):
         return _split_placeholders(content)
     if isinstance(content, list):
         items = []
         for c in content:
-            if isinstance(c, str):
-                items.extend(_split_placeholders(c))
+            if isinstance(c, dict) and (c.get("type") == "video" or c.get("video") is not None):
+                raise InvalidRecord("video", "a video content item")
+            if isinstance(c, str) or isinstance(c, dict) and c.get("type") == "text" and isinstance(c.get("text"), str):
+                items.extend(_content_items(c if isinstance(c, str) else c["text"]))
             elif isinstance(c, dict) and (c.get("type") == "image" or "image" in c and c.get("type") in (None, "image")):
                 items.append({"type": "image"})
-            elif isinstance(c, dict) and c.get("type") == "text" and isinstance(c.get("text"), str):
-                items.extend(_split_placeholders(c["text"]))
             elif isinstance(c, dict) and c.get("type") == "text" and c.get("text") is None:
                 continue  # datasets fills absent fields of a mixed list with None
             else:
@@ -181,6 +185,9 @@ def normalize_record(rec: Any, resolve: ImageResolver) -> Sample:
         turns = rec.get("conversations")
     if not isinstance(turns, list) or not turns:
         raise InvalidRecord("malformed", "no `messages` (or `conversations`) list")
+    videos = rec.get("videos", rec.get("video"))
+    if videos:  # LLaMA-Factory / ShareGPT video records: refused, not trained as the text "<video>"
+        raise InvalidRecord("video", f"{len(videos) if isinstance(videos, list) else 1} video(s)")
     messages = []
     for t in turns:
         if not isinstance(t, dict):
