@@ -164,6 +164,11 @@ def train(
     lora_dropout: Annotated[float, typer.Option(help="LoRA dropout.")] = 0.0,
     qlora: Annotated[bool, typer.Option("--qlora", help="QLoRA: load the model in 4-bit NF4 (bitsandbytes, CUDA); needs --lora-r.")] = False,
     merge_lora: Annotated[bool, typer.Option("--merge-lora", help="Write a full checkpoint (adapter merged in) instead of the adapter.")] = False,
+    eval_split: Annotated[Optional[str], typer.Option(help="Validation: a fraction of the records (0.01) or a separate data file; eval loss goes into the recipe.")] = None,
+    eval_steps: Annotated[Optional[int], typer.Option(help="Evaluate every N optimizer steps (default: --save-steps) and at the end.")] = None,
+    optim: Annotated[str, typer.Option(help="transformers optimizer name: adamw_torch, adamw_torch_fused, adamw_8bit (bitsandbytes), adafactor...")] = "adamw_torch",
+    train_projector: Annotated[bool, typer.Option("--train-projector", help="Also train the projector (visual.merger); the vision encoder stays frozen.")] = False,
+    projector_lr: Annotated[Optional[float], typer.Option(help="Learning rate of the projector with --train-projector (default: --lr).")] = None,
 ) -> None:
     """Fine-tune a merged model (SFT) with the vision encoder and projector frozen."""
     from .train import TrainConfig, run_train
@@ -180,7 +185,8 @@ def train(
             attn_implementation=attn_implementation, report_to=report_to, force=force,
             packing=packing, fsdp=fsdp, prepare_only=prepare_only, prepare_procs=prepare_procs,
             prepare_chunk=prepare_chunk, lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
-            qlora=qlora, merge_lora=merge_lora,
+            qlora=qlora, merge_lora=merge_lora, eval_split=eval_split, eval_steps=eval_steps, optim=optim,
+            train_projector=train_projector, projector_lr=projector_lr,
         )
         res = run_train(cfg)
         if prepare_only:

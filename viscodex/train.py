@@ -88,6 +88,14 @@ class TrainConfig:
     lora_dropout: float = 0.0
     qlora: bool = False
     merge_lora: bool = False
+    # Validation: a fraction of the checked records ("0.01") or a separate data file; eval loss every
+    # eval_steps (default save_steps) and at the end, into the training record.
+    eval_split: str | None = None
+    eval_steps: int | None = None
+    optim: str = "adamw_torch"  # any transformers optimizer name (adamw_torch_fused, adamw_8bit, ...)
+    # Unfreeze the projector (visual.merger) with its own learning rate (default --lr); the encoder stays frozen.
+    train_projector: bool = False
+    projector_lr: float | None = None
     extra_args: dict[str, Any] = field(default_factory=dict)  # passed to TrainingArguments as is
 
     def validate(self) -> TrainConfig:
@@ -100,6 +108,17 @@ class TrainConfig:
             raise ViscodexError("--lora-r must be at least 1")
         if (self.merge_lora or self.qlora) and self.lora_r is None:
             raise ViscodexError(f"--{'merge-lora' if self.merge_lora else 'qlora'} needs --lora-r (the adapter rank)")
+        from .train_options import check_optim, parse_eval_split
+
+        parse_eval_split(self.eval_split)
+        check_optim(self.optim)
+        if self.eval_steps is not None and self.eval_steps < 1:
+            raise ViscodexError("--eval-steps must be at least 1")
+        if self.train_projector and self.lora_r:
+            raise ViscodexError("--train-projector with --lora-r is not supported: the adapter output would not "
+                                "hold the projector; train the projector with full fine-tuning")
+        if self.projector_lr is not None and (not self.train_projector or self.projector_lr <= 0):
+            raise ViscodexError("--projector-lr needs --train-projector and must be positive")
         if self.prepare_procs is not None and self.prepare_procs < 1:
             raise ViscodexError("--prepare-procs must be at least 1")
         if self.max_steps is not None and self.max_steps < 1:
@@ -169,16 +188,22 @@ def freeze_for_sft(model, freeze_embeddings: bool = False) -> dict:
     return {"modules": modules, "trainable_params": n_train, "frozen_params": n_frozen}
 
 
-def vision_without_grad(model) -> None:
+def vision_without_grad(model, keep_projector: bool = False) -> None:
     """Run the frozen vision tower under no_grad. With activation checkpointing, transformers
     hooks every sub-model's input embeddings (the tower's patch_embed too) to require grad, so the
-    tower would otherwise be recorded, recomputed and back-propagated through for nothing."""
+    tower would otherwise be recorded, recomputed and back-propagated through for nothing.
+    `keep_projector`: only the encoder, so a trainable projector still gets gradients."""
     inner = model
     while not hasattr(inner, "visual") and hasattr(inner, "model"):
         inner = inner.model
     visual = getattr(inner, "visual", None)
     if visual is None:
         raise ViscodexError("cannot find the vision tower (`visual`) of this model")
+    if keep_projector:
+        from .train_options import encoder_without_grad
+
+        encoder_without_grad(visual)
+        return
     visual.forward = torch.no_grad()(visual.forward)
 
 
@@ -191,6 +216,7 @@ def _make_trainer_class():
 
         def __init__(self):
             self.losses: list[tuple[int, float]] = []
+            self.eval_losses: list[tuple[int, float]] = []
 
         def on_step_end(self, args, state, control, **kw):
             if state.max_steps and state.global_step >= state.max_steps:
@@ -200,10 +226,22 @@ def _make_trainer_class():
         def on_log(self, args, state, control, logs=None, **kw):
             if logs and "loss" in logs:
                 self.losses.append((state.global_step, float(logs["loss"])))
+            if logs and "eval_loss" in logs:
+                self.eval_losses.append((state.global_step, float(logs["eval_loss"])))
 
     class VisionFrozenTrainer(Trainer):
         """Trainer that resumes plain checkpoints strictly. (Order-safe collectives under FSDP /
         ZeRO-3 come from the collator: every batch holds an image, see sft_collate.py.)"""
+
+        projector_lr: float | None = None
+
+        def create_optimizer(self, model=None):
+            super().create_optimizer(model)
+            if self.projector_lr is not None:
+                from .train_options import split_projector_groups
+
+                split_projector_groups(self.optimizer, self.model, self.projector_lr)
+            return self.optimizer
 
         def create_accelerator_and_postprocess(self):
             super().create_accelerator_and_postprocess()
@@ -405,7 +443,8 @@ def run_train(cfg: TrainConfig) -> TrainResult:
 
     from .merge import check_out, finalize
     from .sft_collate import make_collator
-    from .sft_data import DataError, Encoder, SFTDataset, open_data
+    from .sft_data import DataError, DataIndex, Encoder, SFTDataset, open_data
+    from .train_options import split_index
     from .sources import display_name, open_source
 
     t0 = time.perf_counter()
@@ -439,7 +478,9 @@ def run_train(cfg: TrainConfig) -> TrainResult:
         warmup_steps=cfg.warmup_ratio,
         weight_decay=cfg.weight_decay,
         max_grad_norm=cfg.max_grad_norm,
-        optim="adamw_torch",
+        optim=cfg.optim,
+        **({"eval_strategy": "steps", "eval_steps": cfg.eval_steps or cfg.save_steps, "prediction_loss_only": True,
+            "per_device_eval_batch_size": cfg.batch_size} if cfg.eval_split else {}),
         bf16=bf16,
         activation_checkpointing=cfg.gradient_checkpointing,
         logging_steps=cfg.logging_steps,
@@ -478,7 +519,13 @@ def run_train(cfg: TrainConfig) -> TrainResult:
         raise DataError(f"no usable records in {source.name} (skipped: {skipped})")
     if cfg.prepare_only:
         return TrainResult(out, 0, None, {"data": {"name": source.name, **rep}}, time.perf_counter() - t0)
+    eval_data, eval_name = _eval_data(cfg, source, encoder, work, rank, world)
+    if isinstance(eval_data, DataIndex):  # a held-out part of --data
+        index, eval_data = split_index(index, float(cfg.eval_split), cfg.seed)
+        eval_data = SFTDataset(source, eval_data, encoder)
     dataset = SFTDataset(source, index, encoder)
+    if eval_data is not None:
+        log.info("validation: %d record(s) from %s", len(eval_data), eval_name)
 
     kw = {"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else {}
     if cfg.qlora:
@@ -487,7 +534,13 @@ def run_train(cfg: TrainConfig) -> TrainResult:
         kw["quantization_config"] = quantization_config()
     model = AutoModelForImageTextToText.from_pretrained(src.path, dtype=getattr(torch, cfg.dtype), **kw)
     frozen = freeze_for_sft(model, cfg.freeze_embeddings)
-    vision_without_grad(model)
+    if cfg.train_projector:
+        from .train_options import unfreeze_projector
+
+        n = unfreeze_projector(model)
+        frozen["modules"][0] = "visual encoder (the projector visual.merger trains)"
+        frozen = {**frozen, "trainable_params": frozen["trainable_params"] + n, "frozen_params": frozen["frozen_params"] - n}
+    vision_without_grad(model, keep_projector=cfg.train_projector)
     if cfg.lora_r:
         from transformers import set_seed
 
@@ -500,11 +553,13 @@ def run_train(cfg: TrainConfig) -> TrainResult:
 
     Trainer, LossLog = _make_trainer_class()
     losses = LossLog()
-    trainer = Trainer(model=model, args=args, train_dataset=dataset,
+    trainer = Trainer(model=model, args=args, train_dataset=dataset, eval_dataset=eval_data,
                       data_collator=make_collator(processor, encoder.pad_id, packing=cfg.packing),
                       compute_loss_func=token_mean_loss,
                       callbacks=[losses])
+    trainer.projector_lr = cfg.projector_lr
     result = trainer.train(resume_from_checkpoint=resume_ckpt)
+    eval_final = float(trainer.evaluate()["eval_loss"]) if eval_data is not None else None
     state = trainer.state
 
     tmp = out.parent / f".{out.name}.viscodex-tmp-train"  # the same name on every rank
@@ -543,7 +598,8 @@ def run_train(cfg: TrainConfig) -> TrainResult:
                 "steps": int(state.global_step),
                 "epochs": round(float(state.epoch or 0.0), 4),
                 "hparams": {
-                    "optimizer": "adamw_torch", "learning_rate": cfg.learning_rate, "epochs": cfg.epochs,
+                    "optimizer": cfg.optim, "learning_rate": cfg.learning_rate,
+                    "projector_lr": (cfg.projector_lr or cfg.learning_rate) if cfg.train_projector else None, "epochs": cfg.epochs,
                     "max_steps": cfg.max_steps, "global_batch": cfg.batch_size * world * acc,
                     "per_device_batch": cfg.batch_size, "grad_accumulation": acc, "processes": world,
                     "max_len": cfg.max_len, "truncation": cfg.truncation, "lr_scheduler": cfg.lr_scheduler,
@@ -558,6 +614,9 @@ def run_train(cfg: TrainConfig) -> TrainResult:
                 else str(trainer.accelerator.distributed_type.value),
                 "final_loss": round(final, 6) if final is not None else None,
                 "mean_loss": round(float(result.training_loss), 6),
+                "eval": None if eval_data is None else {
+                    "data": eval_name, "records": len(eval_data), "final_loss": round(eval_final, 6),
+                    "loss_history": [[st, round(v, 6)] for st, v in losses.eval_losses[-50:]]},
                 "loss_history": [[s, round(v, 6)] for s, v in losses.losses[-50:]],
                 "tokens_seen": tokens,
                 "train_seconds": round(float(result.metrics.get("train_runtime", 0.0)), 2),
@@ -578,6 +637,26 @@ def run_train(cfg: TrainConfig) -> TrainResult:
                  training["final_loss"] if training else "?")
     return TrainResult(out, int(state.global_step), training["final_loss"] if training else None,
                        training or {}, seconds, trainer)
+
+
+def _eval_data(cfg: TrainConfig, source, encoder, work: Path, rank: int, world: int):
+    """(what to validate on, its name): None, a DataIndex marker for a split of --data (split
+    after the check), or the dataset of a separate --eval-split file (checked and cached likewise)."""
+    from dataclasses import replace
+
+    from .sft_data import DataIndex, SFTDataset, open_data
+    from .train_options import parse_eval_split
+
+    ev = parse_eval_split(cfg.eval_split)
+    if ev is None:
+        return None, None
+    if isinstance(ev, float):
+        return DataIndex(), f"{ev:g} of {source.name}"
+    ev_source = open_data(str(ev), cfg.images)
+    ev_index = load_index(replace(cfg, data=str(ev), max_records=None), ev_source, encoder, work, rank, world)
+    if not ev_index.valid:
+        raise ViscodexError(f"--eval-split {ev}: no usable records")
+    return SFTDataset(ev_source, ev_index, encoder), ev_source.name
 
 
 def _fsdp_args(cfg: TrainConfig) -> dict:
