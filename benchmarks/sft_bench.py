@@ -172,12 +172,14 @@ def run_viscodex(a) -> dict:
                       packing=a.which == "viscodex-packed", lora_r=16 if a.which == "viscodex-lora" else None)
     res = vt.run_train(cfg)
     out = _summary(a.which, timer, res.trainer, a)
-    if world > 1:  # the memory of every process
+    if world > 1:  # memory and CPU time of every process
         import torch.distributed as dist
 
-        mems = [None] * world
-        dist.all_gather_object(mems, _peak_mem())
-        out["peak_rss_mb"] = round(sum(m["peak_rss_mb"] for m in mems), 1)
+        mine = {**_peak_mem(), "cpu_s": timer.marks[-1][2] - timer.marks[WARM - 1][2]}
+        alls = [None] * world
+        dist.all_gather_object(alls, mine)
+        out["peak_rss_mb"] = round(sum(m["peak_rss_mb"] for m in alls), 1)
+        out["tokens_per_cpu_s"] = round(out["tokens"] / sum(m["cpu_s"] for m in alls), 1)
         out["processes"] = world
     return out if rank == 0 else {}
 

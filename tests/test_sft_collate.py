@@ -138,6 +138,9 @@ def test_dummy_widens_a_full_row(processor, items):
 
 
 def test_packing_refuses_unknown_attention():
+    from viscodex.sft_collate import packing_note
+
+    assert packing_note("flash_attention_2") is None and "whole packed row" in packing_note(None)
     check_packing(None)
     check_packing("flash_attention_2")
     with pytest.raises(Exception, match="--packing needs an attention implementation .* got --attn-implementation paged"):

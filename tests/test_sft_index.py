@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from train_helpers import merge_tiny
 
 from viscodex import sft_index
 from viscodex.sft_data import Encoder, build_index, open_data, write_toy_dataset
@@ -101,12 +102,9 @@ def test_ranks_and_processes_split_the_parts(data, encoder, tmp_path):
 
 
 def test_train_prepare_only_then_reuse(trio, data, tmp_path, monkeypatch):
-    from viscodex.merge import run_merge
-    from viscodex.recipe import Recipe
     from viscodex.train import TrainConfig, run_train
 
-    merged = run_merge(Recipe(vlm=str(trio["vlm"]), coder=str(trio["coder"]), base=str(trio["base"])),
-                       tmp_path / "m", progress=False).out
+    merged = merge_tiny(trio, tmp_path)
     cfg = dict(model=str(merged), data=str(data), out=str(tmp_path / "ft"), progress=False, prepare_only=True,
                prepare_chunk=16, prepare_procs=1)
     res = run_train(TrainConfig(**cfg))
@@ -130,11 +128,7 @@ def test_sigkill_during_preparation_then_resume(trio, tmp_path):
     leaves those parts untouched and produces the single-pass index."""
     from transformers import AutoProcessor
 
-    from viscodex.merge import run_merge
-    from viscodex.recipe import Recipe
-
-    merged = run_merge(Recipe(vlm=str(trio["vlm"]), coder=str(trio["coder"]), base=str(trio["base"])),
-                       tmp_path / "m", progress=False).out
+    merged = merge_tiny(trio, tmp_path)
     root = tmp_path / "big"
     recs = json.loads(write_toy_dataset(root, n=8, seed=2).read_text())
     (root / "data.json").write_text(json.dumps([recs[i % 8] for i in range(3000)]))

@@ -8,22 +8,15 @@ import shutil
 
 import pytest
 import torch
-from safetensors import safe_open
 from typer.testing import CliRunner
 
 from viscodex.recipe import Recipe
 from viscodex.sft_data import IGNORE_INDEX, write_toy_dataset
 from viscodex.train import TrainConfig, param_role, run_train
+from train_helpers import merge_tiny, tensors
 
 STEPS = 6
 
-
-def tensors(folder) -> dict[str, torch.Tensor]:
-    out = {}
-    for f in sorted(folder.glob("*.safetensors")):
-        with safe_open(str(f), "pt") as sf:
-            out.update({k: sf.get_tensor(k) for k in sf.keys()})
-    return out
 
 
 def role(name: str) -> str:
@@ -34,11 +27,7 @@ def role(name: str) -> str:
 
 @pytest.fixture(scope="module")
 def merged(trio, tmp_path_factory):
-    from viscodex.merge import run_merge
-
-    d = tmp_path_factory.mktemp("train")
-    r = Recipe(vlm=str(trio["vlm"]), coder=str(trio["coder"]), base=str(trio["base"]), lam=0.7)
-    return run_merge(r, d / "merged", progress=False).out
+    return merge_tiny(trio, tmp_path_factory.mktemp("train"))
 
 
 @pytest.fixture(scope="module")

@@ -15,20 +15,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors import safe_open
 
 from viscodex.recipe import Recipe
+from train_helpers import merge_tiny, tensors
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
-
-def tensors(folder) -> dict[str, torch.Tensor]:
-    out = {}
-    for f in sorted(Path(folder).glob("*.safetensors")):
-        with safe_open(str(f), "pt") as sf:
-            out.update({k: sf.get_tensor(k) for k in sf.keys()})
-    return out
 
 
 def free_port() -> int:
@@ -46,11 +39,7 @@ def torchrun(args: list[str], cwd: Path, launcher: list[str] | None = None, **en
 
 @pytest.fixture(scope="module")
 def merged(trio, tmp_path_factory):
-    from viscodex.merge import run_merge
-
-    d = tmp_path_factory.mktemp("dist")
-    r = Recipe(vlm=str(trio["vlm"]), coder=str(trio["coder"]), base=str(trio["base"]), lam=0.7)
-    return run_merge(r, d / "merged", progress=False).out
+    return merge_tiny(trio, tmp_path_factory.mktemp("dist"))
 
 
 @pytest.fixture(scope="module")

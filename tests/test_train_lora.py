@@ -6,31 +6,20 @@ from __future__ import annotations
 
 import pytest
 import torch
-from safetensors import safe_open
 from typer.testing import CliRunner
 
 from viscodex.recipe import Recipe
 from viscodex.sft_data import write_toy_dataset
 from viscodex.train import TrainConfig, run_train
+from train_helpers import merge_tiny, tensors
 
 LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
-def tensors(folder) -> dict[str, torch.Tensor]:
-    out = {}
-    for f in sorted(folder.glob("*.safetensors")):
-        with safe_open(str(f), "pt") as sf:
-            out.update({k: sf.get_tensor(k) for k in sf.keys()})
-    return out
-
 
 @pytest.fixture(scope="module")
 def merged(trio, tmp_path_factory):
-    from viscodex.merge import run_merge
-
-    d = tmp_path_factory.mktemp("lora")
-    r = Recipe(vlm=str(trio["vlm"]), coder=str(trio["coder"]), base=str(trio["base"]), lam=0.7)
-    return run_merge(r, d / "merged", progress=False).out
+    return merge_tiny(trio, tmp_path_factory.mktemp("lora"))
 
 
 @pytest.fixture(scope="module")

@@ -154,6 +154,16 @@ def check_packing(attn_implementation: str | None) -> None:
                             f"({', '.join(PACKING_ATTN)}); got --attn-implementation {impl}")
 
 
+def packing_note(attn_implementation: str | None) -> str | None:
+    """Why packing may be slower here: only flash-attention skips the other records' blocks."""
+    impl = attn_implementation or "sdpa"
+    if impl.startswith("flash_attention"):
+        return None
+    return (f"--packing with {impl}: exact (block-diagonal mask), but attention still spans the whole packed row, "
+            f"(sum of lengths)^2 instead of the sum of squares; use --attn-implementation flash_attention_2 on GPUs "
+            f"for padding-free speed")
+
+
 def make_collator(processor, pad_id: int, packing: bool = False, dummy_image: bool = True):
     """The training collator: padded (default) or packed, with the in-batch dummy image."""
     dummy = DummyImage.from_processor(processor) if dummy_image else None
@@ -162,4 +172,4 @@ def make_collator(processor, pad_id: int, packing: bool = False, dummy_image: bo
     return PaddedCollator(pad_id, dummy)
 
 
-__all__ = ["DummyImage", "PackedCollator", "PaddedCollator", "check_packing", "make_collator"]
+__all__ = ["DummyImage", "PackedCollator", "PaddedCollator", "check_packing", "make_collator", "packing_note"]

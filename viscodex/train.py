@@ -442,7 +442,7 @@ def run_train(cfg: TrainConfig) -> TrainResult:
     )
 
     from .merge import check_out, finalize
-    from .sft_collate import make_collator
+    from .sft_collate import make_collator, packing_note
     from .sft_data import DataError, DataIndex, Encoder, SFTDataset, open_data
     from .train_options import split_index
     from .sources import display_name, open_source
@@ -455,6 +455,8 @@ def run_train(cfg: TrainConfig) -> TrainResult:
     if cfg.resume and cfg.resume != "auto" and not Path(cfg.resume).expanduser().is_dir():
         raise ViscodexError(f"--resume {cfg.resume}: no such checkpoint folder")
     bf16 = auto_bf16() if cfg.bf16 is None else cfg.bf16
+    if cfg.packing and packing_note(cfg.attn_implementation):
+        log.warning(packing_note(cfg.attn_implementation))
     if bf16 and not torch.cuda.is_available():
         log.warning("--bf16 on CPU: autocast in bfloat16 on the CPU is slow")
 
