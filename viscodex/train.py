@@ -444,8 +444,8 @@ def run_train(cfg: TrainConfig) -> TrainResult:
     from .merge import check_out, finalize
     from .sft_collate import make_collator, packing_note
     from .sft_data import DataError, DataIndex, Encoder, SFTDataset, open_data
-    from .train_options import split_index
     from .sources import display_name, open_source
+    from .train_options import split_index
 
     t0 = time.perf_counter()
     cfg.validate()
