@@ -108,6 +108,19 @@ def test_ddp_two_processes_match_one_process(merged, mixed, one):
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
 
 
+def test_fsdp2_packed_matches_one_process(merged, mixed, one):
+    """--packing under FSDP2 on 2 ranks (the text-only rank's dummy image is a record of its own in
+    its packed row): the same per-step losses as the padded one-process run."""
+    out = merged.parent / "fsdp-packed"
+    res = torchrun([str(merged), "--data", str(mixed), "--out", str(out), "--batch-size", "1", "--fsdp", "--packing",
+                    *COMMON, "--images", str(merged.parent / "imgs")], merged.parent)
+    assert res.returncode == 0, res.stderr[-3000:]
+    t = Recipe.load(out).records["training"]
+    assert t["distributed"] == "FSDP" and t["hparams"]["packing"] is True
+    assert [v for _, v in t["loss_history"]] == pytest.approx([v for _, v in one.training["loss_history"]],
+                                                                rel=1e-4, abs=1e-5)
+
+
 def test_deepspeed_zero3_two_cpu_processes(merged, mixed, one):
     """configs/deepspeed_zero3.yaml as shipped, on 2 CPU processes (DeepSpeed's CPU accelerator,
     gloo), ranks disagreeing on images every step: the losses of the one-process run, vision
