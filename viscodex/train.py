@@ -500,7 +500,8 @@ def run_train(cfg: TrainConfig) -> TrainResult:
         # packed rows have no padding (and no attention mask to count it by)
         include_num_input_tokens_seen="all" if cfg.packing else "non_padding",
         use_cache=False,
-        use_cpu=not torch.cuda.is_available(),  # else torchrun on CPU runs N separate 1-process jobs
+        # without GPUs, torchrun's processes would otherwise each run a separate 1-process job
+        use_cpu=not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1,
         **_fsdp_args(cfg),
         **cfg.extra_args,
     )
