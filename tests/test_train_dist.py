@@ -121,6 +121,19 @@ def test_fsdp2_packed_matches_one_process(merged, mixed, one):
                                                                 rel=1e-4, abs=1e-5)
 
 
+def test_fsdp2_lora_merge(merged, mixed):
+    """LoRA under FSDP2 on 2 ranks, merged on rank 0: exactly the backbone's linear weights change."""
+    out = merged.parent / "fsdp-lora"
+    res = torchrun([str(merged), "--data", str(mixed), "--out", str(out), "--batch-size", "1", "--fsdp", "--lora-r", "4",
+                    "--merge-lora", *COMMON, "--lr", "1e-2", "--images", str(merged.parent / "imgs")], merged.parent)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert Recipe.load(out).records["training"]["distributed"] == "FSDP"
+    a, b = tensors(merged), tensors(out)
+    linears = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    assert {k for k in a if not torch.equal(a[k], b[k])} == {
+        k for k in a if k.startswith("model.layers.") and k.endswith(".weight") and k.split(".")[-2] in linears}
+
+
 def test_deepspeed_zero3_two_cpu_processes(merged, mixed, one):
     """configs/deepspeed_zero3.yaml as shipped, on 2 CPU processes (DeepSpeed's CPU accelerator,
     gloo), ranks disagreeing on images every step: the losses of the one-process run, vision
