@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 
 from viscodex.recipe import Recipe
 from viscodex.sft_data import write_toy_dataset
-from viscodex.train import TrainConfig, run_train
-from train_helpers import merge_tiny, tensors
+from viscodex.train import run_train
+from train_helpers import merge_tiny, small_config, tensors
 
 LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -27,12 +27,8 @@ def data(merged):
     return write_toy_dataset(merged.parent / "toy", n=12, seed=4)
 
 
-def config(merged, data, out, **kw) -> TrainConfig:
-    base = dict(model=str(merged), data=str(data), out=str(out), global_batch=2, batch_size=2, max_steps=3,
-                learning_rate=1e-2, warmup_ratio=0.0, save_steps=100, logging_steps=1, seed=0, progress=False,
-                lora_r=4)
-    base.update(kw)
-    return TrainConfig(**base)
+def config(merged, data, out, **kw):
+    return small_config(merged, data, out, **{"max_steps": 3, "learning_rate": 1e-2, "lora_r": 4, **kw})
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,9 @@ from typer.testing import CliRunner
 
 from viscodex.recipe import Recipe
 from viscodex.sft_data import write_toy_dataset
-from viscodex.train import TrainConfig, run_train
+from viscodex.train import run_train
 from train_helpers import merge_tiny, tensors
+from train_helpers import small_config as config  # noqa: I001
 
 
 
@@ -22,12 +23,6 @@ def merged(trio, tmp_path_factory):
 @pytest.fixture(scope="module")
 def data(merged):
     return write_toy_dataset(merged.parent / "toy", n=20, seed=6)
-
-
-def config(merged, data, out, **kw) -> TrainConfig:
-    base = dict(model=str(merged), data=str(data), out=str(out), global_batch=2, batch_size=2, max_steps=2,
-                learning_rate=1e-3, warmup_ratio=0.0, save_steps=100, logging_steps=1, seed=0, progress=False)
-    return TrainConfig(**{**base, **kw})
 
 
 def test_eval_split_fraction_holds_records_out(merged, data, tmp_path):

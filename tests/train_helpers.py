@@ -23,3 +23,12 @@ def merge_tiny(trio: dict, folder: Path, lam: float = 0.7) -> Path:
 
     r = Recipe(vlm=str(trio["vlm"]), coder=str(trio["coder"]), base=str(trio["base"]), lam=lam)
     return run_merge(r, Path(folder) / "merged", progress=False).out
+
+
+def small_config(merged, data, out, **kw):
+    """A TrainConfig for a few quick steps on the tiny model; `kw` overrides."""
+    from viscodex.train import TrainConfig
+
+    base = dict(model=str(merged), data=str(data), out=str(out), global_batch=2, batch_size=2, max_steps=2,
+                learning_rate=1e-3, warmup_ratio=0.0, save_steps=100, logging_steps=1, seed=0, progress=False)
+    return TrainConfig(**{**base, **kw})
