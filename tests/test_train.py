@@ -8,15 +8,14 @@ import shutil
 
 import pytest
 import torch
+from train_helpers import merge_tiny, tensors
 from typer.testing import CliRunner
 
 from viscodex.recipe import Recipe
 from viscodex.sft_data import IGNORE_INDEX, write_toy_dataset
 from viscodex.train import TrainConfig, param_role, run_train
-from train_helpers import merge_tiny, tensors
 
 STEPS = 6
-
 
 
 def role(name: str) -> str:

@@ -15,13 +15,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from train_helpers import merge_tiny, tensors
 
 from viscodex.recipe import Recipe
-from train_helpers import merge_tiny, tensors
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
-
 
 
 def free_port() -> int:

@@ -3,18 +3,16 @@ gradients, --merge-lora writes a full checkpoint that loads and differs from the
 the backbone's linear weights; without it the adapter folder merges to the same weights."""
 from __future__ import annotations
 
-
 import pytest
 import torch
+from train_helpers import merge_tiny, small_config, tensors
 from typer.testing import CliRunner
 
 from viscodex.recipe import Recipe
 from viscodex.sft_data import write_toy_dataset
 from viscodex.train import run_train
-from train_helpers import merge_tiny, small_config, tensors
 
 LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-
 
 
 @pytest.fixture(scope="module")

@@ -2,17 +2,16 @@
 --optim, --train-projector with its own learning rate (only the projector of the tower changes)."""
 from __future__ import annotations
 
-
 import pytest
 import torch
+from train_helpers import merge_tiny, small_config, tensors
 from typer.testing import CliRunner
 
 from viscodex.recipe import Recipe
 from viscodex.sft_data import write_toy_dataset
 from viscodex.train import run_train
-from train_helpers import merge_tiny, tensors
-from train_helpers import small_config as config  # noqa: I001
 
+config = small_config
 
 
 @pytest.fixture(scope="module")
