@@ -9,6 +9,11 @@ prompt/label building (sft_data.py), the freezing and the recipe record.
 
 Layout: checkpoints go to `--checkpoint-dir` (default `<out>-checkpoints`, kept for `--resume`);
 the final model is written to a temporary folder and renamed to `--out` only when complete.
+
+Scale-out pieces live in their own modules: the in-batch dummy image and packing (sft_collate.py),
+the sharded, resumable data check (sft_index.py), LoRA (sft_lora.py), the validation split,
+optimizer and projector options (train_options.py). `torchrun ... --fsdp` needs no accelerate
+config, and runs FSDP2 on CPU too (`_fsdp_on_cpu`).
 """
 from __future__ import annotations
 
@@ -708,4 +713,5 @@ def _write_recipe(src, folder: Path, training: dict) -> None:
     (folder / RECIPE_FILE).write_text(recipe.dump())
 
 
-__all__ = ["TrainConfig", "TrainResult", "freeze_for_sft", "param_role", "run_train", "vision_without_grad"]
+__all__ = ["TrainConfig", "TrainResult", "freeze_for_sft", "param_role", "run_train", "token_mean_loss",
+           "vision_without_grad"]
