@@ -1,20 +1,27 @@
-"""SFT throughput: `viscodex train`'s data path + Trainer vs TRL's SFTTrainer, same model and data.
+"""SFT throughput: `viscodex train` (padded, packed, LoRA, 2 processes) vs TRL's SFTTrainer.
 
-Each trainer runs in its own subprocess (so peak memory is its own), on the same tiny merged model
-(or a 0.5B-shaped one on a GPU) and the same image->code records, with the same frozen vision
-tower, batch, steps, loss masking (assistant tokens only: TRL gets the records in its
-prompt/completion form with completion_only_loss) and gradient checkpointing. Tokens/s counts
-non-padding input tokens over the timed steps (the first WARM steps are excluded); tokens per
-CPU-second is also given, as it is less sensitive to other load on a shared CPU. TRL gets the
-vision tower frozen the way a TRL user would (requires_grad False); viscodex additionally runs it
-under no_grad (see train.vision_without_grad), which matters on GPU-sized vision towers.
-Needs `pip install trl` for the TRL side.
+Each run is its own subprocess (so peak memory is its own), on the same tiny merged model (or a
+0.5B-3B-shaped one on a GPU) and the same image->code records, with the same frozen vision tower,
+batch, steps and gradient checkpointing. Variants:
 
-    python benchmarks/sft_bench.py                 # CPU: tiny model, ratio vs TRL
-    python benchmarks/sft_bench.py --shape 0.5b    # GPU: 0.5B-shaped model (random init), tokens/s + MFU
-    python benchmarks/sft_bench.py --shape 3b --steps 20 --batch 2 --answer-repeat 40
+- viscodex: padded batches (the default);
+- viscodex-packed: `--packing` (padding-free rows, per-record positions);
+- viscodex-lora: LoRA r=16 on the backbone's linear layers (`--lora-r 16`);
+- viscodex-2proc: 2 processes (torchrun; DDP over gloo on CPU, NCCL on 2 GPUs), half the batch each;
+- trl: TRL's SFTTrainer on the same records in TRL's conversational *messages* format (its fast
+  path for vision datasets) with assistant_only_loss, padded (TRL refuses padding-free and
+  packing for vision datasets).
 
-Prints one JSON line per run and a summary with the ratios (viscodex / TRL).
+Tokens/s counts non-padding input tokens over the timed steps (the first WARM steps excluded);
+tokens per CPU-second is also given, as it is less sensitive to other load on a shared CPU.
+TRL gets the vision tower frozen the way a TRL user would (requires_grad False). The TRL side
+needs `pip install 'viscodex[bench]'` (trl).
+
+    python benchmarks/sft_bench.py --device cpu                      # tiny model, every variant
+    python benchmarks/sft_bench.py --device cuda --shape 0.5b        # GPU: tokens/s, peak memory, MFU
+    python benchmarks/sft_bench.py --device cuda --shape 3b --steps 20 --batch 2 --answer-repeat 40
+
+Prints one JSON line per run and a summary (medians; ratios to TRL).
 """
 from __future__ import annotations
 
@@ -45,7 +52,7 @@ PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0}  # de
 
 
 # ---------------------------------------------------------------- setup (parent process)
-def build_model(work: Path, shape: str) -> Path:
+def build_model(work: Path, shape: str, cuda: bool = False) -> Path:
     """Tiny: the merged tiny trio. Other shapes: a random-init Qwen2.5-VL of that size, saved bf16."""
     from viscodex.merge import run_merge
     from viscodex.recipe import Recipe
@@ -75,7 +82,7 @@ def build_model(work: Path, shape: str) -> Path:
     ids = {k: small[k] for k in ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")}
     conf = Qwen2_5_VLConfig(text_config=tc, vision_config=vc, tie_word_embeddings=tc["tie_word_embeddings"], **ids)
     torch.manual_seed(0)
-    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+    with torch.device("cuda" if cuda else "cpu"):
         model = Qwen2_5_VLForConditionalGeneration(conf).to(torch.bfloat16)
     out = work / f"model-{shape}"
     model.save_pretrained(out)
@@ -135,9 +142,12 @@ def _common_args(a, out: Path) -> dict:
                 use_cache=False)
 
 
+VARIANTS = ("viscodex", "viscodex-packed", "viscodex-lora", "viscodex-2proc", "trl")
+
+
 def run_viscodex(a) -> dict:
     import viscodex.train as vt
-    from viscodex.train import TrainConfig, _make_trainer_class, freeze_for_sft  # noqa: F401 (import check)
+    from viscodex.train import TrainConfig
 
     timer = _timer_callback()
     orig = vt._make_trainer_class
@@ -153,42 +163,68 @@ def run_viscodex(a) -> dict:
 
     vt._make_trainer_class = patched
     work = Path(a.work)
-    cfg = TrainConfig(model=a.model, data=a.data, out=str(work / "out-viscodex"), global_batch=a.batch,
-                      batch_size=a.batch, max_steps=a.steps, learning_rate=1e-5, warmup_ratio=0.0,
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    rank = int(os.environ.get("RANK", 0))
+    cfg = TrainConfig(model=a.model, data=a.data, out=str(work / f"out-{a.which}"), global_batch=a.batch,
+                      batch_size=a.batch // world, max_steps=a.steps, learning_rate=1e-5, warmup_ratio=0.0,
                       lr_scheduler="constant", save_steps=10**6, logging_steps=10**6, max_len=a.max_len,
-                      progress=False, force=True, checkpoint_dir=str(work / "ck-viscodex"))
+                      progress=False, force=True, checkpoint_dir=str(work / f"ck-{a.which}"), seed=0,
+                      packing=a.which == "viscodex-packed", lora_r=16 if a.which == "viscodex-lora" else None)
     res = vt.run_train(cfg)
-    return _summary("viscodex", timer, res.trainer, a)
+    out = _summary(a.which, timer, res.trainer, a)
+    if world > 1:  # memory and CPU time of every process
+        import torch.distributed as dist
+
+        mine = {**_peak_mem(), "cpu_s": timer.marks[-1][2] - timer.marks[WARM - 1][2]}
+        alls = [None] * world
+        dist.all_gather_object(alls, mine)
+        out["peak_rss_mb"] = round(sum(m["peak_rss_mb"] for m in alls), 1)
+        out["tokens_per_cpu_s"] = round(out["tokens"] / sum(m["cpu_s"] for m in alls), 1)
+        out["processes"] = world
+    return out if rank == 0 else {}
+
+
+def _trl_rows(data: Path) -> list[dict]:
+    """The records in TRL's conversational messages format, images decoded."""
+    from PIL import Image
+
+    rows = []
+    for r in json.loads(data.read_text()):
+        user, asst = r["messages"]
+        q = user["content"].replace("<image>", "")
+        content = ([{"type": "image"}] if r["images"] else []) + [{"type": "text", "text": q}]
+        rows.append({"messages": [{"role": "user", "content": content},
+                                  {"role": "assistant", "content": [{"type": "text", "text": asst["content"]}]}],
+                     "images": [Image.open(data.parent / p).convert("RGB") for p in r["images"]]})
+    return rows
 
 
 def run_trl(a) -> dict:
     import torch
     from datasets import Dataset
-    from PIL import Image
     from transformers import AutoModelForImageTextToText, AutoProcessor
     from trl import SFTConfig, SFTTrainer
 
     from viscodex.train import freeze_for_sft
 
-    recs = json.loads(Path(a.data).read_text())
-    root = Path(a.data).parent
-    rows = []
-    for r in recs:
-        user, asst = r["messages"]
-        q = user["content"].replace("<image>", "")
-        content = ([{"type": "image"}] if r["images"] else []) + [{"type": "text", "text": q}]
-        rows.append({"prompt": [{"role": "user", "content": content}],
-                     "completion": [{"role": "assistant", "content": [{"type": "text", "text": asst["content"]}]}],
-                     "images": [Image.open(root / p).convert("RGB") for p in r["images"]]})
-    ds = Dataset.from_list(rows)
+    ds = Dataset.from_list(_trl_rows(Path(a.data)))
     proc = AutoProcessor.from_pretrained(a.model)
     model = AutoModelForImageTextToText.from_pretrained(a.model, dtype=torch.float32)
     freeze_for_sft(model)
-    args = SFTConfig(**_common_args(a, Path(a.work) / "out-trl"), max_length=a.max_len, completion_only_loss=True)
     timer = _timer_callback()
-    trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=proc, callbacks=[timer])
+    # assistant-only loss needs a chat template TRL can patch with {% generation %} markers; it
+    # cannot patch the tiny model's, and then the loss covers every token (the same compute)
+    for assistant_only in (True, False):
+        args = SFTConfig(**_common_args(a, Path(a.work) / "out-trl"), max_length=a.max_len,
+                         assistant_only_loss=assistant_only)
+        try:
+            trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=proc, callbacks=[timer])
+            break
+        except ValueError as e:
+            if "chat template" not in str(e) or not assistant_only:
+                raise
     trainer.train()
-    return _summary("trl", timer, trainer, a)
+    return {**_summary("trl", timer, trainer, a), "assistant_only_loss": assistant_only}
 
 
 def _summary(name: str, timer, trainer, a) -> dict:
@@ -229,8 +265,32 @@ def _mfu(model, tokens_per_s: float, a) -> float | None:
 
 # ---------------------------------------------------------------- driver
 def child(a) -> None:
-    res = run_viscodex(a) if a.which == "viscodex" else run_trl(a)
-    print("RESULT " + json.dumps(res), flush=True)
+    res = run_trl(a) if a.which == "trl" else run_viscodex(a)
+    if res:
+        print("RESULT " + json.dumps(res), flush=True)
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        # gloo's teardown at interpreter exit sometimes aborts ("terminate called without an
+        # active exception") after the result is out; the measurement is done, so leave directly
+        dist.barrier()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+
+def _child_cmd(which: str, a, model: Path, data: Path, work: Path, seq: float, vis_frac: float) -> list[str]:
+    launcher = [sys.executable]
+    if which == "viscodex-2proc":
+        import socket
+
+        with socket.socket() as sk:
+            sk.bind(("127.0.0.1", 0))
+            port = sk.getsockname()[1]
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port)]
+    return [*launcher, __file__, "--which", which, "--model", str(model), "--data", str(data), "--work", str(work),
+            "--steps", str(a.steps), "--batch", str(a.batch), "--max-len", str(a.max_len), "--seq-estimate", str(seq),
+            "--vision-patch-frac", str(vis_frac)]
 
 
 def main() -> None:
@@ -242,7 +302,9 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=None, help="px a side (default 56 tiny, 448 otherwise)")
     ap.add_argument("--answer-repeat", type=int, default=None, help="repeat each code answer N times (longer sequences)")
     ap.add_argument("--max-len", type=int, default=8192)
-    ap.add_argument("--only", choices=["viscodex", "trl"], default=None)
+    ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                    help="where the runs train (auto: cuda when available)")
+    ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {', '.join(VARIANTS)}")
     ap.add_argument("--repeats", type=int, default=3, help="interleaved runs of each; medians are compared")
     ap.add_argument("--work", default=None)
     ap.add_argument("--which", help=argparse.SUPPRESS)
@@ -256,13 +318,22 @@ def main() -> None:
 
     import torch
 
-    shape = a.shape or ("0.5b" if torch.cuda.is_available() else "tiny")
+    variants = [v.strip() for v in a.variants.split(",") if v.strip()]
+    bad = sorted(set(variants) - set(VARIANTS))
+    if bad:
+        raise SystemExit(f"--variants: unknown {', '.join(bad)}; choose from {', '.join(VARIANTS)}")
+    cuda = a.device == "cuda" or (a.device == "auto" and torch.cuda.is_available())
+    if cuda and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device visible")
+    if "viscodex-2proc" in variants and (a.batch % 2 or (cuda and torch.cuda.device_count() < 2)):
+        raise SystemExit("viscodex-2proc needs an even --batch (and 2 GPUs with --device cuda); drop it from --variants")
+    shape = a.shape or ("0.5b" if cuda else "tiny")
     img = a.image_size or (56 if shape == "tiny" else 448)
     rep = a.answer_repeat or (1 if shape == "tiny" else 30)
     work = Path(a.work or tempfile.mkdtemp(prefix="sft_bench_"))
     work.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
-    model = build_model(work, shape)
+    model = build_model(work, shape, cuda)
     data = build_data(work, a.records, img, rep)
     # sequence and vision-patch statistics for the MFU estimate
     from transformers import AutoProcessor
@@ -277,40 +348,39 @@ def main() -> None:
     vis_frac = patches * n_img / sum(idx.lengths)
     print(f"setup {time.perf_counter() - t:.1f}s: shape {shape}, {len(idx.valid)} records, mean {seq:.0f} tokens, "
           f"{img}px images", file=sys.stderr)
-    runs: dict[str, list[dict]] = {"viscodex": [], "trl": []}
-    for rep in range(a.repeats):
-        for which in ("viscodex", "trl"):  # interleaved, so drifting machine load hits both alike
-            if a.only and which != a.only:
-                continue
-            cmd = [sys.executable, __file__, "--which", which, "--model", str(model), "--data", str(data),
-                   "--work", str(work), "--steps", str(a.steps), "--batch", str(a.batch), "--max-len", str(a.max_len),
-                   "--seq-estimate", str(seq), "--vision-patch-frac", str(vis_frac)]
-            env = dict(os.environ, TOKENIZERS_PARALLELISM="false")
-            p = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    runs: dict[str, list[dict]] = {v: [] for v in variants}
+    env = dict(os.environ, TOKENIZERS_PARALLELISM="false", **({} if cuda else {"CUDA_VISIBLE_DEVICES": ""}))
+    if not cuda:
+        env.setdefault("OMP_NUM_THREADS", "1")
+    for _ in range(a.repeats):
+        for which in variants:  # interleaved, so drifting machine load hits all alike
+            p = subprocess.run(_child_cmd(which, a, model, data, work, seq, vis_frac), capture_output=True, text=True,
+                               env=env)
             line = next((ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")), None)
             if p.returncode != 0 or line is None:
                 print(p.stdout[-3000:], p.stderr[-5000:], file=sys.stderr)
                 raise SystemExit(f"{which} run failed (exit {p.returncode})")
             runs[which].append(json.loads(line[len("RESULT "):]))
             print(json.dumps(runs[which][-1]), flush=True)
-    if runs["viscodex"] and runs["trl"]:
-        import statistics
+    print("SUMMARY " + json.dumps(summarize(runs, shape, "cuda" if cuda else "cpu", a, seq)))
 
-        def med(which, key):
-            return statistics.median(r[key] for r in runs[which])
 
-        summary = {"shape": shape, "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-                   "batch": a.batch, "steps": a.steps, "repeats": a.repeats, "mean_tokens": round(seq),
-                   "viscodex_tokens_per_s": med("viscodex", "tokens_per_s"), "trl_tokens_per_s": med("trl", "tokens_per_s"),
-                   "tokens_per_s_ratio": round(med("viscodex", "tokens_per_s") / med("trl", "tokens_per_s"), 3),
-                   "tokens_per_cpu_s_ratio": round(med("viscodex", "tokens_per_cpu_s") / med("trl", "tokens_per_cpu_s"), 3),
-                   "peak_rss_ratio": round(med("viscodex", "peak_rss_mb") / med("trl", "peak_rss_mb"), 3)}
-        if "peak_gpu_mb" in runs["viscodex"][0]:
-            summary["peak_gpu_ratio"] = round(med("viscodex", "peak_gpu_mb") / med("trl", "peak_gpu_mb"), 3)
-        if "mfu" in runs["viscodex"][0]:
-            summary["viscodex_mfu"] = med("viscodex", "mfu")
-            summary["trl_mfu"] = med("trl", "mfu")
-        print("SUMMARY " + json.dumps(summary))
+def summarize(runs: dict[str, list[dict]], shape: str, device: str, a, seq: float) -> dict:
+    """Medians per variant; ratios of tokens/s, tokens per CPU-second and peak memory to TRL."""
+    import statistics
+
+    def med(which, key):
+        vals = [r[key] for r in runs[which] if key in r]
+        return round(statistics.median(vals), 1) if vals else None
+
+    keys = ("tokens_per_s", "tokens_per_cpu_s", "peak_rss_mb", "peak_gpu_mb", "mfu")
+    out = {"shape": shape, "device": device, "batch": a.batch, "steps": a.steps, "repeats": a.repeats,
+           "mean_tokens": round(seq), "runs": {w: {k: med(w, k) for k in keys if med(w, k) is not None} for w in runs}}
+    if "trl" in runs:
+        ref = out["runs"]["trl"]
+        out["vs_trl"] = {w: {k: round(v / ref[k], 3) for k, v in r.items() if k in ref and ref[k]}
+                         for w, r in out["runs"].items() if w != "trl"}
+    return out
 
 
 if __name__ == "__main__":

@@ -271,3 +271,25 @@ def test_hub_dataset_in_mcd_layout(hub, processor, tmp_path):  # noqa: F811
     assert len(idx.valid) == 6 and not idx.skipped
     with pytest.raises(DataError, match="not found on the Hub"):
         open_data(f"{hub.user}/no-such-dataset")
+
+
+def test_video_records_are_refused_and_counted(processor, imgs, tmp_path):
+    """LLaMA-Factory / ShareGPT / TRL video records are skipped as `video`, never trained as the
+    literal text "<video>"; image records next to them are unaffected."""
+    recs = [
+        {"messages": [{"role": "user", "content": "<video>What happens?"}, {"role": "assistant", "content": "x"}],
+         "videos": ["clip.mp4"]},
+        {"messages": [{"role": "user", "content": "<video>What happens?"}, {"role": "assistant", "content": "x"}]},
+        {"conversations": [{"from": "human", "value": "Describe."}, {"from": "gpt", "value": "y"}], "video": "a.mp4"},
+        {"messages": [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "Describe."}]},
+                      {"role": "assistant", "content": "z"}]},
+        mcd_record(),
+    ]
+    (tmp_path / "v.json").write_text(json.dumps(recs))
+    for r in recs[:4]:
+        with pytest.raises(InvalidRecord) as e:
+            normalize_record(r, ImageResolver(imgs))
+        assert e.value.reason == "video"
+    idx = build_index(open_data(str(tmp_path / "v.json"), imgs), Encoder(processor), progress=False)
+    assert idx.report()["skipped"] == {"video": 4} and idx.valid == [4]
+    assert idx.examples["video"] == "record 0: 1 video(s)"

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 import torch
-from safetensors import safe_open
+from train_helpers import merge_tiny, tensors
 from typer.testing import CliRunner
 
 from viscodex.recipe import Recipe
@@ -16,14 +16,6 @@ from viscodex.sft_data import IGNORE_INDEX, write_toy_dataset
 from viscodex.train import TrainConfig, param_role, run_train
 
 STEPS = 6
-
-
-def tensors(folder) -> dict[str, torch.Tensor]:
-    out = {}
-    for f in sorted(folder.glob("*.safetensors")):
-        with safe_open(str(f), "pt") as sf:
-            out.update({k: sf.get_tensor(k) for k in sf.keys()})
-    return out
 
 
 def role(name: str) -> str:
@@ -34,11 +26,7 @@ def role(name: str) -> str:
 
 @pytest.fixture(scope="module")
 def merged(trio, tmp_path_factory):
-    from viscodex.merge import run_merge
-
-    d = tmp_path_factory.mktemp("train")
-    r = Recipe(vlm=str(trio["vlm"]), coder=str(trio["coder"]), base=str(trio["base"]), lam=0.7)
-    return run_merge(r, d / "merged", progress=False).out
+    return merge_tiny(trio, tmp_path_factory.mktemp("train"))
 
 
 @pytest.fixture(scope="module")
@@ -244,11 +232,30 @@ def test_accelerate_configs_name_real_modules(run):
     assert ds_json["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] is True
 
 
-def test_dummy_vision_forward_for_text_only_batches(run):
-    """The call sharded runs make on text-only batches goes through the frozen tower, no grads."""
-    from viscodex.train import _dummy_vision_forward, _sharded
+def test_every_trainer_batch_holds_an_image(run):
+    """Text-only batches carry the in-batch dummy image (so sharded ranks run the vision tower
+    first whatever they hold), masked: one image token, attention mask 0, label -100."""
+    image_token = run.trainer.train_dataset.encoder.image_token_id
+    seen_dummy = 0
+    loader = torch.utils.data.DataLoader(run.trainer.train_dataset, batch_size=1, collate_fn=run.trainer.data_collator)
+    for batch in loader:
+        assert "pixel_values" in batch and "image_grid_thw" in batch
+        dummy = batch["image_grid_thw"].tolist() == [[1, 2, 2]] and int((batch["input_ids"] == image_token).sum()) == 1
+        if dummy:
+            seen_dummy += 1
+            at = batch["input_ids"] == image_token
+            assert not batch["attention_mask"][at].any() and (batch["labels"][at] == IGNORE_INDEX).all()
+    assert seen_dummy == 6  # the toy data's text-only records
 
-    model = run.trainer.model
-    assert not _sharded(run.trainer)
-    v = _dummy_vision_forward(model)
-    assert v.ndim == 0 and torch.isfinite(v) and not v.requires_grad
+
+def test_packing_trains_like_padding(run, merged, data, tmp_path):
+    """--packing: same records per step, same token-weighted loss, so the same run to float precision."""
+    res = run_train(config(merged, data, tmp_path / "packed", packing=True))
+    t = res.training
+    assert t["hparams"]["packing"] is True
+    a = [v for _, v in run.training["loss_history"]]
+    b = [v for _, v in t["loss_history"]]
+    assert b == pytest.approx(a, rel=1e-4, abs=1e-5)
+    assert t["tokens_seen"] < run.training["tokens_seen"] + 24  # no padding counted (a dummy token at most per batch)
+    batch = res.trainer.data_collator([res.trainer.train_dataset[i] for i in range(3)])
+    assert batch["input_ids"].shape[0] == 1 and "attention_mask" not in batch

@@ -158,6 +158,21 @@ def train(
     attn_implementation: Annotated[Optional[str], typer.Option(help="sdpa (default), flash_attention_2, eager.")] = None,
     report_to: Annotated[str, typer.Option(help="Experiment tracker: none, tensorboard, wandb, trackio...")] = "none",
     force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
+    packing: Annotated[bool, typer.Option("--packing", help="Padding-free: each micro-batch's records in one row, no attention across records.")] = False,
+    fsdp: Annotated[bool, typer.Option("--fsdp", help="FSDP2 full sharding without an accelerate config (torchrun --nproc-per-node N -m viscodex train ... --fsdp).")] = False,
+    prepare_only: Annotated[bool, typer.Option("--prepare-only", help="Check the records, write the cached index into the checkpoint folder, and stop.")] = False,
+    prepare_procs: Annotated[Optional[int], typer.Option(help="Processes per rank checking records (default: CPU cores / local ranks).")] = None,
+    prepare_chunk: Annotated[int, typer.Option(help="Records per cached part of the data check (what a killed run keeps).")] = 4096,
+    lora_r: Annotated[Optional[int], typer.Option(help="LoRA rank: train adapters on the language backbone's linear layers only (peft).")] = None,
+    lora_alpha: Annotated[Optional[int], typer.Option(help="LoRA alpha (default 2 x rank).")] = None,
+    lora_dropout: Annotated[float, typer.Option(help="LoRA dropout.")] = 0.0,
+    qlora: Annotated[bool, typer.Option("--qlora", help="QLoRA: load the model in 4-bit NF4 (bitsandbytes, CUDA); needs --lora-r.")] = False,
+    merge_lora: Annotated[bool, typer.Option("--merge-lora", help="Write a full checkpoint (adapter merged in) instead of the adapter.")] = False,
+    eval_split: Annotated[Optional[str], typer.Option(help="Validation: a fraction of the records (0.01) or a separate data file; eval loss goes into the recipe.")] = None,
+    eval_steps: Annotated[Optional[int], typer.Option(help="Evaluate every N optimizer steps (default: --save-steps) and at the end.")] = None,
+    optim: Annotated[str, typer.Option(help="transformers optimizer name: adamw_torch, adamw_torch_fused, adamw_8bit (bitsandbytes), adafactor...")] = "adamw_torch",
+    train_projector: Annotated[bool, typer.Option("--train-projector", help="Also train the projector (visual.merger); the vision encoder stays frozen.")] = False,
+    projector_lr: Annotated[Optional[float], typer.Option(help="Learning rate of the projector with --train-projector (default: --lr).")] = None,
 ) -> None:
     """Fine-tune a merged model (SFT) with the vision encoder and projector frozen."""
     from .train import TrainConfig, run_train
@@ -172,8 +187,16 @@ def train(
             save_total_limit=save_total_limit, logging_steps=logging_steps, resume=resume,
             checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None, max_records=max_records, workers=workers,
             attn_implementation=attn_implementation, report_to=report_to, force=force,
+            packing=packing, fsdp=fsdp, prepare_only=prepare_only, prepare_procs=prepare_procs,
+            prepare_chunk=prepare_chunk, lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
+            qlora=qlora, merge_lora=merge_lora, eval_split=eval_split, eval_steps=eval_steps, optim=optim,
+            train_projector=train_projector, projector_lr=projector_lr,
         )
         res = run_train(cfg)
+        if prepare_only:
+            d = res.training["data"]
+            typer.echo(f"checked {d['records']} records: {d['used']} used, skipped {d['skipped'] or 'none'}")
+            return
         if res.training:  # rank 0
             d = res.training["data"]
             typer.echo(f"wrote {res.out} - {res.global_step} steps, final loss {res.final_loss}, "

@@ -42,6 +42,7 @@ log = logging.getLogger("viscodex")
 
 IGNORE_INDEX = -100
 IMAGE_PLACEHOLDER = "<image>"
+VIDEO_PLACEHOLDER = "<video>"
 # Why a record was skipped (keys of DataIndex.skipped, in this order in reports).
 REASONS = (
     "malformed",  # not a conversation we can read (no messages, unknown roles, bad content)
@@ -50,6 +51,7 @@ REASONS = (
     "missing_image",  # an image file does not exist
     "unreadable_image",  # an image file exists but is not an image PIL can open
     "bad_image_size",  # an image the processor refuses (aspect ratio > 200)
+    "video",  # has videos (`videos`, `<video>`, video content items): not trained, never as text
     "too_long",  # longer than --max-len after the truncation policy
 )
 TRUNCATION = ("truncate", "drop")
@@ -95,17 +97,19 @@ def _split_placeholders(text: str) -> list[dict]:
 def _content_items(content: Any) -> list[dict]:
     if content is None:
         return []
+    if isinstance(content, str) and VIDEO_PLACEHOLDER in content:
+        raise InvalidRecord("video", "a <video> placeholder")
     if isinstance(content, str):
         return _split_placeholders(content)
     if isinstance(content, list):
         items = []
         for c in content:
-            if isinstance(c, str):
-                items.extend(_split_placeholders(c))
+            if isinstance(c, dict) and (c.get("type") == "video" or c.get("video") is not None):
+                raise InvalidRecord("video", "a video content item")
+            if isinstance(c, str) or isinstance(c, dict) and c.get("type") == "text" and isinstance(c.get("text"), str):
+                items.extend(_content_items(c if isinstance(c, str) else c["text"]))
             elif isinstance(c, dict) and (c.get("type") == "image" or "image" in c and c.get("type") in (None, "image")):
                 items.append({"type": "image"})
-            elif isinstance(c, dict) and c.get("type") == "text" and isinstance(c.get("text"), str):
-                items.extend(_split_placeholders(c["text"]))
             elif isinstance(c, dict) and c.get("type") == "text" and c.get("text") is None:
                 continue  # datasets fills absent fields of a mixed list with None
             else:
@@ -193,6 +197,9 @@ def normalize_record(rec: Any, resolve: ImageResolver) -> Sample:
         turns = rec.get("conversations")
     if not isinstance(turns, list) or not turns:
         raise InvalidRecord("malformed", "no `messages` (or `conversations`) list")
+    videos = rec.get("videos", rec.get("video"))
+    if videos:  # LLaMA-Factory / ShareGPT video records: refused, not trained as the text "<video>"
+        raise InvalidRecord("video", f"{len(videos) if isinstance(videos, list) else 1} video(s)")
     messages = []
     for t in turns:
         if not isinstance(t, dict):
@@ -448,27 +455,31 @@ def read_json_records(path: Path) -> list[Any]:
 
 
 def _extract_zip(zpath: Path) -> Path:
-    """Extract an image archive once into the viscodex cache; return the folder."""
+    """Extract an image archive once into the viscodex cache; return the folder. A file lock makes
+    concurrent callers (every rank of a distributed run) wait for one extraction."""
+    from filelock import FileLock
     from huggingface_hub import constants
 
     st = zpath.stat()
     key = hashlib.sha256(f"{zpath.resolve()}|{st.st_size}|{int(st.st_mtime)}".encode()).hexdigest()[:16]
     dest = Path(constants.HF_HOME) / "viscodex" / "extracted" / f"{zpath.stem}-{key}"
-    if (dest / ".viscodex-complete").exists():
-        return dest
-    tmp = dest.parent / f".{dest.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    log.info("extracting %s into %s (once)", zpath.name, dest)
-    try:
-        with zipfile.ZipFile(zpath) as z:
-            z.extractall(tmp)  # zipfile drops absolute paths and '..' components
-    except zipfile.BadZipFile as e:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(dest) + ".lock"):
+        if (dest / ".viscodex-complete").exists():
+            return dest
+        tmp = dest.parent / f".{dest.name}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
-        raise DataError(f"{zpath}: not a valid zip archive ({e})") from None
-    (tmp / ".viscodex-complete").write_text("ok\n")
-    shutil.rmtree(dest, ignore_errors=True)
-    os.rename(tmp, dest)
+        tmp.mkdir(parents=True)
+        log.info("extracting %s into %s (once)", zpath.name, dest)
+        try:
+            with zipfile.ZipFile(zpath) as z:
+                z.extractall(tmp)  # zipfile drops absolute paths and '..' components
+        except zipfile.BadZipFile as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise DataError(f"{zpath}: not a valid zip archive ({e})") from None
+        (tmp / ".viscodex-complete").write_text("ok\n")
+        shutil.rmtree(dest, ignore_errors=True)
+        os.rename(tmp, dest)
     return dest
 
 
@@ -575,14 +586,32 @@ class DataIndex:
         return cls(list(d["valid"]), list(d["lengths"]), int(d["total"]), int(d["truncated"]), Counter(d["skipped"]),
                    dict(d["examples"]), Counter(d["categories"]))
 
+    @classmethod
+    def merge(cls, parts: Sequence[DataIndex]) -> DataIndex:
+        """Parts of consecutive record ranges, in order -> the index of the whole range."""
+        out = cls()
+        for p in parts:
+            out.valid += p.valid
+            out.lengths += p.lengths
+            out.total += p.total
+            out.truncated += p.truncated
+            out.skipped += p.skipped
+            out.categories += p.categories
+            for k, v in p.examples.items():
+                out.examples.setdefault(k, v)
+        return out
+
 
 def build_index(source: DataSource, encoder: Encoder, max_records: int | None = None,
-                progress: bool = True, chunk: int = 256) -> DataIndex:
-    """Check every record (structure, images, exact length); tokenise in batches for speed."""
+                progress: bool = True, chunk: int = 256, records: range | None = None) -> DataIndex:
+    """Check every record (structure, images, exact length); tokenise in batches for speed.
+    `records`: check only these record numbers (one part of a sharded preparation)."""
     from tqdm.auto import tqdm
 
     resolve = ImageResolver(source.image_root)
-    n = len(source.records) if max_records is None else min(max_records, len(source.records))
+    if records is None:
+        records = range(len(source.records) if max_records is None else min(max_records, len(source.records)))
+    n = len(records)
     idx = DataIndex(total=n)
 
     def skip(i: int, e: InvalidRecord) -> None:
@@ -611,7 +640,7 @@ def build_index(source: DataSource, encoder: Encoder, max_records: int | None = 
         bar.update(len(pending))
         pending.clear()
 
-    for i in range(n):
+    for i in records:
         try:
             s = normalize_record(source.records[i], resolve)
             text, spans = encoder.render(s)

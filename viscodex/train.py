@@ -9,6 +9,11 @@ prompt/label building (sft_data.py), the freezing and the recipe record.
 
 Layout: checkpoints go to `--checkpoint-dir` (default `<out>-checkpoints`, kept for `--resume`);
 the final model is written to a temporary folder and renamed to `--out` only when complete.
+
+Scale-out pieces live in their own modules: the in-batch dummy image and packing (sft_collate.py),
+the sharded, resumable data check (sft_index.py), LoRA (sft_lora.py), the validation split,
+optimizer and projector options (train_options.py). `torchrun ... --fsdp` needs no accelerate
+config, and runs FSDP2 on CPU too (`_fsdp_on_cpu`).
 """
 from __future__ import annotations
 
@@ -29,7 +34,6 @@ from .errors import ViscodexError
 from .recipe import RECIPE_FILE, Recipe
 
 log = logging.getLogger("viscodex")
-INDEX_CACHE = "viscodex_data_index.json"
 TRAIN_DTYPES = ("float32", "bfloat16")
 
 
@@ -70,14 +74,58 @@ class TrainConfig:
     force: bool = False
     progress: bool = True
     report_to: str = "none"
+    # Padding-free packing: a micro-batch's records concatenated into one row, each with its own
+    # positions and no attention across records (sft_collate.py). Same records per step, no padding.
+    packing: bool = False
+    # FSDP2 full sharding of the decoder layers and vision blocks without an accelerate config
+    # (`torchrun ... -m viscodex train --fsdp`); with `accelerate launch --config_file configs/fsdp.yaml`
+    # the config's settings apply instead.
+    fsdp: bool = False
+    # Data check: stop after it (`--prepare-only`), processes per rank (default: cores / local ranks),
+    # records per cached part (the unit of resuming)
+    prepare_only: bool = False
+    prepare_procs: int | None = None
+    prepare_chunk: int = 4096
+    # LoRA (peft) on the language backbone's linear layers; None = full fine-tuning. --qlora loads
+    # the model in 4-bit NF4 (bitsandbytes, CUDA). --merge-lora writes a full checkpoint.
+    lora_r: int | None = None
+    lora_alpha: int | None = None  # default 2 * r
+    lora_dropout: float = 0.0
+    qlora: bool = False
+    merge_lora: bool = False
+    # Validation: a fraction of the checked records ("0.01") or a separate data file; eval loss every
+    # eval_steps (default save_steps) and at the end, into the training record.
+    eval_split: str | None = None
+    eval_steps: int | None = None
+    optim: str = "adamw_torch"  # any transformers optimizer name (adamw_torch_fused, adamw_8bit, ...)
+    # Unfreeze the projector (visual.merger) with its own learning rate (default --lr); the encoder stays frozen.
+    train_projector: bool = False
+    projector_lr: float | None = None
     extra_args: dict[str, Any] = field(default_factory=dict)  # passed to TrainingArguments as is
 
     def validate(self) -> TrainConfig:
         from .sft_data import TRUNCATION
 
-        for name in ("global_batch", "batch_size", "max_len", "save_steps", "logging_steps"):
+        for name in ("global_batch", "batch_size", "max_len", "save_steps", "logging_steps", "prepare_chunk"):
             if int(getattr(self, name)) < 1:
                 raise ViscodexError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.lora_r is not None and self.lora_r < 1:
+            raise ViscodexError("--lora-r must be at least 1")
+        if (self.merge_lora or self.qlora) and self.lora_r is None:
+            raise ViscodexError(f"--{'merge-lora' if self.merge_lora else 'qlora'} needs --lora-r (the adapter rank)")
+        from .train_options import check_optim, parse_eval_split
+
+        parse_eval_split(self.eval_split)
+        check_optim(self.optim)
+        if self.eval_steps is not None and self.eval_steps < 1:
+            raise ViscodexError("--eval-steps must be at least 1")
+        if self.train_projector and self.lora_r:
+            raise ViscodexError("--train-projector with --lora-r is not supported: the adapter output would not "
+                                "hold the projector; train the projector with full fine-tuning")
+        if self.projector_lr is not None and (not self.train_projector or self.projector_lr <= 0):
+            raise ViscodexError("--projector-lr needs --train-projector and must be positive")
+        if self.prepare_procs is not None and self.prepare_procs < 1:
+            raise ViscodexError("--prepare-procs must be at least 1")
         if self.max_steps is not None and self.max_steps < 1:
             raise ViscodexError("--max-steps must be at least 1")
         if self.epochs <= 0:
@@ -88,6 +136,10 @@ class TrainConfig:
             raise ViscodexError(f"--truncation must be one of {', '.join(TRUNCATION)}")
         if self.dtype not in TRAIN_DTYPES:
             raise ViscodexError(f"--dtype must be one of {', '.join(TRAIN_DTYPES)}")
+        if self.packing:
+            from .sft_collate import check_packing
+
+            check_packing(self.attn_implementation)
         if not 0 <= self.warmup_ratio < 1:
             raise ViscodexError("--warmup-ratio must be in [0, 1)")
         from transformers import SchedulerType
@@ -141,16 +193,22 @@ def freeze_for_sft(model, freeze_embeddings: bool = False) -> dict:
     return {"modules": modules, "trainable_params": n_train, "frozen_params": n_frozen}
 
 
-def vision_without_grad(model) -> None:
+def vision_without_grad(model, keep_projector: bool = False) -> None:
     """Run the frozen vision tower under no_grad. With activation checkpointing, transformers
     hooks every sub-model's input embeddings (the tower's patch_embed too) to require grad, so the
-    tower would otherwise be recorded, recomputed and back-propagated through for nothing."""
+    tower would otherwise be recorded, recomputed and back-propagated through for nothing.
+    `keep_projector`: only the encoder, so a trainable projector still gets gradients."""
     inner = model
     while not hasattr(inner, "visual") and hasattr(inner, "model"):
         inner = inner.model
     visual = getattr(inner, "visual", None)
     if visual is None:
         raise ViscodexError("cannot find the vision tower (`visual`) of this model")
+    if keep_projector:
+        from .train_options import encoder_without_grad
+
+        encoder_without_grad(visual)
+        return
     visual.forward = torch.no_grad()(visual.forward)
 
 
@@ -163,6 +221,7 @@ def _make_trainer_class():
 
         def __init__(self):
             self.losses: list[tuple[int, float]] = []
+            self.eval_losses: list[tuple[int, float]] = []
 
         def on_step_end(self, args, state, control, **kw):
             if state.max_steps and state.global_step >= state.max_steps:
@@ -172,19 +231,26 @@ def _make_trainer_class():
         def on_log(self, args, state, control, logs=None, **kw):
             if logs and "loss" in logs:
                 self.losses.append((state.global_step, float(logs["loss"])))
+            if logs and "eval_loss" in logs:
+                self.eval_losses.append((state.global_step, float(logs["eval_loss"])))
 
     class VisionFrozenTrainer(Trainer):
-        """Trainer whose text-only batches still run the (frozen) vision tower once under sharded
-        training, so every rank issues the same FSDP / ZeRO-3 gathers (otherwise ranks that got
-        no image would hang waiting for the ones that did)."""
+        """Trainer that resumes plain checkpoints strictly. (Order-safe collectives under FSDP /
+        ZeRO-3 come from the collator: every batch holds an image, see sft_collate.py.)"""
 
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            out = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
-            if "pixel_values" not in inputs and _sharded(self):
-                loss = out[0] if return_outputs else out
-                loss = loss + 0.0 * _dummy_vision_forward(model)
-                out = (loss, out[1]) if return_outputs else loss
-            return out
+        projector_lr: float | None = None
+
+        def create_optimizer(self, model=None):
+            super().create_optimizer(model)
+            if self.projector_lr is not None:
+                from .train_options import split_projector_groups
+
+                split_projector_groups(self.optimizer, self.model, self.projector_lr)
+            return self.optimizer
+
+        def create_accelerator_and_postprocess(self):
+            super().create_accelerator_and_postprocess()
+            _fsdp_on_cpu(self)
 
         def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
             # transformers' plain (non-FSDP/DeepSpeed) resume loads the saved state dict with
@@ -192,11 +258,53 @@ def _make_trainer_class():
             # (visual.*, model.layers.*) while the module uses model.visual.*,
             # model.language_model.*: nothing would match and training would silently restart
             # from the input weights. Load with the names mapped, strictly.
-            if self.is_fsdp_enabled or self.is_deepspeed_enabled:
+            if self.is_fsdp_enabled or self.is_deepspeed_enabled or hasattr(self.model, "peft_config"):
                 return super()._load_from_checkpoint(resume_from_checkpoint, model)
             load_renamed_checkpoint(model if model is not None else self.model, Path(resume_from_checkpoint))
 
     return VisionFrozenTrainer, LossLog
+
+
+def token_mean_loss(outputs, labels, num_items_in_batch=None) -> torch.Tensor:
+    """Causal-LM cross-entropy summed over label tokens and divided by the label tokens of the whole
+    optimizer step (every micro-batch, every rank; the Trainer counts them). Qwen2.5-VL declares
+    `accepts_loss_kwargs = False`, so the Trainer would otherwise average per micro-batch means:
+    a 23-token and a 35-token record would weigh the same, and 1 process x batch 2, 2 processes x
+    batch 1, padded and packed batches would all train differently."""
+    from transformers.loss.loss_utils import ForCausalLMLoss
+
+    logits = outputs["logits"]
+    return ForCausalLMLoss(logits, labels, logits.shape[-1], num_items_in_batch=num_items_in_batch)
+
+
+def _fsdp_on_cpu(trainer) -> None:
+    """accelerate turns an FSDP request into FSDP only on accelerators: on CPU processes (gloo)
+    it silently falls back to DDP. torch's FSDP2 itself runs on CPU, so `--fsdp` there switches
+    the accelerator state to FSDP with the same plugin a GPU run gets; this is what lets the
+    sharded path (wrapping, gathers, full-state-dict save) be exercised without GPUs."""
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    state = trainer.accelerator.state
+    if trainer.args.fsdp_plugin_args is None or trainer.is_fsdp_enabled or state.distributed_type != DistributedType.MULTI_CPU:
+        return
+    state.fsdp_plugin = FullyShardedDataParallelPlugin(**trainer.args.fsdp_plugin_args)
+    state.distributed_type = DistributedType.FSDP
+    trainer.is_fsdp_enabled = True
+    # torch's full-state-dict gather leaves CPU tensors sharded (DTensor) or as lazy collective
+    # results that safetensors cannot read; gather them here (on every rank, in the same order).
+    gather = trainer.accelerator.get_state_dict
+
+    def materialised(model, unwrap=True):
+        from torch.distributed.tensor import DTensor
+
+        sd = gather(model, unwrap)
+        out = {}
+        for k, v in (sd or {}).items():
+            v = v.full_tensor() if isinstance(v, DTensor) else v
+            out[k] = torch.empty_like(v, memory_format=torch.contiguous_format).copy_(v)
+        return out if sd else sd
+
+    trainer.accelerator.get_state_dict = materialised
 
 
 def load_renamed_checkpoint(model, folder: Path) -> None:
@@ -226,32 +334,6 @@ def load_renamed_checkpoint(model, folder: Path) -> None:
         raise ViscodexError(f"{folder}: checkpoint lacks {len(missing)} tensor(s), e.g. {min(missing)}")
 
 
-def _sharded(trainer) -> bool:
-    if trainer.args.world_size <= 1:
-        return False
-    if getattr(trainer, "is_fsdp_enabled", False):
-        return True
-    ds = getattr(trainer.accelerator.state, "deepspeed_plugin", None)
-    return bool(ds is not None and ds.zero_stage == 3)
-
-
-def _dummy_vision_forward(model) -> torch.Tensor:
-    """One 28x28 px image (4 patches -> 1 token) through the vision tower."""
-    inner = model
-    while not hasattr(inner, "get_image_features") and hasattr(inner, "module"):
-        inner = inner.module
-    cfg = inner.config.vision_config
-    grid = torch.tensor([[1, cfg.spatial_merge_size, cfg.spatial_merge_size]])
-    n, dim = int(grid.prod()), cfg.in_channels * cfg.temporal_patch_size * cfg.patch_size**2
-    p = next(iter(inner.model.visual.parameters()))
-    px = torch.zeros(n, dim, dtype=p.dtype, device=p.device)
-    feats = inner.get_image_features(pixel_values=px, image_grid_thw=grid.to(p.device))
-    feats = getattr(feats, "pooler_output", feats)
-    if isinstance(feats, (list, tuple)):
-        feats = torch.cat(list(feats))
-    return feats.float().sum()
-
-
 # ---------------------------------------------------------------- helpers
 def auto_bf16() -> bool:
     return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
@@ -279,26 +361,16 @@ def _index_key(cfg: TrainConfig, encoder, n_records: int, source) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def load_index(cfg: TrainConfig, source, encoder, work: Path, write: bool = True):
-    """Check the records once; the result is cached in the checkpoint folder (resume, other ranks)."""
-    from .sft_data import DataIndex, build_index
+def load_index(cfg: TrainConfig, source, encoder, work: Path, rank: int = 0, world: int = 1):
+    """Check the records once (sharded over ranks and processes, resumable); the result is cached
+    in the checkpoint folder under a key of everything that decides it (sft_index.py)."""
+    from .sft_index import INDEX_DIR, default_procs, prepare_index
 
+    n = len(source.records) if cfg.max_records is None else min(cfg.max_records, len(source.records))
     key = _index_key(cfg, encoder, len(source.records), source)
-    cache = work / INDEX_CACHE
-    if cache.exists():
-        try:
-            d = json.loads(cache.read_text())
-            if d.get("key") == key:
-                return DataIndex.from_json(d["index"])
-        except (json.JSONDecodeError, KeyError, TypeError):
-            pass
-    idx = build_index(source, encoder, cfg.max_records, progress=cfg.progress)
-    if write:
-        work.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps({"key": key, "index": idx.to_json()}))
-        os.replace(tmp, cache)
-    return idx
+    procs = cfg.prepare_procs or default_procs(int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+    return prepare_index(source, encoder, work / INDEX_DIR / key[:20], n, rank=rank, world=world, procs=procs,
+                         chunk=cfg.prepare_chunk, progress=cfg.progress and rank == 0)
 
 
 def _input_dtype(src) -> torch.dtype:
@@ -375,8 +447,10 @@ def run_train(cfg: TrainConfig) -> TrainResult:
     )
 
     from .atomic import check_out, finalize, locked
-    from .sft_data import DataError, Encoder, SFTCollator, SFTDataset, open_data
+    from .sft_collate import make_collator, packing_note
+    from .sft_data import DataError, DataIndex, Encoder, SFTDataset, open_data
     from .sources import display_name, open_source
+    from .train_options import split_index
 
     t0 = time.perf_counter()
     cfg.validate()
@@ -386,6 +460,8 @@ def run_train(cfg: TrainConfig) -> TrainResult:
     if cfg.resume and cfg.resume != "auto" and not Path(cfg.resume).expanduser().is_dir():
         raise ViscodexError(f"--resume {cfg.resume}: no such checkpoint folder")
     bf16 = auto_bf16() if cfg.bf16 is None else cfg.bf16
+    if cfg.packing and packing_note(cfg.attn_implementation):
+        log.warning(packing_note(cfg.attn_implementation))
     if bf16 and not torch.cuda.is_available():
         log.warning("--bf16 on CPU: autocast in bfloat16 on the CPU is slow")
 
@@ -409,7 +485,9 @@ def run_train(cfg: TrainConfig) -> TrainResult:
         warmup_steps=cfg.warmup_ratio,
         weight_decay=cfg.weight_decay,
         max_grad_norm=cfg.max_grad_norm,
-        optim="adamw_torch",
+        optim=cfg.optim,
+        **({"eval_strategy": "steps", "eval_steps": cfg.eval_steps or cfg.save_steps, "prediction_loss_only": True,
+            "per_device_eval_batch_size": cfg.batch_size} if cfg.eval_split else {}),
         bf16=bf16,
         activation_checkpointing=cfg.gradient_checkpointing,
         logging_steps=cfg.logging_steps,
@@ -424,17 +502,21 @@ def run_train(cfg: TrainConfig) -> TrainResult:
         label_names=["labels"],
         report_to=cfg.report_to,
         disable_tqdm=not cfg.progress,
-        include_num_input_tokens_seen="non_padding",
+        # packed rows have no padding (and no attention mask to count it by)
+        include_num_input_tokens_seen="all" if cfg.packing else "non_padding",
         use_cache=False,
+        # without GPUs, torchrun's processes would otherwise each run a separate 1-process job
+        use_cpu=not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1,
+        **_fsdp_args(cfg),
         **cfg.extra_args,
     )
     world, rank = args.world_size, args.process_index  # as accelerate set them up
     acc = grad_accumulation(cfg.global_batch, cfg.batch_size, world)
     args.gradient_accumulation_steps = acc
 
-    with args.main_process_first(desc="data"):
-        source = open_data(cfg.data, cfg.images)
-        index = load_index(cfg, source, encoder, work, write=args.process_index == 0)
+    # No barrier here: every rank reads the records and checks its share of them (load_index)
+    source = open_data(cfg.data, cfg.images)
+    index = load_index(cfg, source, encoder, work, rank=rank, world=world)
     rep = index.report()
     skipped = ", ".join(f"{k} {v}" for k, v in rep["skipped"].items()) or "none"
     log.info("data %s: %d record(s), %d used, skipped: %s; %d truncated to %d tokens",
@@ -443,20 +525,49 @@ def run_train(cfg: TrainConfig) -> TrainResult:
         log.info("  first %s: %s", reason, ex)
     if not index.valid:
         raise DataError(f"no usable records in {source.name} (skipped: {skipped})")
+    if cfg.prepare_only:
+        return TrainResult(out, 0, None, {"data": {"name": source.name, **rep}}, time.perf_counter() - t0)
+    eval_data, eval_name = _eval_data(cfg, source, encoder, work, rank, world)
+    if isinstance(eval_data, DataIndex):  # a held-out part of --data
+        index, eval_data = split_index(index, float(cfg.eval_split), cfg.seed)
+        eval_data = SFTDataset(source, eval_data, encoder)
     dataset = SFTDataset(source, index, encoder)
+    if eval_data is not None:
+        log.info("validation: %d record(s) from %s", len(eval_data), eval_name)
 
     kw = {"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else {}
+    if cfg.qlora:
+        from .sft_lora import quantization_config
+
+        kw["quantization_config"] = quantization_config()
     model = AutoModelForImageTextToText.from_pretrained(src.path, dtype=getattr(torch, cfg.dtype), **kw)
     frozen = freeze_for_sft(model, cfg.freeze_embeddings)
-    vision_without_grad(model)
+    if cfg.train_projector:
+        from .train_options import unfreeze_projector
+
+        n = unfreeze_projector(model)
+        frozen["modules"][0] = "visual encoder (the projector visual.merger trains)"
+        frozen = {**frozen, "trainable_params": frozen["trainable_params"] + n, "frozen_params": frozen["frozen_params"] - n}
+    vision_without_grad(model, keep_projector=cfg.train_projector)
+    if cfg.lora_r:
+        from transformers import set_seed
+
+        from .sft_lora import add_lora
+
+        set_seed(cfg.seed)  # the adapters' random init (the Trainer seeds only after this)
+        model, frozen = add_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
     log.info("trainable %.1fM parameters, frozen %.1fM (%s)", frozen["trainable_params"] / 1e6,
              frozen["frozen_params"] / 1e6, "; ".join(frozen["modules"]))
 
     Trainer, LossLog = _make_trainer_class()
     losses = LossLog()
-    trainer = Trainer(model=model, args=args, train_dataset=dataset,
-                      data_collator=SFTCollator(encoder.pad_id), callbacks=[losses])
+    trainer = Trainer(model=model, args=args, train_dataset=dataset, eval_dataset=eval_data,
+                      data_collator=make_collator(processor, encoder.pad_id, packing=cfg.packing),
+                      compute_loss_func=token_mean_loss,
+                      callbacks=[losses])
+    trainer.projector_lr = cfg.projector_lr
     result = trainer.train(resume_from_checkpoint=resume_ckpt)
+    eval_final = float(trainer.evaluate()["eval_loss"]) if eval_data is not None else None
     state = trainer.state
 
     tmp = out.parent / f".{out.name}.viscodex-tmp-train"  # the same name on every rank
@@ -465,11 +576,18 @@ def run_train(cfg: TrainConfig) -> TrainResult:
     model.config.use_cache = True
     if hasattr(model.config, "text_config"):
         model.config.text_config.use_cache = True
-    trainer.save_model(str(tmp))  # every rank takes part (FSDP / ZeRO-3 gather); rank 0 writes
+    adapter = tmp.with_name(tmp.name + "-adapter") if cfg.lora_r and cfg.merge_lora else None
+    # every rank takes part (FSDP / ZeRO-3 gather); rank 0 writes. A peft model saves its adapter.
+    trainer.save_model(str(adapter or tmp))
     training = None
     if trainer.is_world_process_zero():
         try:
-            if _saved_dtypes(tmp) != {in_dtype}:
+            if adapter is not None:
+                from .sft_lora import merge_adapter
+
+                merge_adapter(src.path, adapter, tmp)
+                shutil.rmtree(adapter)
+            if not (cfg.lora_r and not cfg.merge_lora) and _saved_dtypes(tmp) != {in_dtype}:
                 _cast_checkpoint(tmp, in_dtype)
             (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; the recipe holds the settings
             AutoProcessor.from_pretrained(src.path).save_pretrained(tmp)  # as shipped, untouched
@@ -483,10 +601,13 @@ def run_train(cfg: TrainConfig) -> TrainResult:
                 "data": {"name": source.name, "revision": source.revision, "format": source.kind, **rep,
                          "skipped_while_loading": dict(dataset.runtime_skipped)},
                 "frozen": frozen,
+                # full: a complete checkpoint; lora-adapter: peft adapter files over `model`
+                "output_kind": "lora-adapter" if cfg.lora_r and not cfg.merge_lora else "full",
                 "steps": int(state.global_step),
                 "epochs": round(float(state.epoch or 0.0), 4),
                 "hparams": {
-                    "optimizer": "adamw_torch", "learning_rate": cfg.learning_rate, "epochs": cfg.epochs,
+                    "optimizer": cfg.optim, "learning_rate": cfg.learning_rate,
+                    "projector_lr": (cfg.projector_lr or cfg.learning_rate) if cfg.train_projector else None, "epochs": cfg.epochs,
                     "max_steps": cfg.max_steps, "global_batch": cfg.batch_size * world * acc,
                     "per_device_batch": cfg.batch_size, "grad_accumulation": acc, "processes": world,
                     "max_len": cfg.max_len, "truncation": cfg.truncation, "lr_scheduler": cfg.lr_scheduler,
@@ -494,9 +615,16 @@ def run_train(cfg: TrainConfig) -> TrainResult:
                     "max_grad_norm": cfg.max_grad_norm, "seed": cfg.seed, "bf16": bf16, "dtype": cfg.dtype,
                     "gradient_checkpointing": cfg.gradient_checkpointing,
                     "min_pixels": encoder.min_pixels, "max_pixels": encoder.max_pixels,
+                    "packing": cfg.packing,
                 },
+                # NO, MULTI_CPU / MULTI_GPU (DDP), FSDP or DEEPSPEED: how the model was wrapped
+                "distributed": "FSDP" if trainer.is_fsdp_enabled else "DEEPSPEED" if trainer.is_deepspeed_enabled
+                else str(trainer.accelerator.distributed_type.value),
                 "final_loss": round(final, 6) if final is not None else None,
                 "mean_loss": round(float(result.training_loss), 6),
+                "eval": None if eval_data is None else {
+                    "data": eval_name, "records": len(eval_data), "final_loss": round(eval_final, 6),
+                    "loss_history": [[st, round(v, 6)] for st, v in losses.eval_losses[-50:]]},
                 "loss_history": [[s, round(v, 6)] for s, v in losses.losses[-50:]],
                 "tokens_seen": tokens,
                 "train_seconds": round(float(result.metrics.get("train_runtime", 0.0)), 2),
@@ -510,6 +638,8 @@ def run_train(cfg: TrainConfig) -> TrainResult:
                 finalize(tmp, out)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
+            if adapter is not None:
+                shutil.rmtree(adapter, ignore_errors=True)
             raise
     seconds = time.perf_counter() - t0
     if rank == 0:
@@ -517,6 +647,36 @@ def run_train(cfg: TrainConfig) -> TrainResult:
                  training["final_loss"] if training else "?")
     return TrainResult(out, int(state.global_step), training["final_loss"] if training else None,
                        training or {}, seconds, trainer)
+
+
+def _eval_data(cfg: TrainConfig, source, encoder, work: Path, rank: int, world: int):
+    """(what to validate on, its name): None, a DataIndex marker for a split of --data (split
+    after the check), or the dataset of a separate --eval-split file (checked and cached likewise)."""
+    from dataclasses import replace
+
+    from .sft_data import DataIndex, SFTDataset, open_data
+    from .train_options import parse_eval_split
+
+    ev = parse_eval_split(cfg.eval_split)
+    if ev is None:
+        return None, None
+    if isinstance(ev, float):
+        return DataIndex(), f"{ev:g} of {source.name}"
+    ev_source = open_data(str(ev), cfg.images)
+    ev_index = load_index(replace(cfg, data=str(ev), max_records=None), ev_source, encoder, work, rank, world)
+    if not ev_index.valid:
+        raise ViscodexError(f"--eval-split {ev}: no usable records")
+    return SFTDataset(ev_source, ev_index, encoder), ev_source.name
+
+
+def _fsdp_args(cfg: TrainConfig) -> dict:
+    """TrainingArguments for `--fsdp`: what configs/fsdp.yaml sets, for runs without that file."""
+    if not cfg.fsdp:
+        return {}
+    return {"fsdp": "full_shard", "fsdp_config": {
+        "version": 2, "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+        "transformer_layer_cls_to_wrap": ["Qwen2_5_VLDecoderLayer", "Qwen2_5_VLVisionBlock"],
+        "reshard_after_forward": True, "state_dict_type": "FULL_STATE_DICT"}}
 
 
 def _saved_dtypes(folder: Path) -> set[torch.dtype]:
@@ -555,4 +715,5 @@ def _write_recipe(src, folder: Path, training: dict) -> None:
     (folder / RECIPE_FILE).write_text(recipe.dump())
 
 
-__all__ = ["TrainConfig", "TrainResult", "freeze_for_sft", "param_role", "run_train", "vision_without_grad"]
+__all__ = ["TrainConfig", "TrainResult", "freeze_for_sft", "param_role", "run_train", "token_mean_loss",
+           "vision_without_grad"]
