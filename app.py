@@ -1,8 +1,8 @@
 """VisCodex demo: the base VLM, the coder-swapped model and the merged model, side by side.
 
 Runs on a Hugging Face ZeroGPU Space and locally (`python app.py` or `viscodex app`). This file is
-the UI only; loading, shared-vision generation and the renderers live in viscodex.compare,
-viscodex.sandbox, viscodex.html_preview and viscodex.uploads.
+the UI only; loading, shared-vision generation and the renderers live in viscodex.app.compare,
+viscodex.sandbox, viscodex.app.html_preview and viscodex.app.uploads.
 
 Models: VISCODEX_BASE_VLM, VISCODEX_SWAPPED, VISCODEX_MERGED (ids or folders), or command-line
 flags; nothing set and no Hub: the tiny offline demo trio. See docs/app.md.
@@ -19,9 +19,9 @@ import time
 
 import gradio as gr
 
-from viscodex import compare, html_preview, uploads
-from viscodex.assets import ASSETS_DIR, example_paths
-from viscodex.compare import LABELS, TASKS
+from viscodex.app import compare, html_preview, uploads
+from viscodex.app.assets import ASSETS_DIR, example_paths
+from viscodex.app.compare import LABELS, TASKS
 
 log = logging.getLogger("viscodex.app")
 CONCURRENCY = int(os.environ.get("VISCODEX_CONCURRENCY", "2"))
@@ -68,7 +68,7 @@ def generate(image, instruction, max_new_tokens, temperature):
 
 def raw_upload(payload):
     """Replaces gr.Image.preprocess (which decodes with PIL itself, so a bad file would end as a
-    generic error): hand the raw upload to viscodex.uploads, which names every problem. Set on the
+    generic error): hand the raw upload to viscodex.app.uploads, which names every problem. Set on the
     instance; a gr.Image subclass would make gradio write an app.pyi stub next to this file."""
     if payload is None:
         return None
@@ -165,7 +165,7 @@ def build_demo() -> gr.Blocks:
             examples=[[str(p), t, TASKS[t].instruction] for p, t in example_paths()],
             inputs=[image, task, instruction], outputs=outputs, fn=run_example,
             cache_examples=cache in ("lazy", "eager"), cache_mode=cache if cache in ("lazy", "eager") else None,
-            label="Examples (drawn by viscodex.assets)",
+            label="Examples (drawn by viscodex.app.assets)",
         )
         with gr.Accordion("Models and memory", open=False):
             gr.Markdown("\n".join(f"- **{LABELS[n]}**: `{s}`" for n, s in SPECS.items())

@@ -2,7 +2,7 @@
 
 Measured in one run, on the same image, prompt and greedy settings:
   bare    - each variant's own `model.generate` (its own vision pass), one after the other
-  stream  - viscodex.compare.VariantSet.stream: one shared vision pass, three generations at once
+  stream  - viscodex.app.compare.VariantSet.stream: one shared vision pass, three generations at once
   app     - the launched Gradio app (app.py) through gradio_client: HTTP, queue, streaming
 Per variant: time to first token (TTFT) and decode tokens/s; ratios against bare. Then the
 vision encoder alone: one shared pass vs one pass per variant.
@@ -48,7 +48,7 @@ class _Timer:
 def bench_bare(vs, image, instruction, max_new):
     import torch
 
-    from viscodex.compare import generation_config, messages_for
+    from viscodex.app.compare import generation_config, messages_for
 
     out = {}
     for name, v in vs.variants.items():
@@ -65,7 +65,7 @@ def bench_bare(vs, image, instruction, max_new):
 
 
 def bench_stream(vs, image, instruction, max_new):
-    from viscodex.compare import StreamStats
+    from viscodex.app.compare import StreamStats
 
     st = StreamStats()  # times are from the start of the call, preprocessing and vision included
     t0 = time.perf_counter()
@@ -89,8 +89,8 @@ def load_app():
 def bench_app(client, image_path, task, instruction, max_new, names, tokens):
     from gradio_client import handle_file
 
-    from viscodex.compare import TASKS, extract_code
-    from viscodex.uploads import DEFAULT_MAX_PIXELS
+    from viscodex.app.compare import TASKS, extract_code
+    from viscodex.app.uploads import DEFAULT_MAX_PIXELS
 
     t0 = time.perf_counter()
     job = client.submit(handle_file(str(image_path)), task, instruction, max_new, 0.0, DEFAULT_MAX_PIXELS,
@@ -153,9 +153,9 @@ def main(argv=None) -> None:
     p.add_argument("--repeats", type=int, default=3, help="runs per path; the median is reported")
     args = p.parse_args(argv)
 
-    from viscodex import compare
-    from viscodex.compare import LABELS, TASKS
-    from viscodex.uploads import load_image
+    from viscodex.app import compare
+    from viscodex.app.compare import LABELS, TASKS
+    from viscodex.app.uploads import load_image
 
     for name in compare.ENV_VARS:
         if getattr(args, name):

@@ -12,7 +12,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 @pytest.fixture(scope="session")
 def trio(tmp_path_factory):
     """base/coder/vlm folders (untied embeddings, sharded checkpoints). Treat as read-only."""
-    from viscodex.tiny import TinyConfig, build_trio
+    from viscodex.toy.models import TinyConfig, build_trio
 
     return build_trio(tmp_path_factory.mktemp("trio"), TinyConfig(seed=0))
 
@@ -20,6 +20,6 @@ def trio(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tied_trio(tmp_path_factory):
     """Like `trio` but with tied embeddings (lm_head absent on disk), as Qwen2.5 0.5B-3B."""
-    from viscodex.tiny import TinyConfig, build_trio
+    from viscodex.toy.models import TinyConfig, build_trio
 
     return build_trio(tmp_path_factory.mktemp("tied_trio"), TinyConfig(seed=1, tie_word_embeddings=True))

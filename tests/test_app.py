@@ -17,8 +17,8 @@ import pytest
 import torch
 from PIL import Image
 
-from viscodex import compare, html_preview
-from viscodex.compare import TASKS, StreamStats, extract_code, load_variants
+from viscodex.app import compare, html_preview
+from viscodex.app.compare import TASKS, StreamStats, extract_code, load_variants
 from viscodex.errors import SourceError, ViscodexError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,7 +74,7 @@ def client(app):
 @pytest.fixture(scope="module")
 def image_file(tmp_path_factory) -> Path:
     p = tmp_path_factory.mktemp("img") / "page.png"
-    from viscodex.assets import ASSETS_DIR
+    from viscodex.app.assets import ASSETS_DIR
 
     shutil.copy(ASSETS_DIR / "landing_page.png", p)
     return p
@@ -306,7 +306,7 @@ def test_request_streams_three_nonempty_outputs_with_one_vision_pass(app, client
     assert any(0 < len(o[0]) < len(codes[0]) for o in job.outputs()[:-1])
     assert all(h.startswith('<iframe sandbox="allow-scripts" ') for h in htmls)
     assert status.startswith("**Input:** PNG 640x420 RGB; resized from 640x420")
-    from viscodex.uploads import load_image
+    from viscodex.app.uploads import load_image
 
     ref = [vs.generate_plain(n, load_image(image_file, max_pixels=200_000).image, TASKS["HTML page"].instruction,
                              max_new_tokens=MAX_NEW)[0] for n in vs.names]

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from test_app import launched_app
 
-from viscodex.assets import ASSETS_DIR
-from viscodex.compare import TASKS
+from viscodex.app.assets import ASSETS_DIR
+from viscodex.app.compare import TASKS
 
 pytestmark = pytest.mark.browser
 CHROMIUM = os.environ.get("VISCODEX_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"

@@ -21,8 +21,8 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from viscodex import toy_tasks as tt
-from viscodex.tiny import TinyConfig, build_tokenizer, build_trio
+from viscodex.toy import world as tt
+from viscodex.toy.models import TinyConfig, build_tokenizer, build_trio
 
 CLAIM_MARGIN = 0.30
 SWAPPED_MAX = tt.chance_attr_acc() + 0.10
@@ -156,7 +156,7 @@ MICRO = {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2, "
 def test_trained_trio_is_deterministic(tmp_path):
     from transformers import AutoModelForCausalLM, Qwen2_5_VLForConditionalGeneration
 
-    from viscodex.demo import DemoConfig, train_trio
+    from viscodex.toy.demo import DemoConfig, train_trio
 
     cfg = DemoConfig(seed=0, **MICRO)
     a = train_trio(tmp_path / "a", demo=cfg)
@@ -176,7 +176,7 @@ def test_trained_trio_is_deterministic(tmp_path):
 
 
 def test_config_keys():
-    from viscodex.demo import FAST, FULL
+    from viscodex.toy.demo import FAST, FULL
 
     assert FULL.trio_key() != FAST.trio_key()
     assert FULL.trio_key() != dataclasses.replace(FULL, seed=1).trio_key()
@@ -231,7 +231,7 @@ def test_demo_robust_claims(demo_run):
 def test_demo_variants_are_real_models_with_provenance(demo_run):
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    from viscodex.recipe import Recipe
+    from viscodex.engine.recipe import Recipe
 
     root, _, res = demo_run
     assert res.exit_code == 0, res.output
@@ -273,8 +273,8 @@ def test_launch_app_runs_app_py_on_the_three_fine_tuned_folders(monkeypatch, tmp
     import os
     import runpy
 
-    from viscodex import compare
-    from viscodex.demo import launch_app
+    from viscodex.app import compare
+    from viscodex.toy.demo import launch_app
 
     seen = {}
     keys = [*compare.ENV_VARS.values(), "GRADIO_SERVER_PORT", "GRADIO_SERVER_NAME"]
@@ -290,7 +290,7 @@ def test_launch_app_runs_app_py_on_the_three_fine_tuned_folders(monkeypatch, tmp
 
 
 def test_run_app_refuses_unknown_variants():
-    from viscodex.compare import run_app
+    from viscodex.app.compare import run_app
     from viscodex.errors import ViscodexError
 
     with pytest.raises(ViscodexError, match=r"unknown variant\(s\) \['coder'\]: expected some of \['vlm', 'swapped', 'merged'\]"):
@@ -310,8 +310,8 @@ def test_demo_without_no_app_serves_the_fine_tuned_variants(demo_run, tmp_path):
     import httpx
     from gradio_client import Client, handle_file
 
-    from viscodex.assets import ASSETS_DIR
-    from viscodex.compare import TASKS
+    from viscodex.app.assets import ASSETS_DIR
+    from viscodex.app.compare import TASKS
 
     root, env, res = demo_run
     assert res.exit_code == 0, res.output

@@ -13,17 +13,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from viscodex.errors import MergeError, RecipeError
-from viscodex.methods import METHODS, get_method, method_for
-from viscodex.methods.dare import cpu_generator, dare
-from viscodex.methods.spectral import iso_c, iso_cts, tsv, tsv_factors
-from viscodex.methods.ties import (
+from viscodex.engine.methods import METHODS, get_method, method_for
+from viscodex.engine.methods.dare import cpu_generator, dare
+from viscodex.engine.methods.spectral import iso_c, iso_cts, tsv, tsv_factors
+from viscodex.engine.methods.ties import (
     GlobalMagnitudeThreshold,
     global_thresholds,
     keep_count,
     ties,
     trim,
 )
-from viscodex.methods.wudi import (
+from viscodex.engine.methods.wudi import (
     init_vector,
     optmerge,
     optmerge_closed_form,

@@ -11,9 +11,9 @@ import torch
 from safetensors import safe_open
 from typer.testing import CliRunner
 
-from viscodex.recipe import Recipe
-from viscodex.sft_data import IGNORE_INDEX, write_toy_dataset
-from viscodex.train import TrainConfig, param_role, run_train
+from viscodex.engine.recipe import Recipe
+from viscodex.training.data import IGNORE_INDEX, write_toy_dataset
+from viscodex.training.trainer import TrainConfig, param_role, run_train
 
 STEPS = 6
 
@@ -27,14 +27,14 @@ def tensors(folder) -> dict[str, torch.Tensor]:
 
 
 def role(name: str) -> str:
-    from viscodex import arch
+    from viscodex.engine import arch
 
     return arch.role_of(name).role
 
 
 @pytest.fixture(scope="module")
 def merged(trio, tmp_path_factory):
-    from viscodex.merge import run_merge
+    from viscodex.engine.merge import run_merge
 
     d = tmp_path_factory.mktemp("train")
     r = Recipe(vlm=str(trio["vlm"]), coder=str(trio["coder"]), base=str(trio["base"]), lam=0.7)
@@ -174,7 +174,7 @@ def test_resume_continues_from_checkpoint(run, merged, data, tmp_path):
 def test_bf16_model_frozen_embeddings(trio, data, tmp_path):
     """A bfloat16 checkpoint trains with fp32 master weights and comes back bfloat16; vision and
     (with --freeze-embeddings) embeddings bitwise identical."""
-    from viscodex.merge import run_merge
+    from viscodex.engine.merge import run_merge
 
     m = run_merge(Recipe(vlm=str(trio["vlm"]), coder=str(trio["coder"]), base=str(trio["base"]), dtype="bfloat16"),
                   tmp_path / "m16", progress=False).out
@@ -246,7 +246,7 @@ def test_accelerate_configs_name_real_modules(run):
 
 def test_dummy_vision_forward_for_text_only_batches(run):
     """The call sharded runs make on text-only batches goes through the frozen tower, no grads."""
-    from viscodex.train import _dummy_vision_forward, _sharded
+    from viscodex.training.trainer import _dummy_vision_forward, _sharded
 
     model = run.trainer.model
     assert not _sharded(run.trainer)

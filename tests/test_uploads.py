@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from viscodex.errors import ViscodexError
-from viscodex.uploads import UploadError, load_image
+from viscodex.app.uploads import UploadError, load_image
 
 
 def png(im: Image.Image, **kw) -> bytes:

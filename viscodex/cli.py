@@ -53,8 +53,8 @@ def merge(
     no_hash: Annotated[bool, typer.Option("--no-hash", help="Skip sha256 of local input files in the recipe.")] = False,
 ) -> None:
     """Merge a VLM and a code LLM (task arithmetic on the language backbone by default)."""
-    from .merge import run_merge
-    from .recipe import Recipe
+    from .engine.merge import run_merge
+    from .engine.recipe import Recipe
 
     def run():
         if recipe is not None:
@@ -89,7 +89,7 @@ def inspect(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Show each source's architecture, backbone dims, key layout, dtype and size, and trio compatibility."""
-    from .inspect_sources import inspect_sources
+    from .engine.inspect_sources import inspect_sources
 
     _guard(lambda: typer.echo(inspect_sources(sources, as_json=as_json)))
 
@@ -97,7 +97,7 @@ def inspect(
 @app.command()
 def methods() -> None:
     """List the merge methods with their parameters and references."""
-    from .methods import METHODS
+    from .engine.methods import METHODS
 
     for m in METHODS.values():
         ps = ", ".join(f"{p.name}={p.default!r}" for p in m.params) or "-"
@@ -111,7 +111,7 @@ def tiny(
     tied: Annotated[bool, typer.Option("--tied", help="Tie lm_head to the embeddings (like Qwen2.5 0.5B-3B).")] = False,
 ) -> None:
     """Build a tiny untrained trio (real Qwen2 / Qwen2.5-VL classes, tokenizer, processor) to try commands offline."""
-    from .tiny import TinyConfig, build_trio
+    from .toy.models import TinyConfig, build_trio
 
     def run():
         paths = build_trio(out, TinyConfig(seed=seed, tie_word_embeddings=tied))
@@ -156,7 +156,7 @@ def train(
     force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
 ) -> None:
     """Fine-tune a merged model (SFT) with the vision encoder and projector frozen."""
-    from .train import TrainConfig, run_train
+    from .training.trainer import TrainConfig, run_train
 
     def run():
         cfg = TrainConfig(
@@ -187,7 +187,7 @@ def card(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Write README.md without printing it.")] = False,
 ) -> None:
     """Write (or refresh) the folder's README.md model card from its recipe, and print it."""
-    from .card import validate_card, write_card
+    from .hub.card import validate_card, write_card
 
     def run():
         path, build = write_card(folder, repo_id=repo_id, license=license)
@@ -210,8 +210,8 @@ def publish(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the card and the files with sizes; upload nothing.")] = False,
 ) -> None:
     """Upload a merged folder to the Hub with a model card generated from its recipe."""
-    from .publish import format_files
-    from .publish import publish as run_publish
+    from .hub.publish import format_files
+    from .hub.publish import publish as run_publish
 
     def run():
         res = run_publish(folder, repo, private=private, revision=revision, dry_run=dry_run, license=license)
@@ -240,8 +240,8 @@ def space(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the Space README, files and variables; upload nothing.")] = False,
 ) -> None:
     """Publish the demo Space: app, package, requirements and a README generated from space_config/."""
-    from .publish import format_files
-    from .space import publish_space
+    from .hub.publish import format_files
+    from .hub.space import publish_space
 
     def run():
         plan = publish_space(model=model, repo_id=repo, base_vlm=base_vlm, swapped=swapped, hardware=hardware,
@@ -270,7 +270,7 @@ def app_cmd(
 ) -> None:
     """Launch the side-by-side demo (app.py): base VLM, coder-swapped and merged. Nothing given and
     no Hub: the tiny offline demo trio."""
-    from .compare import run_app
+    from .app.compare import run_app
 
     _guard(lambda: run_app({"vlm": vlm, "swapped": swapped, "merged": merged}, port=port, host=host))
 
@@ -329,7 +329,7 @@ def sweep(
 ) -> None:
     """Merge at each lambda, evaluate, and report the best lambda (table, plot, JSON)."""
     from .evaluation.sweep import parse_lambdas, run_sweep
-    from .recipe import Recipe
+    from .engine.recipe import Recipe
 
     def run():
         res = run_sweep(Recipe.load(recipe), parse_lambdas(lambdas), task, out, source=source, limit=limit, keep=keep,
@@ -360,7 +360,7 @@ def demo(
     the table, then launch the app on them."""
     import dataclasses
 
-    from .demo import FAST, FULL, launch_app, run_demo
+    from .toy.demo import FAST, FULL, launch_app, run_demo
 
     def run():
         cfg = dataclasses.replace(FAST if fast else FULL, seed=seed)

@@ -23,7 +23,7 @@ import tarfile
 from pathlib import Path
 
 from .. import sandbox
-from ..compare import cache_root
+from ..app.compare import cache_root
 from .similarity import image_similarity, to_rgb
 from .tasks import SAMPLE_SOURCE, SAMPLES_DIR, EvalError, EvalSample, Task, extract_code, limited, register
 

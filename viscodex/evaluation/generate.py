@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from .. import arch
+from ..engine import arch
 from .tasks import EvalError
 
 log = logging.getLogger("viscodex")
@@ -45,7 +45,7 @@ def model_key(model: str | os.PathLike) -> str:
     p = Path(model).expanduser()
     if not p.is_dir():
         return f"hub:{model}"
-    from ..recipe import RECIPE_FILE
+    from ..engine.recipe import RECIPE_FILE
 
     h = hashlib.sha256()
     rec = p / RECIPE_FILE

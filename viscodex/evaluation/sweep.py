@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import RecipeError
-from ..recipe import Recipe
+from ..engine.recipe import Recipe
 from .records import card_entry, write_to_recipe
 from .runner import _sha, evaluate_many, write_json
 from .tasks import EvalError, Task, get_task
@@ -81,8 +81,8 @@ def run_sweep(recipe: Recipe | str | os.PathLike, lambdas: list[float], tasks: l
               scratch: str | os.PathLike | None = None, device: str | None = None, merge_device: str = "cpu",
               batch_size: int = 8, max_new_tokens: int | None = None, progress: bool = True, workers: int = 2,
               write_recipe: str | os.PathLike | None = None) -> SweepResult:
-    from ..merge import open_sources, run_merge
-    from ..methods import get_method
+    from ..engine.merge import open_sources, run_merge
+    from ..engine.methods import get_method
 
     t0 = time.perf_counter()
     base = recipe if isinstance(recipe, Recipe) else Recipe.load(recipe)

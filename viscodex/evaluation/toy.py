@@ -1,4 +1,4 @@
-"""The demo's toy tasks (viscodex.toy_tasks) as evaluation tasks: held-out scene combinations,
+"""The demo's toy tasks (viscodex.toy.world) as evaluation tasks: held-out scene combinations,
 generated from a seed, so they need no download. Scoring parses the answer (never runs it).
 
   toy_grounding   image -> "a small red circle"
@@ -9,7 +9,7 @@ Headline `score` = per-attribute accuracy (size, colour, shape), the demo's meas
 """
 from __future__ import annotations
 
-from .. import toy_tasks as tt
+from ..toy import world as tt
 from .tasks import EvalError, EvalSample, Task, register
 
 DEFAULT_N = 64

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..errors import MergeError
+from ...errors import MergeError
 from .basic import task_arithmetic
 
 

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
-from ..errors import MergeError
+from ...errors import MergeError
 from .registry import Method, Param, register
 from .taskvectors import apply, weighted_task_vectors
 

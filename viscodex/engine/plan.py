@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, field
 
 from . import arch
-from .errors import CompatibilityError, SourceError
+from ..errors import CompatibilityError, SourceError
 from .methods import Method, get_method, method_for
 from .recipe import Recipe
 from .safetensors_io import DTYPE_NAMES, TensorInfo

@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from ..errors import RecipeError
+from ...errors import RecipeError
 
 MethodFn = Callable[..., torch.Tensor]
 

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, TypeVar
 
-from .errors import SourceError, ViscodexError
-from .recipe import RECIPE_FILE
-from .sources import HUB_ID
+from ..errors import SourceError, ViscodexError
+from ..engine.recipe import RECIPE_FILE
+from ..engine.sources import HUB_ID
 
 log = logging.getLogger("viscodex")
 T = TypeVar("T")
@@ -94,7 +94,7 @@ def check_loadable(folder: str | os.PathLike) -> LoadCheck:
     import json
 
     from .card import find_nan_markers
-    from .safetensors_io import read_header
+    from ..engine.safetensors_io import read_header
 
     folder = Path(folder)
     problems: list[str] = []
@@ -292,7 +292,7 @@ def _refuse_token_in_files(folder: Path, files: list[UploadFile], token: str, ca
 
 
 def commit_message(folder: Path) -> str:
-    from .recipe import Recipe
+    from ..engine.recipe import Recipe
 
     r = Recipe.load(folder)
     name = r.name or folder.name

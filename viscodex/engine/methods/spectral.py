@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..errors import MergeError
+from ...errors import MergeError
 from .registry import Method, Param, register
 from .taskvectors import (
     active,

@@ -23,9 +23,9 @@ from typing import Any
 
 import yaml
 
-from .errors import ViscodexError
-from .recipe import RECIPE_FILE, Recipe
-from .sources import HUB_ID, front_matter, license_of
+from ..errors import ViscodexError
+from ..engine.recipe import RECIPE_FILE, Recipe
+from ..engine.sources import HUB_ID, front_matter, license_of
 
 log = logging.getLogger("viscodex")
 
@@ -331,7 +331,7 @@ def human_size(n: int) -> str:
 
 def _method_reference(method: str) -> str:
     try:
-        from .methods import get_method
+        from ..engine.methods import get_method
 
         return get_method(method).reference
     except Exception:  # noqa: BLE001 - an unknown method still gets a card

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import MergeError
+from ...errors import MergeError
 from .registry import Method, Param, register
 from .spectral import EMBEDDINGS
 from .taskvectors import (

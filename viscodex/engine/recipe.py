@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from . import arch
-from .errors import RecipeError
+from ..errors import RecipeError
 
 RECIPE_FILE = "viscodex_recipe.yaml"
 DTYPES = ("auto", "bfloat16", "float16", "float32")

@@ -26,8 +26,8 @@ from typing import Iterator
 
 import torch
 
-from . import arch
-from .errors import SourceError, ViscodexError
+from ..engine import arch
+from ..errors import SourceError, ViscodexError
 
 log = logging.getLogger("viscodex")
 
@@ -98,9 +98,9 @@ def default_variants(cache: str | os.PathLike | None = None, seed: int = 0) -> d
     import fcntl
     import shutil
 
-    from .merge import run_merge
-    from .recipe import Recipe
-    from .tiny import TinyConfig, build_trio
+    from ..engine.merge import run_merge
+    from ..engine.recipe import Recipe
+    from ..toy.models import TinyConfig, build_trio
 
     cfg = TinyConfig(seed=seed)
     root = Path(cache) if cache is not None else cache_root()
@@ -145,7 +145,7 @@ def _find_recipe(recipe: str | os.PathLike | None) -> Path:
     if not cand and os.environ.get(RECIPE_ENV):
         cand = [Path(os.environ[RECIPE_ENV])]
     if not cand:
-        cand = [Path.cwd() / DEFAULT_RECIPE, Path(__file__).resolve().parents[1] / DEFAULT_RECIPE]
+        cand = [Path.cwd() / DEFAULT_RECIPE, Path(__file__).resolve().parents[2] / DEFAULT_RECIPE]
     for p in cand:
         if p.is_file():
             return p
@@ -156,8 +156,8 @@ def _find_recipe(recipe: str | os.PathLike | None) -> Path:
 
 def build_variant(recipe_path: str | os.PathLike, variant: str, cache: Path | None = None) -> Path:
     """A swapped or merged model for a recipe, merged once into the cache."""
-    from .merge import run_merge
-    from .recipe import Recipe
+    from ..engine.merge import run_merge
+    from ..engine.recipe import Recipe
 
     r = Recipe.load(recipe_path).with_overrides(variant=variant)
     key = hashlib.sha256(r.dump().encode()).hexdigest()[:12]
@@ -186,7 +186,7 @@ def resolve_variants(vlm: str | None = None, swapped: str | None = None, merged:
     if offline:
         log.info("no models configured and the Hub is unreachable: using the tiny offline demo trio")
         return {k: str(v) for k, v in default_variants().items()}
-    from .recipe import Recipe
+    from ..engine.recipe import Recipe
 
     rp = _find_recipe(recipe)
     return {"vlm": Recipe.load(rp).vlm, "swapped": str(build_variant(rp, "swapped")),
@@ -195,7 +195,7 @@ def resolve_variants(vlm: str | None = None, swapped: str | None = None, merged:
 
 def app_script() -> Path:
     """app.py, the Gradio UI: beside the package in a checkout (or an editable install), else in the cwd."""
-    for script in (Path(__file__).resolve().parents[1] / "app.py", Path.cwd() / "app.py"):
+    for script in (Path(__file__).resolve().parents[2] / "app.py", Path.cwd() / "app.py"):
         if script.is_file():
             return script
     raise ViscodexError("app.py not found: run from the viscodex checkout (it holds app.py)")
@@ -277,7 +277,7 @@ def _load_one(name: str, spec: str, dtype: str):
     """Model and processor of one variant: a folder, or a Hub id with an optional @revision."""
     from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
-    from .sources import parse_spec
+    from ..engine.sources import parse_spec
 
     env = ENV_VARS.get(name, name)
     ref, rev = parse_spec(spec)
@@ -593,7 +593,7 @@ class Preview:
 def render_preview(text: str, task: Task, *, chart_timeout: float = 20.0, chart_mem_mb: int = 1024) -> Preview:
     """HTML -> sandboxed iframe; matplotlib code -> PNG rendered in the sandbox subprocess."""
     from . import html_preview
-    from .sandbox import render_chart
+    from ..sandbox import render_chart
 
     code, lang = extract_code(text, task.language)
     kind = task.preview if task.preview != "auto" else {"html": "html", "python": "chart"}.get(lang or "", "")

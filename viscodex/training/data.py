@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from .errors import ViscodexError
+from ..errors import ViscodexError
 
 log = logging.getLogger("viscodex")
 
@@ -680,7 +680,7 @@ def write_toy_dataset(folder: str | os.PathLike, n: int = 32, seed: int = 0, ima
 
     from PIL import Image, ImageDraw
 
-    from .tiny import COLORS, RGB, SHAPES, SIZES
+    from ..toy.models import COLORS, RGB, SHAPES, SIZES
 
     folder = Path(folder)
     (folder / "images").mkdir(parents=True, exist_ok=True)

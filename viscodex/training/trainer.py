@@ -24,9 +24,10 @@ from typing import Any
 import torch
 import yaml
 
-from . import __version__, arch
-from .errors import ViscodexError
-from .recipe import RECIPE_FILE, Recipe
+from .. import __version__
+from ..engine import arch
+from ..errors import ViscodexError
+from ..engine.recipe import RECIPE_FILE, Recipe
 
 log = logging.getLogger("viscodex")
 INDEX_CACHE = "viscodex_data_index.json"
@@ -73,7 +74,7 @@ class TrainConfig:
     extra_args: dict[str, Any] = field(default_factory=dict)  # passed to TrainingArguments as is
 
     def validate(self) -> TrainConfig:
-        from .sft_data import TRUNCATION
+        from .data import TRUNCATION
 
         for name in ("global_batch", "batch_size", "max_len", "save_steps", "logging_steps"):
             if int(getattr(self, name)) < 1:
@@ -281,7 +282,7 @@ def _index_key(cfg: TrainConfig, encoder, n_records: int, source) -> str:
 
 def load_index(cfg: TrainConfig, source, encoder, work: Path, write: bool = True):
     """Check the records once; the result is cached in the checkpoint folder (resume, other ranks)."""
-    from .sft_data import DataIndex, build_index
+    from .data import DataIndex, build_index
 
     key = _index_key(cfg, encoder, len(source.records), source)
     cache = work / INDEX_CACHE
@@ -324,7 +325,7 @@ def _cast_checkpoint(folder: Path, dtype: torch.dtype) -> None:
     """Rewrite saved shards in `dtype` (the input model's), one shard in memory at a time."""
     from safetensors.torch import load_file, save_file
 
-    from .safetensors_io import DTYPES
+    from ..engine.safetensors_io import DTYPES
 
     name = {v: k for k, v in DTYPES.items()}[dtype]
     total = 0
@@ -352,7 +353,7 @@ def _cast_checkpoint(folder: Path, dtype: torch.dtype) -> None:
 
 
 def _file_hashes(folder: Path) -> dict[str, str]:
-    from .sources import sha256_file
+    from ..engine.sources import sha256_file
 
     return {f.name: sha256_file(f) for f in sorted(folder.glob("*.safetensors"))}
 
@@ -374,9 +375,9 @@ def run_train(cfg: TrainConfig) -> TrainResult:
         TrainingArguments,
     )
 
-    from .merge import check_out, finalize
-    from .sft_data import DataError, Encoder, SFTCollator, SFTDataset, open_data
-    from .sources import display_name, open_source
+    from ..engine.merge import check_out, finalize
+    from .data import DataError, Encoder, SFTCollator, SFTDataset, open_data
+    from ..engine.sources import display_name, open_source
 
     t0 = time.perf_counter()
     cfg.validate()
@@ -518,7 +519,7 @@ def run_train(cfg: TrainConfig) -> TrainResult:
 
 
 def _saved_dtypes(folder: Path) -> set[torch.dtype]:
-    from .safetensors_io import read_header
+    from ..engine.safetensors_io import read_header
 
     out = set()
     for f in sorted(folder.glob("*.safetensors")):

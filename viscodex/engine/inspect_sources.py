@@ -5,7 +5,7 @@ import json
 from collections import Counter
 
 from . import arch
-from .errors import CompatibilityError, ViscodexError
+from ..errors import CompatibilityError, ViscodexError
 from .plan import build_plan
 from .recipe import Recipe
 from .sources import Source, open_source

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ViscodexError
+from ..errors import ViscodexError
 
 MAX_FILE_BYTES = 25 * 1024 * 1024  # larger uploads are rejected before decoding
 MAX_DECODE_PIXELS = 40_000_000  # decoded size limit (a 40 MP screenshot is already extreme)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import SourceError
+from ..errors import SourceError
 
 DTYPES: dict[str, torch.dtype] = {
     "F64": torch.float64,

@@ -29,12 +29,12 @@ from typing import Any
 
 import torch
 
-from . import __version__
-from . import toy_tasks as tt
-from .compare import cache_root
-from .errors import ViscodexError
-from .evaluation.generate import quiet_transformers
-from .tiny import TRIO_VERSION, TinyConfig
+from .. import __version__
+from . import world as tt
+from ..app.compare import cache_root
+from ..errors import ViscodexError
+from ..evaluation.generate import quiet_transformers
+from .models import TRIO_VERSION, TinyConfig
 
 log = logging.getLogger("viscodex")
 DEMO_VERSION = 1  # bump when training data or procedure change: invalidates cached trios
@@ -99,7 +99,7 @@ def _code_version() -> str:
     """Versions plus the source of the modules that define the toy data and the models."""
     import transformers
 
-    from . import tiny
+    from . import models as tiny
 
     src = "".join(Path(m.__file__).read_text() for m in (tiny, tt))
     return f"viscodex{__version__}|trio{TRIO_VERSION}|demo{DEMO_VERSION}|tf{transformers.__version__}|torch{torch.__version__}|{_hash(src)}"
@@ -219,7 +219,7 @@ def train_trio(out: str | os.PathLike, cfg: TinyConfig | None = None, demo: Demo
     `cfg` gives the architecture (and seed) when `demo` is not given; training settings then come
     from the FULL demo configuration. Deterministic for a given configuration and thread count.
     """
-    from .tiny import build_processor, build_tokenizer, new_base, new_vlm_from, save
+    from .models import build_processor, build_tokenizer, new_base, new_vlm_from, save
 
     if demo is None:
         cfg = cfg or TinyConfig()
@@ -388,7 +388,7 @@ def sft_image_code(src: Path, dst: Path, demo: DemoConfig) -> dict:
 
 def _write_provenance(src: Path, dst: Path, training: dict) -> None:
     """Carry a merged variant's recipe over to its fine-tuned copy, with a `training` record."""
-    from .recipe import RECIPE_FILE, Recipe
+    from ..engine.recipe import RECIPE_FILE, Recipe
 
     if (src / RECIPE_FILE).exists():
         r = Recipe.load(src)
@@ -398,8 +398,8 @@ def _write_provenance(src: Path, dst: Path, training: dict) -> None:
 
 # ---------------------------------------------------------------- the demo
 def _merge(paths: dict[str, Path], out: Path, lam: float, variant: str = "merged") -> Path:
-    from .merge import run_merge
-    from .recipe import Recipe
+    from ..engine.merge import run_merge
+    from ..engine.recipe import Recipe
 
     r = Recipe(vlm=str(paths["vlm"]), coder=str(paths["coder"]), base=str(paths["base"]), lam=lam, variant=variant,
                name=f"toy-{variant}" + (f"-lam{lam:g}" if variant == "merged" else ""))
@@ -419,7 +419,7 @@ def run_demo(out: str | os.PathLike | None = None, demo: DemoConfig = FULL, *, c
     variants/ (merged and swapped models) and sft/ (the three variants after the image -> code SFT).
     An existing `out` from the same configuration is reused as is unless `force`.
     """
-    from .merge import finalize
+    from ..engine.merge import finalize
 
     out = Path(out).expanduser().absolute() if out else cache_root() / f"demo-{demo.key()}"
     old = _read_results(out)
@@ -620,7 +620,7 @@ def plot(results: dict, path: Path) -> None:
 
 def launch_app(results: dict, *, port: int | None = None, host: str | None = None) -> None:
     """Serve the comparison app on the three fine-tuned variants until interrupted."""
-    from .compare import run_app
+    from ..app.compare import run_app
 
     log.info("opening the comparison app on %s", ", ".join(f"{k}={v}" for k, v in variant_paths(results).items()))
     run_app(variant_paths(results), port=port, host=host)

@@ -42,7 +42,7 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
-from .toy_tasks import COLORS, RGB, SHAPES, SIZES  # noqa: F401  (re-exported: the toy world)
+from .world import COLORS, RGB, SHAPES, SIZES  # noqa: F401  (re-exported: the toy world)
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ TRIO_VERSION = 2
 
 def corpus(seed: int = 0) -> list[str]:
     """Synthetic text the tokenizer learns from: every toy task's strings, the base's corpus, chat words."""
-    from .toy_tasks import pretraining_docs, text_corpus
+    from .world import pretraining_docs, text_corpus
 
     out = text_corpus(seed)
     for d in pretraining_docs(seed, 1000):

@@ -23,8 +23,9 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import __version__, arch
-from .errors import MergeError, SourceError, ViscodexError
+from .. import __version__
+from . import arch
+from ..errors import MergeError, SourceError, ViscodexError
 from .plan import MergePlan, PlanItem, build_plan
 from .recipe import RECIPE_FILE, Recipe
 from .hashing import InputHasher

@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from . import arch
-from .errors import SourceError
+from ..errors import SourceError
 from .safetensors_io import TensorInfo, read_header
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")

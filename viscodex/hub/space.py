@@ -24,14 +24,14 @@ from pathlib import Path
 
 import yaml
 
-from . import arch
-from .errors import ViscodexError
+from ..engine import arch
+from ..errors import ViscodexError
 from .publish import PublishError, RetryPolicy, commit_folder, hub_error, resolve_token, upload_files, with_retry
-from .sources import HUB_ID
+from ..engine.sources import HUB_ID
 
 log = logging.getLogger("viscodex")
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
 PAGE = 4096  # spaces.zero packs tensors page-aligned
 GIB = 1024**3
 HARDWARE_ALIASES = {"zerogpu": "zero-a10g", "zero": "zero-a10g", "cpu": "cpu-basic"}
@@ -107,7 +107,7 @@ def tensor_bytes(spec: str) -> dict[str, int]:
     (range reads of the headers; nothing is downloaded)."""
     local = Path(spec).expanduser()
     if local.is_dir():
-        from .sources import _local_headers
+        from ..engine.sources import _local_headers
 
         raw = {k: v.nbytes for k, v in _local_headers(local).items()}
     else:
@@ -169,7 +169,7 @@ def resolve_base_vlm(model: str) -> str:
     """The VLM a published merge was made from, read from its viscodex_recipe.yaml on the Hub."""
     from huggingface_hub import hf_hub_download
 
-    from .recipe import RECIPE_FILE, Recipe
+    from ..engine.recipe import RECIPE_FILE, Recipe
 
     ref, _, rev = model.partition("@")
     try:
