@@ -18,7 +18,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-log = logging.getLogger("viscodex")
+log = logging.getLogger(__name__)
 
 
 def _setup_logging(verbose: bool) -> None:

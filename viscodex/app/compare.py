@@ -27,9 +27,12 @@ from typing import Iterator
 import torch
 
 from ..engine import arch
+from .._util.cache import cache_root
+from .._util.zerogpu import zerogpu_slice
+from .._util.sizes import human_size
 from ..errors import SourceError, ViscodexError
 
-log = logging.getLogger("viscodex")
+log = logging.getLogger(__name__)
 
 VARIANTS = ("vlm", "swapped", "merged")
 LABELS = {"vlm": "Base VLM", "swapped": "Coder-swapped", "merged": "Merged (VisCodex)"}
@@ -38,7 +41,6 @@ RECIPE_ENV = "VISCODEX_RECIPE"
 GPU_SIZE_ENV = "VISCODEX_GPU_SIZE"  # ZeroGPU slice (large/xlarge), set by `viscodex space`
 DEFAULT_RECIPE = "recipes/viscodex-8b.yaml"
 DEMO_LAMBDA = 0.7
-ZEROGPU_LARGE_LIMIT = 42 * 1024**3  # above this much CUDA memory a ZeroGPU call needs the xlarge slice
 
 
 # ---------------------------------------------------------------- tasks and output handling
@@ -86,12 +88,6 @@ def _guess_language(code: str) -> str | None:
 
 
 # ---------------------------------------------------------------- where the models come from
-def cache_root() -> Path:
-    import platformdirs
-
-    return Path(os.environ.get("VISCODEX_CACHE") or platformdirs.user_cache_dir("viscodex"))
-
-
 def default_variants(cache: str | os.PathLike | None = None, seed: int = 0) -> dict[str, Path]:
     """The offline default: the tiny demo trio, plus its coder-swapped and merged (lambda 0.7)
     variants made with `run_merge`. Built once into the cache (under a lock), then reused."""
@@ -250,27 +246,17 @@ class Footprint:
     cuda_allocated: int | None = None
 
     def report(self) -> str:
-        lines = [f"models on {self.device} ({self.dtype}): {human_bytes(self.total)} in all"]
+        lines = [f"models on {self.device} ({self.dtype}): {human_size(self.total)} in all"]
         for n, b in self.own.items():
-            lines.append(f"  {LABELS.get(n, n):18s} {human_bytes(b):>10s} own")
-        lines.append(f"  {'shared (vision)':18s} {human_bytes(self.shared):>10s}")
+            lines.append(f"  {LABELS.get(n, n):18s} {human_size(b):>10s} own")
+        lines.append(f"  {'shared (vision)':18s} {human_size(self.shared):>10s}")
         shared_groups = [g for g in self.groups if len(g) > 1]
         lines.append("  vision passes per request: " + str(len(self.groups)) + (
             " (shared by " + "; ".join(", ".join(LABELS.get(n, n) for n in g) for g in shared_groups) + ")"
             if shared_groups else ""))
         if self.cuda_allocated is not None:
-            lines.append(f"  torch.cuda.memory_allocated: {human_bytes(self.cuda_allocated)}")
+            lines.append(f"  torch.cuda.memory_allocated: {human_size(self.cuda_allocated)}")
         return "\n".join(lines)
-
-
-def human_bytes(n: float) -> str:
-    if n < 1024:
-        return f"{n:.0f} B"
-    for unit in ("KiB", "MiB", "GiB"):
-        n /= 1024
-        if n < 1024 or unit == "GiB":
-            break
-    return f"{n:.2f} {unit}"
 
 
 def _load_one(name: str, spec: str, dtype: str):
@@ -579,7 +565,7 @@ def zerogpu_size(total_bytes: int) -> str:
         if size not in ("large", "xlarge"):
             raise ViscodexError(f"{GPU_SIZE_ENV}={size!r}: expected large or xlarge")
         return size
-    return "xlarge" if total_bytes > ZEROGPU_LARGE_LIMIT else "large"
+    return zerogpu_slice(total_bytes)
 
 
 # ---------------------------------------------------------------- previews

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .._util.sizes import human_size
 from ..errors import ViscodexError
 
 MAX_FILE_BYTES = 25 * 1024 * 1024  # larger uploads are rejected before decoding
@@ -61,12 +62,12 @@ def load_image(source: str | os.PathLike | bytes | Image.Image | None, *, max_pi
             raise UploadError(f"{name}: the uploaded file was not found")
         size = p.stat().st_size
         if size > max_file_bytes:
-            raise UploadError(f"{name}: the file is {_size(size)}; the limit is {_size(max_file_bytes)}")
+            raise UploadError(f"{name}: the file is {human_size(size)}; the limit is {human_size(max_file_bytes)}")
         data = p.read_bytes()
     if not data:
         raise UploadError(f"{name}: the file is empty")
     if len(data) > max_file_bytes:
-        raise UploadError(f"{name}: the file is {_size(len(data))}; the limit is {_size(max_file_bytes)}")
+        raise UploadError(f"{name}: the file is {human_size(len(data))}; the limit is {human_size(max_file_bytes)}")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -79,10 +80,6 @@ def load_image(source: str | os.PathLike | bytes | Image.Image | None, *, max_pi
     except Exception as e:  # noqa: BLE001 - Pillow raises many types for malformed headers
         raise UploadError(f"{name}: the image header is corrupt ({type(e).__name__}: {e})") from None
     return _normalise(im, name, max_pixels, max_decode_pixels)
-
-
-def _size(n: int) -> str:
-    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n} bytes"
 
 
 def _normalise(im: Image.Image, name: str | None, max_pixels: int, max_decode_pixels: int) -> NormalisedImage:

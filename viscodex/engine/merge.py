@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .. import __version__
+from .._version import __version__
 from . import arch
 from ..errors import MergeError, SourceError, ViscodexError
 from .plan import MergePlan, PlanItem, build_plan
@@ -32,7 +32,7 @@ from .hashing import InputHasher
 from .safetensors_io import DTYPES, BufferPool, PlannedTensor, ShardWriter, plan_shards, read_range, shard_names
 from .sources import Source, display_name, open_source
 
-log = logging.getLogger("viscodex")
+log = logging.getLogger(__name__)
 DEFAULT_SHARD_SIZE = 5 * 1024**3
 INDEX_FILE = "model.safetensors.index.json"
 

@@ -16,19 +16,17 @@ from pathlib import Path
 import yaml
 
 from . import arch
+from .._util.hubref import HUB_ID, HubRef
 from ..errors import SourceError
 from .safetensors_io import TensorInfo, read_header
 
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 META_PATTERNS = ["*.json", "*.jinja", "*.txt", "*.model", "*.tiktoken", "README.md"]
 
 
 def parse_spec(spec: str) -> tuple[str, str | None]:
     """'org/name@rev' -> ('org/name', 'rev'); a path that exists is never split."""
-    if Path(spec).expanduser().exists() or "@" not in spec:
-        return spec, None
-    ref, rev = spec.rsplit("@", 1)
-    return ref, rev or None
+    h = HubRef.parse(spec)
+    return h.ref, h.revision
 
 
 def display_name(spec: str) -> str:

@@ -22,9 +22,10 @@ from typing import Any, Callable
 from tqdm.auto import tqdm
 
 from .generate import Generator, model_key
-from .tasks import EvalError, EvalSample, Task, get_task
+from .catalog import get_task
+from .tasks import EvalError, EvalSample, Task
 
-log = logging.getLogger("viscodex")
+log = logging.getLogger(__name__)
 RESULTS_VERSION = 1
 
 

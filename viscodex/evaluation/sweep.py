@@ -24,9 +24,10 @@ from ..errors import RecipeError
 from ..engine.recipe import Recipe
 from .records import card_entry, write_to_recipe
 from .runner import _sha, evaluate_many, write_json
-from .tasks import EvalError, Task, get_task
+from .catalog import get_task
+from .tasks import EvalError, Task
 
-log = logging.getLogger("viscodex")
+log = logging.getLogger(__name__)
 
 
 @dataclass

@@ -23,11 +23,12 @@ from typing import Any
 
 import yaml
 
+from .._util.sizes import human_size
 from ..errors import ViscodexError
 from ..engine.recipe import RECIPE_FILE, Recipe
 from ..engine.sources import HUB_ID, front_matter, license_of
 
-log = logging.getLogger("viscodex")
+log = logging.getLogger(__name__)
 
 TEMPLATE = Path(__file__).parent / "templates" / "model_card.md.j2"
 CARD_FILE = "README.md"
@@ -319,14 +320,6 @@ class CardBuild:
     warnings: list[str]
     relation: str
     base_models: list[str]
-
-
-def human_size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
-        n /= 1024
-    return str(n)
 
 
 def _method_reference(method: str) -> str:

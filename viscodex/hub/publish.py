@@ -26,7 +26,7 @@ from ..errors import SourceError, ViscodexError
 from ..engine.recipe import RECIPE_FILE
 from ..engine.sources import HUB_ID
 
-log = logging.getLogger("viscodex")
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 INDEX_FILE = "model.safetensors.index.json"

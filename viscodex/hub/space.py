@@ -25,11 +25,13 @@ from pathlib import Path
 import yaml
 
 from ..engine import arch
+from .._util.sizes import human_size
+from .._util.zerogpu import XLARGE_THRESHOLD_GIB, zerogpu_slice
 from ..errors import ViscodexError
 from .publish import PublishError, RetryPolicy, commit_folder, hub_error, resolve_token, upload_files, with_retry
 from ..engine.sources import HUB_ID
 
-log = logging.getLogger("viscodex")
+log = logging.getLogger(__name__)
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 PAGE = 4096  # spaces.zero packs tensors page-aligned
@@ -127,7 +129,7 @@ def tensor_bytes(spec: str) -> dict[str, int]:
     return {arch.to_canonical(k, layout): n for k, n in raw.items()}
 
 
-def footprint(models: dict[str, str], threshold_gib: float = 42) -> Footprint:
+def footprint(models: dict[str, str], threshold_gib: float = XLARGE_THRESHOLD_GIB) -> Footprint:
     """GPU bytes of the models the app holds at once, the vision tower counted once."""
     threshold = int(threshold_gib * GIB)
     ws = []
@@ -140,13 +142,11 @@ def footprint(models: dict[str, str], threshold_gib: float = 42) -> Footprint:
     fp.parts = [(f"{w.variant} language model (`{w.id}`)", w.total - w.vision) for w in ws]
     fp.parts.append(("vision encoder + projector (shared)", fp.shared_vision))
     fp.total = sum(n for _, n in fp.parts)
-    fp.slice = "xlarge" if fp.total > threshold else "large"
+    fp.slice = zerogpu_slice(fp.total, threshold_gib)
     return fp
 
 
 def _gib(n: int) -> str:
-    from .card import human_size
-
     return human_size(n)
 
 
@@ -211,7 +211,7 @@ def build_space(folder: str | os.PathLike, *, model: str, repo_id: str, base_vlm
         models["coder-swapped"] = swapped
     else:
         warnings.append("no --swapped model: the app's coder-swapped variant will not be available")
-    fp = footprint(models, float(cfg.get("zerogpu_xlarge_threshold_gib", 42)))
+    fp = footprint(models, float(cfg.get("zerogpu_xlarge_threshold_gib", XLARGE_THRESHOLD_GIB)))
 
     out = Path(folder)
     if out.exists() and any(out.iterdir()):
@@ -243,7 +243,7 @@ def build_space(folder: str | os.PathLike, *, model: str, repo_id: str, base_vlm
              "base VLM": "the vision-language model it starts from",
              "coder-swapped": "baseline: the VLM with its backbone replaced by the code LLM"}
     if flavor == "zero-a10g":
-        note = (f"{_gib(fp.total)} {'>' if fp.slice == 'xlarge' else '<='} {cfg.get('zerogpu_xlarge_threshold_gib', 42)} GiB "
+        note = (f"{_gib(fp.total)} {'>' if fp.slice == 'xlarge' else '<='} {cfg.get('zerogpu_xlarge_threshold_gib', XLARGE_THRESHOLD_GIB):g} GiB "
                 "(the ZeroGPU threshold): "
                 f"the app needs the ZeroGPU **{fp.slice}** slice"
                 + (" (2x GPU quota per call)." if fp.slice == "xlarge" else " (the default)."))

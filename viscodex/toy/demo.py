@@ -29,14 +29,14 @@ from typing import Any
 
 import torch
 
-from .. import __version__
+from .._version import __version__
 from . import world as tt
-from ..app.compare import cache_root
+from .._util.cache import cache_root
 from ..errors import ViscodexError
-from ..evaluation.generate import quiet_transformers
+from .._util.quiet import quiet_transformers
 from .models import TRIO_VERSION, TinyConfig
 
-log = logging.getLogger("viscodex")
+log = logging.getLogger(__name__)
 DEMO_VERSION = 1  # bump when training data or procedure change: invalidates cached trios
 VARIANT_NAMES = {"vlm": "base VLM", "swapped": "coder-swapped", "merged": "merged"}
 

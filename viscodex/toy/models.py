@@ -3,9 +3,8 @@ a coder fine-tuned from it, and a `Qwen2_5_VLForConditionalGeneration` whose bac
 the base. With the real tokenizer class, chat template and Qwen2.5-VL processor, every command
 (merge, train, publish, app) runs on it unchanged, with no downloads.
 
-`build_trio(..., train=False)` perturbs weights (fast, for tests of the plumbing);
-`build_trio(..., train=True)` trains them (demo.train_trio: a few minutes on CPU; `viscodex demo`
-caches them).
+`build_trio` perturbs weights (fast, for tests of the plumbing); the trained trio is
+`viscodex.toy.demo.train_trio` (a few minutes on CPU; `viscodex demo` caches it).
 """
 from __future__ import annotations
 
@@ -196,14 +195,11 @@ def save(model, tokenizer, path: Path, cfg: TinyConfig, processor=None) -> None:
         gc.save_pretrained(path)
 
 
-def build_trio(out: str | os.PathLike, cfg: TinyConfig = TinyConfig(), train: bool = False) -> dict[str, Path]:
-    """Write base/, coder/, vlm/ under `out` and return their paths. Deterministic in cfg.seed."""
+def build_trio(out: str | os.PathLike, cfg: TinyConfig = TinyConfig()) -> dict[str, Path]:
+    """Write base/, coder/, vlm/ under `out` and return their paths. Deterministic in cfg.seed.
+    Untrained (perturbed) weights; the trained trio is `viscodex.toy.demo.train_trio`."""
     from transformers.utils import logging as hf_logging
 
-    if train:
-        from .demo import train_trio  # grown by the demo issue
-
-        return train_trio(out, cfg)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     verbosity = hf_logging.get_verbosity()

@@ -36,9 +36,10 @@ from typing import Any
 
 import torch
 
+from .._util.hubref import HubRef
 from ..errors import ViscodexError
 
-log = logging.getLogger("viscodex")
+log = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
 IMAGE_PLACEHOLDER = "<image>"
@@ -501,8 +502,8 @@ def _open_hub(spec: str, img_root: Path | None, split: str) -> DataSource:
     from huggingface_hub import HfApi, hf_hub_download
     from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
-    repo, _, rev = spec.partition("@")
-    rev = rev or None
+    ref = HubRef.parse(spec)
+    repo, rev = ref.ref, ref.revision
     api = HfApi()
     try:
         info = api.dataset_info(repo, revision=rev)
@@ -680,7 +681,7 @@ def write_toy_dataset(folder: str | os.PathLike, n: int = 32, seed: int = 0, ima
 
     from PIL import Image, ImageDraw
 
-    from ..toy.models import COLORS, RGB, SHAPES, SIZES
+    from ..toy.world import COLORS, RGB, SHAPES, SIZES
 
     folder = Path(folder)
     (folder / "images").mkdir(parents=True, exist_ok=True)

@@ -24,12 +24,12 @@ from typing import Any
 import torch
 import yaml
 
-from .. import __version__
+from .._version import __version__
 from ..engine import arch
 from ..errors import ViscodexError
 from ..engine.recipe import RECIPE_FILE, Recipe
 
-log = logging.getLogger("viscodex")
+log = logging.getLogger(__name__)
 INDEX_CACHE = "viscodex_data_index.json"
 TRAIN_DTYPES = ("float32", "bfloat16")
 
