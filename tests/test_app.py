@@ -34,7 +34,7 @@ def free_port() -> int:
 @contextmanager
 def launched_app(tmp_path_factory, name: str):
     """Import app.py as a fresh module with the offline defaults (tiny trio built into a cache shared
-    by the session) and launch it on a free port. Yields (module, url)."""
+    by the session) and launch it on a free port. Yields (the ComparisonApp it built, url)."""
     base = tmp_path_factory.getbasetemp()
     with pytest.MonkeyPatch.context() as mp:
         for env in compare.ENV_VARS.values():
@@ -50,11 +50,12 @@ def launched_app(tmp_path_factory, name: str):
         sys.modules[spec.name] = mod
         spec.loader.exec_module(mod)
         port = free_port()
-        mod.demo.launch(prevent_thread_lock=True, server_port=port, server_name="127.0.0.1", **mod.LAUNCH_KWARGS)
+        ui = mod.app  # app.py only builds the app when imported (it launches when run as a script)
+        ui.demo.launch(prevent_thread_lock=True, server_port=port, server_name="127.0.0.1", **ui.launch_kwargs)
         try:
-            yield mod, f"http://127.0.0.1:{port}/"
+            yield ui, f"http://127.0.0.1:{port}/"
         finally:
-            mod.demo.close()
+            ui.demo.close()
             sys.modules.pop(spec.name, None)
 
 
@@ -102,8 +103,8 @@ class VisionCounter:
 # ---------------------------------------------------------------- library level
 def test_offline_default_is_the_tiny_trio_merged_by_run_merge(app):
     mod, _ = app
-    assert set(mod.SPECS) == {"vlm", "swapped", "merged"}
-    paths = {k: Path(v) for k, v in mod.SPECS.items()}
+    assert set(mod.specs) == {"vlm", "swapped", "merged"}
+    paths = {k: Path(v) for k, v in mod.specs.items()}
     assert paths == compare.default_variants()  # cached: the same folders, not rebuilt
     import yaml
 
@@ -115,7 +116,7 @@ def test_offline_default_is_the_tiny_trio_merged_by_run_merge(app):
 
 
 def test_vision_tower_is_shared_and_footprint_counts_it_once(app):
-    vs = app[0].VARIANTS
+    vs = app[0].variants
     assert vs.groups == [["vlm", "swapped", "merged"]]
     vis = [v.visual for v in vs.variants.values()]
     assert vis[0] is vis[1] is vis[2]
@@ -132,7 +133,7 @@ def test_vision_tower_is_shared_and_footprint_counts_it_once(app):
 
 
 def test_stream_equals_plain_generate_with_one_vision_pass(app):
-    vs = app[0].VARIANTS
+    vs = app[0].variants
     img, instr = image(), TASKS["Matplotlib chart"].instruction
     stats = StreamStats()
     with VisionCounter(vs.leader(0).visual) as c:
@@ -147,7 +148,7 @@ def test_stream_equals_plain_generate_with_one_vision_pass(app):
 
 
 def test_sampling_settings_are_the_same_for_every_variant(app):
-    vs = app[0].VARIANTS
+    vs = app[0].variants
     for v in vs.variants.values():
         greedy = compare.generation_config(v.model, 7, 0.0)
         assert (greedy.do_sample, greedy.max_new_tokens) == (False, 7)
@@ -161,7 +162,7 @@ def test_sampling_settings_are_the_same_for_every_variant(app):
 
 
 def test_closing_the_stream_stops_all_generations(app):
-    vs = app[0].VARIANTS
+    vs = app[0].variants
     stats = StreamStats()
     gen = vs.stream(image(), "Write the HTML", max_new_tokens=2000, stats=stats)
     next(gen)
@@ -171,7 +172,7 @@ def test_closing_the_stream_stops_all_generations(app):
 
 
 def test_stop_event_ends_generation_early(app):
-    vs = app[0].VARIANTS
+    vs = app[0].variants
     stop = threading.Event()
     stats = StreamStats()
     n = 0
@@ -186,7 +187,7 @@ def test_different_vision_towers_are_not_shared(app, tmp_path):
     """Identity is checked, not assumed: change one vision tensor in a copy of the merged model."""
     from safetensors.torch import load_file, save_file
 
-    specs = dict(app[0].SPECS)
+    specs = dict(app[0].specs)
     changed = tmp_path / "merged-other-vision"
     shutil.copytree(specs["merged"], changed)
     for f in sorted(changed.glob("*.safetensors")):
@@ -234,7 +235,7 @@ def test_resolve_variants_precedence(monkeypatch, tmp_path):
 
 
 def test_two_variants_load_and_stream(app):
-    specs = {k: v for k, v in app[0].SPECS.items() if k != "swapped"}
+    specs = {k: v for k, v in app[0].specs.items() if k != "swapped"}
     vs = load_variants(specs, device="cpu")
     assert vs.names == ["vlm", "merged"] and vs.groups == [["vlm", "merged"]]
     last = list(vs.stream(image(), "Write the HTML", max_new_tokens=4))[-1]
@@ -295,7 +296,7 @@ def predict(client, path, task="HTML page", max_new=MAX_NEW, **kw):
 
 
 def test_request_streams_three_nonempty_outputs_with_one_vision_pass(app, client, image_file):
-    vs = app[0].VARIANTS
+    vs = app[0].variants
     with VisionCounter(vs.leader(0).visual) as c:
         job = predict(client, image_file)
         final = job.result(timeout=120)
@@ -392,26 +393,33 @@ def test_api_exposes_only_run(client):
     assert list(client.view_api(return_format="dict")["named_endpoints"]) == ["/run"]
 
 
-def test_cli_app_command_sets_the_variants_and_runs_app_py(monkeypatch):
+def test_cli_app_command_builds_the_app_on_the_given_variants(monkeypatch):
+    """`viscodex app` passes the variants to create_app as arguments: no os.environ / sys.argv edits."""
+    import os
+
     from typer.testing import CliRunner
 
+    from viscodex.app import ui
     from viscodex.cli import app as cli
 
     seen = {}
 
-    def fake_run_path(path, run_name=None):
-        import os
+    class Fake:
+        def launch(self, **kw):
+            seen["launch"] = kw
 
-        seen.update(path=path, run_name=run_name, env={k: os.environ.get(k) for k in
-                                                       [*compare.ENV_VARS.values(), "GRADIO_SERVER_PORT"]})
-
-    import os
-
-    monkeypatch.setattr("runpy.run_path", fake_run_path)
-    monkeypatch.setattr(os, "environ", {k: v for k, v in os.environ.items()
-                                        if k not in [*compare.ENV_VARS.values(), "GRADIO_SERVER_PORT"]})
+    monkeypatch.setattr(ui, "create_app", lambda variants: seen.update(variants=variants) or Fake())
+    env, argv = dict(os.environ), list(sys.argv)
     r = CliRunner().invoke(cli, ["app", "--vlm", "a/v", "--swapped", "b/s", "--merged", "c/m", "--port", "7999"])
     assert r.exit_code == 0, r.output
-    assert Path(seen["path"]) == ROOT / "app.py" and seen["run_name"] == "__main__"
-    assert seen["env"] == {"VISCODEX_BASE_VLM": "a/v", "VISCODEX_SWAPPED": "b/s", "VISCODEX_MERGED": "c/m",
-                           "GRADIO_SERVER_PORT": "7999"}
+    assert seen == {"variants": {"vlm": "a/v", "swapped": "b/s", "merged": "c/m"},
+                    "launch": {"port": 7999, "host": None}}
+    assert dict(os.environ) == env and sys.argv == argv
+
+
+def test_space_entry_point_is_the_packaged_one():
+    """The checkout's app.py is the Space template's app.py (a wheel's `viscodex space` ships the latter)."""
+    from viscodex.hub.space import TEMPLATE_DIR
+
+    assert (ROOT / "app.py").read_bytes() == (TEMPLATE_DIR / "app.py").read_bytes()
+    assert (ROOT / "requirements.txt").resolve() == (TEMPLATE_DIR / "requirements.txt").resolve()

@@ -269,28 +269,30 @@ def test_demo_reuses_its_results_and_refuses_foreign_folders(demo_run, tmp_path)
     assert other.exit_code == 2 and "another configuration" in other.output
 
 
-def test_launch_app_runs_app_py_on_the_three_fine_tuned_folders(monkeypatch, tmp_path):
+def test_demo_command_opens_the_app_on_the_three_fine_tuned_folders(monkeypatch, tmp_path):
+    """`viscodex demo` (app on) serves the SFT'd variants, passed as arguments (no environment edits)."""
     import os
-    import runpy
 
-    from viscodex.app import compare
-    from viscodex.toy.demo import launch_app
+    from typer.testing import CliRunner
 
+    import viscodex.toy.demo as demo
+    from viscodex.app import ui
+    from viscodex.cli import app
+
+    (tmp_path / "results.md").write_text("table\n")
+    monkeypatch.setattr(demo, "run_demo", lambda out, cfg, force, threads: {"out": str(tmp_path)})
     seen = {}
-    keys = [*compare.ENV_VARS.values(), "GRADIO_SERVER_PORT", "GRADIO_SERVER_NAME"]
-    monkeypatch.setattr(os, "environ", {k: v for k, v in os.environ.items() if k not in keys})
-    monkeypatch.setattr(runpy, "run_path", lambda path, run_name=None: seen.update(
-        path=Path(path), run_name=run_name, env={k: os.environ.get(k) for k in keys}))
-    launch_app({"out": str(tmp_path)}, port=7999, host="0.0.0.0")
-    assert seen["path"] == compare.app_script() and seen["path"].name == "app.py" and seen["run_name"] == "__main__"
-    assert seen["env"] == {"VISCODEX_BASE_VLM": str(tmp_path / "sft" / "vlm"),
-                           "VISCODEX_SWAPPED": str(tmp_path / "sft" / "swapped"),
-                           "VISCODEX_MERGED": str(tmp_path / "sft" / "merged"),
-                           "GRADIO_SERVER_PORT": "7999", "GRADIO_SERVER_NAME": "0.0.0.0"}
+    monkeypatch.setattr(ui, "run_app", lambda variants, port, host: seen.update(variants=variants, port=port, host=host))
+    env = dict(os.environ)
+    r = CliRunner().invoke(app, ["demo", "--fast", "--port", "7999", "--host", "0.0.0.0"])
+    assert r.exit_code == 0, r.output
+    assert seen == {"variants": {k: tmp_path / "sft" / k for k in ("vlm", "swapped", "merged")}, "port": 7999,
+                    "host": "0.0.0.0"}
+    assert dict(os.environ) == env
 
 
 def test_run_app_refuses_unknown_variants():
-    from viscodex.app.compare import run_app
+    from viscodex.app.ui import run_app
     from viscodex.errors import ViscodexError
 
     with pytest.raises(ViscodexError, match=r"unknown variant\(s\) \['coder'\]: expected some of \['vlm', 'swapped', 'merged'\]"):

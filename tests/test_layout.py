@@ -38,7 +38,9 @@ def module_name(path: Path) -> str:
 
 
 def modules() -> dict[str, Path]:
-    return {module_name(p): p for p in PKG.rglob("*.py") if "samples" not in p.relative_to(PKG).parts}
+    # data, not modules: evaluation samples, and the Space's app.py shipped as a template
+    data = {"samples", "space_config"}
+    return {module_name(p): p for p in PKG.rglob("*.py") if not data & set(p.relative_to(PKG).parts)}
 
 
 def imports(name: str, path: Path, known: set[str]) -> set[str]:

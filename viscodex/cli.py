@@ -270,7 +270,7 @@ def app_cmd(
 ) -> None:
     """Launch the side-by-side demo (app.py): base VLM, coder-swapped and merged. Nothing given and
     no Hub: the tiny offline demo trio."""
-    from .app.compare import run_app
+    from .app.ui import run_app
 
     _guard(lambda: run_app({"vlm": vlm, "swapped": swapped, "merged": merged}, port=port, host=host))
 
@@ -360,7 +360,7 @@ def demo(
     the table, then launch the app on them."""
     import dataclasses
 
-    from .toy.demo import FAST, FULL, launch_app, run_demo
+    from .toy.demo import FAST, FULL, run_demo, variant_paths
 
     def run():
         cfg = dataclasses.replace(FAST if fast else FULL, seed=seed)
@@ -369,7 +369,11 @@ def demo(
         typer.echo((folder / "results.md").read_text(), nl=False)
         typer.echo(f"wrote {folder / 'results.md'}, {folder / 'results.json'}, {folder / 'accuracy_vs_lambda.png'}")
         if not no_app:
-            launch_app(res, port=port, host=host)
+            from .app.ui import run_app
+
+            paths = variant_paths(res)
+            log.info("opening the comparison app on %s", ", ".join(f"{k}={v}" for k, v in paths.items()))
+            run_app(paths, port=port, host=host)
 
     _guard(run)
 

@@ -141,7 +141,7 @@ def _find_recipe(recipe: str | os.PathLike | None) -> Path:
     if not cand and os.environ.get(RECIPE_ENV):
         cand = [Path(os.environ[RECIPE_ENV])]
     if not cand:
-        cand = [Path.cwd() / DEFAULT_RECIPE, Path(__file__).resolve().parents[2] / DEFAULT_RECIPE]
+        cand = [Path.cwd() / DEFAULT_RECIPE, Path(__file__).resolve().parents[1] / DEFAULT_RECIPE]  # viscodex/recipes/
     for p in cand:
         if p.is_file():
             return p
@@ -187,36 +187,6 @@ def resolve_variants(vlm: str | None = None, swapped: str | None = None, merged:
     rp = _find_recipe(recipe)
     return {"vlm": Recipe.load(rp).vlm, "swapped": str(build_variant(rp, "swapped")),
             "merged": str(build_variant(rp, "merged"))}
-
-
-def app_script() -> Path:
-    """app.py, the Gradio UI: beside the package in a checkout (or an editable install), else in the cwd."""
-    for script in (Path(__file__).resolve().parents[2] / "app.py", Path.cwd() / "app.py"):
-        if script.is_file():
-            return script
-    raise ViscodexError("app.py not found: run from the viscodex checkout (it holds app.py)")
-
-
-def run_app(variants: dict[str, str | os.PathLike] | None = None, *, port: int | None = None,
-            host: str | None = None) -> None:
-    """Serve the comparison app on these variants (ids or folders by vlm/swapped/merged; unset ones
-    keep `resolve_variants`' defaults) until interrupted: app.py run as a script, as a Space does."""
-    import runpy
-    import sys
-
-    script = app_script()
-    unknown = set(variants or {}) - set(ENV_VARS)
-    if unknown:
-        raise ViscodexError(f"unknown variant(s) {sorted(unknown)}: expected some of {list(ENV_VARS)}")
-    for name, value in (variants or {}).items():
-        if value:
-            os.environ[ENV_VARS[name]] = str(value)
-    if port is not None:
-        os.environ["GRADIO_SERVER_PORT"] = str(port)
-    if host is not None:
-        os.environ["GRADIO_SERVER_NAME"] = host
-    sys.argv = [str(script)]
-    runpy.run_path(str(script), run_name="__main__")
 
 
 # ---------------------------------------------------------------- loading

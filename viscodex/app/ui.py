@@ -1,13 +1,14 @@
 """VisCodex demo: the base VLM, the coder-swapped model and the merged model, side by side.
 
-Runs on a Hugging Face ZeroGPU Space and locally (`python app.py` or `viscodex app`). This file is
-the UI only; loading, shared-vision generation and the renderers live in viscodex.app.compare,
-viscodex.sandbox, viscodex.app.html_preview and viscodex.app.uploads.
+Runs on a Hugging Face ZeroGPU Space (its app.py calls `serve`) and locally (`viscodex app`, or
+`python app.py` in a checkout). This module is the UI only; loading, shared-vision generation and the
+renderers live in viscodex.app.compare, viscodex.sandbox, viscodex.app.html_preview and
+viscodex.app.uploads.
 
-Models: VISCODEX_BASE_VLM, VISCODEX_SWAPPED, VISCODEX_MERGED (ids or folders), or command-line
-flags; nothing set and no Hub: the tiny offline demo trio. See docs/app.md.
+Models: arguments of `create_app`, else VISCODEX_BASE_VLM, VISCODEX_SWAPPED, VISCODEX_MERGED (ids or
+folders); nothing set and no Hub: the tiny offline demo trio. See docs/app.md.
 """
-import spaces  # noqa: I001 - must come before anything that touches CUDA (ZeroGPU)
+from __future__ import annotations
 
 import argparse
 import base64
@@ -16,54 +17,101 @@ import logging
 import os
 import sys
 import time
+from dataclasses import dataclass
+from typing import Any
 
 import gradio as gr
+import spaces  # a no-op decorator off ZeroGPU; on a Space, app.py imports it before anything touches CUDA
 
-from viscodex.app import compare, html_preview, uploads
-from viscodex.app.assets import ASSETS_DIR, example_paths
-from viscodex.app.compare import LABELS, TASKS
+from . import compare, html_preview, uploads
+from .assets import ASSETS_DIR, example_paths
+from ..errors import ViscodexError
+from .compare import LABELS, TASKS
 
-log = logging.getLogger("viscodex.app")
+log = logging.getLogger(__name__)
 CONCURRENCY = int(os.environ.get("VISCODEX_CONCURRENCY", "2"))
 CHART_MAX_PIXELS = 4_000_000
 DEFAULT_MAX_NEW_TOKENS = int(os.environ.get("VISCODEX_MAX_NEW_TOKENS", "1024"))
 
 
+CSS = ".viscodex-code .cm-scroller{max-height:560px;overflow:auto} .gradio-container iframe{max-width:100%}"
+
+
 def parse_args(argv=None) -> argparse.Namespace:
+    """`python app.py` flags (a Space passes none: it configures the models by variables)."""
     p = argparse.ArgumentParser(description="VisCodex side-by-side demo")
     for name, env in compare.ENV_VARS.items():
         p.add_argument(f"--{name}", help=f"{LABELS[name]}: model id or folder (env {env})")
     p.add_argument("--port", type=int, help="server port (env GRADIO_SERVER_PORT)")
     p.add_argument("--host", help="server address, e.g. 0.0.0.0 (env GRADIO_SERVER_NAME)")
     p.add_argument("--share", action="store_true", help="also open a public gradio.live link")
-    args = p.parse_args(argv)
-    for name, env in compare.ENV_VARS.items():
-        if getattr(args, name):
-            os.environ[env] = getattr(args, name)
-    return args
+    return p.parse_args(argv)
 
 
-ARGS = parse_args() if __name__ == "__main__" else None
-logging.basicConfig(level=logging.INFO, format="%(message)s")
+@dataclass
+class ComparisonApp:
+    """The built UI and what it serves: `demo` (gr.Blocks), the loaded `variants`, their `specs`."""
 
-# Loaded at import: on ZeroGPU, CUDA tensors made here are moved onto the GPU for each call.
-SPECS = compare.resolve_variants()
-VARIANTS = compare.load_variants(SPECS, device=os.environ.get("VISCODEX_DEVICE") or None,
-                                 dtype=os.environ.get("VISCODEX_DTYPE", "auto"))
-FOOTPRINT = VARIANTS.footprint()
-print(FOOTPRINT.report(), file=sys.stderr, flush=True)
-NAMES = VARIANTS.names
+    demo: gr.Blocks
+    variants: compare.VariantSet
+    specs: dict[str, str]
+    footprint: Any
+
+    @property
+    def names(self) -> list[str]:
+        return self.variants.names
+
+    @property
+    def launch_kwargs(self) -> dict:
+        """What `demo.launch` needs besides the address: the examples' folder and the CSS."""
+        return dict(allowed_paths=[str(ASSETS_DIR)], css=CSS)
+
+    def launch(self, *, port: int | None = None, host: str | None = None, share: bool = False, **kw) -> None:
+        """Serve until interrupted (unset port/host: GRADIO_SERVER_PORT/NAME, else gradio's defaults)."""
+        self.demo.launch(server_port=port, server_name=host, share=share or None, **self.launch_kwargs, **kw)
 
 
-def _gpu_duration(image, instruction, max_new_tokens, temperature):
-    return compare.gpu_duration(max_new_tokens, image.width * image.height)
+def create_app(variants: dict[str, str | os.PathLike | None] | None = None, *, device: str | None = None,
+               dtype: str | None = None) -> ComparisonApp:
+    """Load the variants (ids or folders by vlm/swapped/merged; unset ones: `resolve_variants`'
+    defaults) and build the UI. On ZeroGPU, CUDA tensors made here are moved onto the GPU per call."""
+    unknown = set(variants or {}) - set(compare.ENV_VARS)
+    if unknown:
+        raise ViscodexError(f"unknown variant(s) {sorted(unknown)}: expected some of {list(compare.ENV_VARS)}")
+    specs = compare.resolve_variants(**{k: str(v) for k, v in (variants or {}).items() if v})
+    vs = compare.load_variants(specs, device=device or os.environ.get("VISCODEX_DEVICE") or None,
+                               dtype=dtype or os.environ.get("VISCODEX_DTYPE", "auto"))
+    footprint = vs.footprint()
+    print(footprint.report(), file=sys.stderr, flush=True)
+
+    def gpu_duration(image, instruction, max_new_tokens, temperature):
+        return compare.gpu_duration(max_new_tokens, image.width * image.height)
+
+    @spaces.GPU(duration=gpu_duration, size=compare.zerogpu_size(footprint.total))
+    def generate(image, instruction, max_new_tokens, temperature):
+        """The only function that computes on the GPU: one vision pass, three streams."""
+        yield from vs.stream(image, instruction, max_new_tokens=int(max_new_tokens),
+                             temperature=float(temperature), min_interval=0.05)
+
+    return ComparisonApp(build_demo(vs, specs, footprint, generate), vs, specs, footprint)
 
 
-@spaces.GPU(duration=_gpu_duration, size=compare.zerogpu_size(FOOTPRINT.total))
-def generate(image, instruction, max_new_tokens, temperature):
-    """The only function that computes on the GPU: one vision pass, three streams."""
-    yield from VARIANTS.stream(image, instruction, max_new_tokens=int(max_new_tokens),
-                               temperature=float(temperature), min_interval=0.05)
+def run_app(variants: dict[str, str | os.PathLike | None] | None = None, *, port: int | None = None,
+            host: str | None = None) -> None:
+    """Serve the comparison app on these variants (ids or folders by vlm/swapped/merged; unset ones
+    keep `resolve_variants`' defaults) until interrupted (`viscodex app`, `viscodex demo`)."""
+    create_app(variants).launch(port=port, host=host)
+
+
+def serve(launch: bool = True, argv: list[str] | None = None) -> ComparisonApp:
+    """The Space's app.py: build the app from the environment (and, run as a script, the flags)
+    and serve it; `launch=False` only builds it (a test imports app.py that way)."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = parse_args(argv) if launch else None
+    app = create_app({k: getattr(args, k) for k in compare.ENV_VARS} if args else None)
+    if args:
+        app.launch(port=args.port, host=args.host, share=args.share)
+    return app
 
 
 def raw_upload(payload):
@@ -94,8 +142,8 @@ def chart_markup(png: bytes | None, message: str) -> str:
     return html_preview.png_img(buf.getvalue())
 
 
-def run(image, task, instruction, max_new_tokens, temperature, max_pixels):
-    """Validate the upload, stream the three answers, then render the previews."""
+def run(generate, names, image, task, instruction, max_new_tokens, temperature, max_pixels):
+    """Validate the upload, stream the three answers (`generate`), then render the previews."""
     t = TASKS.get(task) or TASKS["Free text"]
     try:
         img = uploads.load_image(image, max_pixels=int(max_pixels))
@@ -104,9 +152,9 @@ def run(image, task, instruction, max_new_tokens, temperature, max_pixels):
     instruction = (instruction or "").strip() or t.instruction
     status = f"**Input:** {img.summary()}"
     t0 = time.perf_counter()
-    texts = ("",) * len(NAMES)
+    texts = ("",) * len(names)
     yield (*texts, *texts, status + " · starting…")  # clear the previous result
-    skip = [gr.skip()] * len(NAMES)
+    skip = [gr.skip()] * len(names)
     for texts in generate(img.image, instruction, max_new_tokens, temperature):
         codes = [compare.extract_code(x, t.language)[0] for x in texts]
         yield (*codes, *skip, status + f" · generating… {time.perf_counter() - t0:.1f} s")
@@ -117,16 +165,21 @@ def run(image, task, instruction, max_new_tokens, temperature, max_pixels):
     yield (*codes, *htmls, status + f" · generated in {gen_s:.1f} s")
 
 
-def run_example(image, task, instruction):
-    yield from run(image, task, instruction, min(DEFAULT_MAX_NEW_TOKENS, 512), 0.0, uploads.DEFAULT_MAX_PIXELS)
+def build_demo(variants: compare.VariantSet, specs: dict[str, str], footprint, generate) -> gr.Blocks:
+    """The Blocks UI over loaded variants; `generate` streams their answers (the GPU function)."""
+    names = variants.names
 
+    def run_request(image, task, instruction, max_new_tokens, temperature, max_pixels):
+        yield from run(generate, names, image, task, instruction, max_new_tokens, temperature, max_pixels)
 
-def on_task(task):
-    t = TASKS[task]
-    return (gr.update(value=t.instruction), *[gr.update(language=t.language) for _ in NAMES])
+    def run_example(image, task, instruction):
+        yield from run_request(image, task, instruction, min(DEFAULT_MAX_NEW_TOKENS, 512), 0.0,
+                               uploads.DEFAULT_MAX_PIXELS)
 
+    def on_task(task):
+        t = TASKS[task]
+        return (gr.update(value=t.instruction), *[gr.update(language=t.language) for _ in names])
 
-def build_demo() -> gr.Blocks:
     first_task = next(iter(TASKS))
     with gr.Blocks(title="VisCodex: base VLM vs coder-swapped vs merged") as demo:
         gr.Markdown("# VisCodex side by side\nUpload a screenshot, chart or diagram and compare the **base VLM**, "
@@ -151,7 +204,7 @@ def build_demo() -> gr.Blocks:
                 status = gr.Markdown(elem_id="viscodex-status")
         codes, htmls = [], []
         with gr.Row(equal_height=False):
-            for name in NAMES:
+            for name in names:
                 with gr.Column(elem_id=f"col-{name}"):
                     gr.Markdown(f"### {LABELS[name]}")
                     codes.append(gr.Code(language=TASKS[first_task].language, label=f"{LABELS[name]}: code",
@@ -168,19 +221,12 @@ def build_demo() -> gr.Blocks:
             label="Examples (drawn by viscodex.app.assets)",
         )
         with gr.Accordion("Models and memory", open=False):
-            gr.Markdown("\n".join(f"- **{LABELS[n]}**: `{s}`" for n, s in SPECS.items())
-                        + f"\n\n```\n{FOOTPRINT.report()}\n```")
+            gr.Markdown("\n".join(f"- **{LABELS[n]}**: `{s}`" for n, s in specs.items())
+                        + f"\n\n```\n{footprint.report()}\n```")
         task.change(on_task, [task], [instruction, *codes], api_visibility="private")
-        run_event = run_btn.click(run, [image, task, instruction, max_new_tokens, temperature, max_pixels], outputs,
+        run_event = run_btn.click(run_request, [image, task, instruction, max_new_tokens, temperature, max_pixels], outputs,
                                   api_name="run", concurrency_limit=CONCURRENCY)
         stop_btn.click(None, None, None, cancels=[run_event], api_visibility="private")
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=64)
     return demo
 
-
-demo = build_demo()
-CSS = ".viscodex-code .cm-scroller{max-height:560px;overflow:auto} .gradio-container iframe{max-width:100%}"
-LAUNCH_KWARGS = dict(allowed_paths=[str(ASSETS_DIR)], css=CSS)
-
-if __name__ == "__main__":
-    demo.launch(server_port=ARGS.port, server_name=ARGS.host, share=ARGS.share or None, **LAUNCH_KWARGS)

@@ -1,6 +1,7 @@
 """Publishing the demo as a Hugging Face Space (Gradio, ZeroGPU by default).
 
-The Space folder is assembled from the checkout: app.py and requirements.txt (copied), the
+The Space folder is assembled from the checkout (from a wheel install: the template shipped in
+viscodex/hub/space_config/): app.py and requirements.txt (copied), the
 viscodex package beside them, and a README whose YAML metadata and body are generated from
 space_config/ (sdk gradio pinned to the installed version, python_version, app_file, the models
 it loads, short_description, license, suggested_hardware). The model ids the app loads are set as
@@ -34,6 +35,9 @@ from ..engine.sources import HUB_ID
 log = logging.getLogger(__name__)
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
+# The Space template: space.yaml, README.md.j2, app.py, requirements.txt (the checkout's top-level
+# space_config/ and requirements.txt link here; its app.py is the same file, checked by a test).
+TEMPLATE_DIR = Path(__file__).resolve().parent / "space_config"
 PAGE = 4096  # spaces.zero packs tensors page-aligned
 GIB = 1024**3
 HARDWARE_ALIASES = {"zerogpu": "zero-a10g", "zero": "zero-a10g", "cpu": "cpu-basic"}
@@ -45,16 +49,19 @@ class SpaceError(ViscodexError):
 
 # ---------------------------------------------------------------- configuration
 def default_app_dir() -> Path:
-    """The checkout holding app.py: the package's parent (editable install), else the working dir."""
-    root = PACKAGE_DIR.parent
-    return root if (root / "app.py").exists() else Path.cwd()
+    """The folder holding app.py: the checkout (the package's parent, an editable install), else the
+    working dir if it holds one, else the Space template shipped in the package (a wheel install)."""
+    for d in (PACKAGE_DIR.parent, Path.cwd()):
+        if (d / "app.py").is_file():
+            return d
+    return TEMPLATE_DIR
 
 
 def config_dir(app_dir: Path) -> Path:
-    for d in (app_dir / "space_config", PACKAGE_DIR.parent / "space_config"):
+    for d in (app_dir / "space_config", app_dir, TEMPLATE_DIR):
         if (d / "space.yaml").is_file():
             return d
-    raise SpaceError(f"no space_config/space.yaml in {app_dir} or the viscodex checkout")
+    raise SpaceError(f"no space_config/space.yaml in {app_dir} or the viscodex package")
 
 
 def load_config(app_dir: Path) -> tuple[dict, Path]:

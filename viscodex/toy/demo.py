@@ -617,10 +617,3 @@ def plot(results: dict, path: Path) -> None:
     fig.savefig(path)
     plt.close(fig)
 
-
-def launch_app(results: dict, *, port: int | None = None, host: str | None = None) -> None:
-    """Serve the comparison app on the three fine-tuned variants until interrupted."""
-    from ..app.compare import run_app
-
-    log.info("opening the comparison app on %s", ", ".join(f"{k}={v}" for k, v in variant_paths(results).items()))
-    run_app(variant_paths(results), port=port, host=host)
