@@ -25,6 +25,7 @@ LAYERS = {
     "viscodex.evaluation": 2,
     "viscodex.app": 3,
     "viscodex.toy": 3,
+    "viscodex.api": 4,  # the library's front door (merge, train, publish, evaluate, sweep)
     "viscodex.cli": 4,
     "viscodex.__main__": 4,
     "viscodex": 4,  # the package itself: the lazily exported public API

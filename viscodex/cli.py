@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 import yaml
 
+from ._util.sizes import human_size
 from .errors import ViscodexError
 
 app = typer.Typer(
@@ -221,7 +222,7 @@ def publish(
             typer.echo(format_files(res.files))
             typer.echo("nothing was uploaded")
         else:
-            typer.echo(f"published {len(res.files)} files ({res.total_bytes / 1e9:.3f} GB) to {res.url} "
+            typer.echo(f"published {len(res.files)} files ({human_size(res.total_bytes)}) to {res.url} "
                        f"(revision {res.revision}, commit {res.commit})")
 
     _guard(run)
@@ -253,7 +254,7 @@ def space(
             typer.echo(format_files(plan.files))
         for k, v in plan.variables.items():
             typer.echo(f"variable {k}={v}")
-        typer.echo(f"GPU footprint {fp.total / 1024**3:.2f} GiB -> hardware {plan.hardware}"
+        typer.echo(f"GPU footprint {human_size(fp.total)} -> hardware {plan.hardware}"
                    + (f", ZeroGPU slice {fp.slice}" if plan.hardware == "zero-a10g" else ""))
         typer.echo("nothing was uploaded" if dry_run else f"published {plan.url} (commit {plan.commit})")
 

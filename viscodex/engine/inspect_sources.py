@@ -5,6 +5,7 @@ import json
 from collections import Counter
 
 from . import arch
+from .._util.sizes import human_size
 from ..errors import CompatibilityError, ViscodexError
 from .plan import build_plan
 from .recipe import Recipe
@@ -61,7 +62,7 @@ def inspect_sources(specs: list[str], as_json: bool = False) -> str:
                      + (", tied embeddings" if d["tied_embeddings"] else ""))
         lines.append(f"  key layout    {d['layout']}")
         lines.append(f"  dtype         {', '.join(f'{k} x{v}' for k, v in d['dtype'].items())}")
-        lines.append(f"  size          {d['bytes'] / 1e9:.3f} GB in {d['files']} file(s), {d['tensors']} tensors "
+        lines.append(f"  size          {human_size(d['bytes'])} in {d['files']} file(s), {d['tensors']} tensors "
                      f"({', '.join(f'{k} {v}' for k, v in d['tensors_by_role'].items())})")
     if compat is not None:
         if compat["compatible"]:

@@ -14,7 +14,6 @@ client: it is never printed, logged, or written into the card, the recipe or any
 from __future__ import annotations
 
 import logging
-import math
 import os
 import random
 import time
@@ -22,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, TypeVar
 
+from .._util.sizes import human_size
 from ..errors import SourceError, ViscodexError
 from ..engine.recipe import RECIPE_FILE
 from ..engine.sources import HUB_ID
@@ -383,16 +383,9 @@ def commit_folder(api, folder: Path, repo_id: str, revision: str, message: str, 
 
 def format_files(files: list[UploadFile]) -> str:
     w = max((len(f.path) for f in files), default=4)
-    lines = [f"  {f.path:<{w}}  {_size(f.size):>10}" for f in files]
-    lines.append(f"  {'total':<{w}}  {_size(sum(f.size for f in files)):>10}  ({len(files)} files)")
+    lines = [f"  {f.path:<{w}}  {human_size(f.size):>10}" for f in files]
+    lines.append(f"  {'total':<{w}}  {human_size(sum(f.size for f in files)):>10}  ({len(files)} files)")
     return "\n".join(lines)
-
-
-def _size(n: int) -> str:
-    if n < 1000:
-        return f"{n} B"
-    e = min(int(math.log(n, 1000)), 4)
-    return f"{n / 1000 ** e:.1f} {['B', 'kB', 'MB', 'GB', 'TB'][e]}"
 
 
 __all__ = ["publish", "check_loadable", "commit_folder", "PublishError", "PublishResult", "RetryPolicy", "with_retry",
