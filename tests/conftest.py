@@ -5,6 +5,9 @@ import os
 
 import pytest
 
+# The fake Hub's fixtures (`hub`, `hub_trio`) for every module; its helpers are imported by name.
+pytest_plugins = ["hub_server"]
+
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 

@@ -13,7 +13,7 @@ import textwrap
 import pytest
 import yaml
 from huggingface_hub import ModelCard, ModelCardData
-from hub_server import hub, hub_trio, push_folder, unique  # noqa: F401
+from hub_server import push_folder, unique
 from typer.testing import CliRunner
 
 from viscodex.hub.card import (

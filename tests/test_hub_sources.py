@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 from huggingface_hub import HfApi, constants
-from hub_server import hub, hub_trio, push_folder, unique  # noqa: F401
+from hub_server import push_folder, unique
 
 from viscodex.errors import CompatibilityError, SourceError
 from viscodex.engine.merge import run_merge

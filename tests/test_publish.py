@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 from huggingface_hub import ModelCard, snapshot_download
-from hub_server import hub, hub_trio, push_folder, unique, validate_metadata  # noqa: F401
+from hub_server import push_folder, unique, validate_metadata
 from typer.testing import CliRunner
 
 from viscodex.engine import arch

@@ -7,7 +7,7 @@ import zipfile
 
 import pytest
 import torch
-from hub_server import hub, unique  # noqa: F401
+from hub_server import unique
 from PIL import Image
 
 from viscodex.training.data import (
