@@ -4,6 +4,7 @@ data. Built and installed (`pip install --target`) into a temporary folder; slow
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -23,8 +24,12 @@ pytestmark = pytest.mark.slow
 def installed(tmp_path_factory) -> Path:
     """site dir holding viscodex installed from a freshly built wheel (dependencies: this env's)."""
     tmp = tmp_path_factory.mktemp("wheel")
+    # built from a copy: setuptools' in-tree build/ would otherwise outlive deleted modules
+    src = tmp / "src"
+    shutil.copytree(ROOT, src, symlinks=True, ignore=shutil.ignore_patterns(
+        ".git", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", ".hypothesis", "tests", "benchmarks"))
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                            "-w", str(tmp / "dist"), str(ROOT)], capture_output=True, text=True)
+                            "-w", str(tmp / "dist"), str(src)], capture_output=True, text=True)
     assert build.returncode == 0, build.stderr
     wheel, = (tmp / "dist").glob("viscodex-*.whl")
     site = tmp / "site"
