@@ -6,7 +6,6 @@ import importlib.util
 import io
 import json
 import shutil
-import socket
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -17,18 +16,13 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import free_port
 from viscodex.app import compare, html_preview
 from viscodex.app.compare import TASKS, StreamStats, extract_code, load_variants
 from viscodex.errors import SourceError, ViscodexError
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_NEW = 12
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager

@@ -15,7 +15,7 @@ from test_app import launched_app
 from viscodex.app.assets import ASSETS_DIR
 from viscodex.app.compare import TASKS
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 CHROMIUM = os.environ.get("VISCODEX_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]

@@ -24,6 +24,9 @@ from typer.testing import CliRunner
 from viscodex.toy import world as tt
 from viscodex.toy.models import TinyConfig, build_tokenizer, build_trio
 
+# trains tiny models and runs the demo end to end: minutes on two cores
+pytestmark = pytest.mark.slow
+
 CLAIM_MARGIN = 0.30
 SWAPPED_MAX = tt.chance_attr_acc() + 0.10
 
@@ -192,7 +195,7 @@ def demo_run(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("demo")
     env = {"VISCODEX_CACHE": str(root / "cache")}
-    res = CliRunner().invoke(app, ["demo", "--no-app", "--fast", "--threads", "1", "--out", str(root / "out")], env=env)
+    res = CliRunner().invoke(app, ["demo", "--no-app", "--fast", "--compute-threads", "1", "--out", str(root / "out")], env=env)
     return root, env, res
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import free_port
 from hub_server import unique
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,9 +67,7 @@ def test_space_dry_run_outside_the_checkout(installed, hub, hub_trio, tmp_path):
 
 
 def test_app_serves_outside_the_checkout(installed, tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = env_for(installed, HF_HUB_OFFLINE="1", VISCODEX_CACHE=str(tmp_path / "cache"),
                   GRADIO_ANALYTICS_ENABLED="False", VISCODEX_CACHE_EXAMPLES="none")
     probe = subprocess.run([sys.executable, "-c", "import viscodex; print(viscodex.__file__)"], capture_output=True,
