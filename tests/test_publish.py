@@ -192,7 +192,7 @@ def test_dry_run_uploads_nothing(hub, merged, tmp_path, monkeypatch):
     listed = {ln.split()[0]: ln.split()[1:] for ln in res.stdout.splitlines() if ln.startswith("  ")}
     for p in list(folder.iterdir()) + [folder / "README.md"]:  # README.md: the card that would be uploaded
         assert p.name in listed, p.name
-        assert listed[p.name][-1] in ("B", "kB", "MB", "GB"), listed[p.name]
+        assert listed[p.name][-1] in ("B", "KiB", "MiB", "GiB"), listed[p.name]  # one human_size
     assert "total" in listed
 
 
