@@ -145,3 +145,25 @@ def test_the_checker_sees_lazy_and_relative_imports(tmp_path):
 
 def test_cycle_finder_finds_a_cycle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_error_classes_live_in_errors_py():
+    """One home for error classes: no module but errors.py defines a ViscodexError subclass."""
+    stray = []
+    for name, path in modules().items():
+        if name == "viscodex.errors":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef) and any(getattr(b, "id", None) == "ViscodexError" or
+                                                      getattr(b, "attr", None) == "ViscodexError" for b in node.bases):
+                stray.append(f"{name}.{node.name}")
+    assert not stray, stray
+
+
+def test_every_error_class_is_exported():
+    import viscodex
+    import viscodex.errors as errors
+
+    classes = {n for n, v in vars(errors).items() if isinstance(v, type) and issubclass(v, errors.ViscodexError)}
+    assert classes <= set(viscodex.__all__)
+    assert all(getattr(viscodex, n) is getattr(errors, n) for n in classes)

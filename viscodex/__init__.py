@@ -32,13 +32,16 @@ _EXPORTS = {
     "SourceError": "viscodex.errors",
     "CompatibilityError": "viscodex.errors",
     "MergeError": "viscodex.errors",
+    **{name: "viscodex.errors" for name in ("DataError", "TrainError", "EvalError", "CardError", "PublishError",
+                                            "SpaceError", "UploadError", "AppError", "DemoError")},
 }
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
     from .api import evaluate, merge, publish, sweep, train
     from .engine.recipe import Recipe
-    from .errors import CompatibilityError, MergeError, RecipeError, SourceError, ViscodexError
+    from .errors import (AppError, CardError, CompatibilityError, DataError, DemoError, EvalError, MergeError,
+                         PublishError, RecipeError, SourceError, SpaceError, TrainError, UploadError, ViscodexError)
     from .training.trainer import TrainConfig
 
 

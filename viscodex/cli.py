@@ -13,7 +13,7 @@ from ._util.sizes import human_size
 from ._version import __version__
 from .cli_options import derive, parse_key_values
 from .engine.options import DEFAULT_SHARD_SIZE, MergeOptions
-from .errors import ViscodexError
+from .errors import RecipeError, ViscodexError
 from .training.trainer import TrainConfig  # the train options' model (imports torch)
 
 # `viscodex --help` lists the commands in the order a user needs them: try the demo, look at the
@@ -96,7 +96,7 @@ def merge(
             r = Recipe.load(recipe)
         else:
             if not vlm or not coder:
-                raise ViscodexError("give a recipe file, or at least --vlm and --coder")
+                raise RecipeError("give a recipe file, or at least --vlm and --coder")
             r = Recipe(vlm=vlm, coder=coder)
         flag_params = parse_key_values(param, "--param")
         if method is not None and method != r.method:

@@ -49,13 +49,13 @@ def parse_key_values(items: list[str] | None, flag: str) -> dict[str, Any]:
     """['a=1', 'b=x'] -> {'a': 1, 'b': 'x'} (values read as YAML)."""
     import yaml
 
-    from .errors import ViscodexError
+    from .errors import RecipeError
 
     out: dict[str, Any] = {}
     for kv in items or []:
         k, sep, v = kv.partition("=")
         if not sep or not k.strip():
-            raise ViscodexError(f"{flag} {kv!r}: expected key=value")
+            raise RecipeError(f"{flag} {kv!r}: expected key=value")
         out[k.strip()] = yaml.safe_load(v)
     return out
 

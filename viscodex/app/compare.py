@@ -30,7 +30,7 @@ from ..engine import arch
 from .._util.cache import cache_root
 from .._util.zerogpu import zerogpu_slice
 from .._util.sizes import human_size
-from ..errors import SourceError, ViscodexError
+from ..errors import AppError, SourceError
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ def _find_recipe(recipe: str | os.PathLike | None) -> Path:
     for p in cand:
         if p.is_file():
             return p
-    raise ViscodexError(
+    raise AppError(
         "no models configured: set " + ", ".join(ENV_VARS.values()) + f" (model ids or folders), or {RECIPE_ENV} "
         f"to a recipe whose swapped/merged variants should be built (looked for {', '.join(map(str, cand))})")
 
@@ -287,7 +287,7 @@ def load_variants(specs: dict[str, str], *, device: str | None = None, dtype: st
     leaders: list[Variant] = []
     fps: list[str] = []
     if not specs:
-        raise ViscodexError("no variants to load")
+        raise AppError("no variants to load")
     order = [n for n in VARIANTS if n in specs] + [n for n in specs if n not in VARIANTS]
     for name in order:
         spec = specs[name]
@@ -533,7 +533,7 @@ def zerogpu_size(total_bytes: int) -> str:
     size = os.environ.get(GPU_SIZE_ENV, "").strip().lower()
     if size:
         if size not in ("large", "xlarge"):
-            raise ViscodexError(f"{GPU_SIZE_ENV}={size!r}: expected large or xlarge")
+            raise AppError(f"{GPU_SIZE_ENV}={size!r}: expected large or xlarge")
         return size
     return zerogpu_slice(total_bytes)
 

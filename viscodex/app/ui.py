@@ -25,7 +25,7 @@ import spaces  # a no-op decorator off ZeroGPU; on a Space, app.py imports it be
 
 from . import compare, html_preview, uploads
 from .assets import ASSETS_DIR, example_paths
-from ..errors import ViscodexError
+from ..errors import AppError
 from .compare import LABELS, TASKS
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def create_app(variants: dict[str, str | os.PathLike | None] | None = None, *, d
     defaults) and build the UI. On ZeroGPU, CUDA tensors made here are moved onto the GPU per call."""
     unknown = set(variants or {}) - set(compare.ENV_VARS)
     if unknown:
-        raise ViscodexError(f"unknown variant(s) {sorted(unknown)}: expected some of {list(compare.ENV_VARS)}")
+        raise AppError(f"unknown variant(s) {sorted(unknown)}: expected some of {list(compare.ENV_VARS)}")
     specs = compare.resolve_variants(**{k: str(v) for k, v in (variants or {}).items() if v})
     vs = compare.load_variants(specs, device=device or os.environ.get("VISCODEX_DEVICE") or None,
                                dtype=dtype or os.environ.get("VISCODEX_DTYPE", "auto"))

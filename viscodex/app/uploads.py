@@ -17,7 +17,7 @@ from pathlib import Path
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .._util.sizes import human_size
-from ..errors import ViscodexError
+from ..errors import UploadError
 
 MAX_FILE_BYTES = 25 * 1024 * 1024  # larger uploads are rejected before decoding
 MAX_DECODE_PIXELS = 40_000_000  # decoded size limit (a 40 MP screenshot is already extreme)
@@ -25,10 +25,6 @@ MIN_SIDE = 8  # px; smaller images carry no readable content
 MAX_ASPECT = 100  # Qwen2.5-VL's resize refuses aspect ratios above 200
 DEFAULT_MAX_PIXELS = 1024 * 28 * 28  # Qwen2.5-VL's usual upper bound per image
 ORIENTATION_TAG = 0x0112
-
-
-class UploadError(ViscodexError):
-    """An uploaded file cannot be used as an image; the message says why."""
 
 
 @dataclass

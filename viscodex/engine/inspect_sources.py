@@ -6,7 +6,7 @@ from collections import Counter
 
 from . import arch
 from .._util.sizes import human_size
-from ..errors import CompatibilityError, ViscodexError
+from ..errors import CompatibilityError, SourceError
 from .plan import build_plan
 from .recipe import Recipe
 from .sources import Source, open_source
@@ -36,7 +36,7 @@ def describe(src: Source) -> dict:
 
 def inspect_sources(specs: list[str], as_json: bool = False) -> str:
     if not specs:
-        raise ViscodexError("give at least one source")
+        raise SourceError("give at least one source")
     srcs = [open_source(s, "source", weights=False) for s in specs]
     info = [describe(s) for s in srcs]
     compat = None

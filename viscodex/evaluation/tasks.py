@@ -16,14 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from ..errors import ViscodexError
+from ..errors import EvalError
 
 SAMPLES_DIR = Path(__file__).parent / "samples"
 SAMPLE_SOURCE = "sample"  # --source value selecting the tiny offline sample shipped with the package
-
-
-class EvalError(ViscodexError):
-    """An evaluation cannot run (unknown task, missing dataset, missing browser...)."""
 
 
 @dataclass

@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from .._util.sizes import human_size
-from ..errors import ViscodexError
+from ..errors import CardError
 from ..engine.recipe import RECIPE_FILE, Recipe
 from ..engine.sources import HUB_ID, front_matter, license_of
 
@@ -43,10 +43,6 @@ ROLE_MODULES = {
     "embedding": ("token embeddings and output head", "model.embed_tokens, lm_head"),
     "vision": ("vision encoder and projector", "visual.* (incl. visual.merger)"),
 }
-
-
-class CardError(ViscodexError):
-    """The model card cannot be generated or does not validate."""
 
 
 @dataclass

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable, TypeVar
 
 from .._util.sizes import human_size
-from ..errors import SourceError, ViscodexError
+from ..errors import PublishError, SourceError
 from ..engine.recipe import RECIPE_FILE
 from ..engine.sources import HUB_ID
 
@@ -37,10 +37,6 @@ IGNORE_PATTERNS = ["*.viscodex-tmp-*", "*.viscodex-old-*", "*.incomplete", "*__p
 DELETE_PATTERNS = ["*.safetensors", INDEX_FILE]
 TRANSIENT_STATUS = {408, 412, 429, 500, 502, 503, 504}  # 412: the branch moved; re-read it
 PROCESSOR_HINTS = ("tokenizer.json", "tokenizer_config.json")
-
-
-class PublishError(ViscodexError):
-    """The folder cannot be published, or the Hub refused it."""
 
 
 @dataclass

@@ -28,7 +28,7 @@ import yaml
 from ..engine import arch
 from .._util.sizes import human_size
 from .._util.zerogpu import XLARGE_THRESHOLD_GIB, zerogpu_slice
-from ..errors import ViscodexError
+from ..errors import SpaceError
 from .publish import PublishError, RetryPolicy, commit_folder, hub_error, resolve_token, upload_files, with_retry
 from ..engine.sources import HUB_ID
 
@@ -41,10 +41,6 @@ TEMPLATE_DIR = Path(__file__).resolve().parent / "space_config"
 PAGE = 4096  # spaces.zero packs tensors page-aligned
 GIB = 1024**3
 HARDWARE_ALIASES = {"zerogpu": "zero-a10g", "zero": "zero-a10g", "cpu": "cpu-basic"}
-
-
-class SpaceError(ViscodexError):
-    """The Space cannot be assembled or published."""
 
 
 # ---------------------------------------------------------------- configuration

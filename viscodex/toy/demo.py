@@ -34,7 +34,7 @@ import torch
 from .._util.cache import cache_root
 from .._util.quiet import quiet_transformers
 from .._version import __version__
-from ..errors import ViscodexError
+from ..errors import DemoError
 from ..training.examples import ExampleCollator, encode_chat, encode_raw, encode_task, fit
 from . import world as tt
 from .models import TRIO_VERSION, TinyConfig
@@ -342,9 +342,9 @@ def run_demo(out: str | os.PathLike | None = None, demo: DemoConfig = FULL, *, c
         if old.get("key") == demo.key():
             log.info("reusing %s (same configuration; --force to redo)", out)
             return old
-        raise ViscodexError(f"{out} holds results of another configuration; pass --force to overwrite it")
+        raise DemoError(f"{out} holds results of another configuration; pass --force to overwrite it")
     if out.exists() and old is None and any(out.iterdir()) and not force:
-        raise ViscodexError(f"{out} exists and is not a demo folder; choose another --out or pass --force")
+        raise DemoError(f"{out} exists and is not a demo folder; choose another --out or pass --force")
     prev_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)

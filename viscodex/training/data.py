@@ -37,7 +37,7 @@ from typing import Any
 import torch
 
 from .._util.hubref import HubRef
-from ..errors import ViscodexError
+from ..errors import DataError, ViscodexError
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +57,6 @@ TRUNCATION = ("truncate", "drop")
 ROLE_ALIASES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                 "model": "assistant", "bot": "assistant", "system": "system"}
 DATA_FILE_SUFFIXES = (".json", ".jsonl")
-
-
-class DataError(ViscodexError):
-    """The training data as a whole cannot be used (missing file, nothing valid, bad template)."""
 
 
 class InvalidRecord(Exception):
