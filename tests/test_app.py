@@ -17,8 +17,10 @@ import torch
 from PIL import Image
 
 from conftest import free_port
-from viscodex.app import compare, html_preview
-from viscodex.app.compare import TASKS, StreamStats, extract_code, load_variants
+from viscodex._util import zerogpu
+from viscodex.app import compare, html_preview, sources, variants
+from viscodex.app.tasks import TASKS, extract_code
+from viscodex.app.variants import StreamStats, load_variants
 from viscodex.errors import SourceError, ViscodexError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,7 +33,7 @@ def launched_app(tmp_path_factory, name: str):
     by the session) and launch it on a free port. Yields (the ComparisonApp it built, url)."""
     base = tmp_path_factory.getbasetemp()
     with pytest.MonkeyPatch.context() as mp:
-        for env in compare.ENV_VARS.values():
+        for env in sources.ENV_VARS.values():
             mp.delenv(env, raising=False)
         mp.setenv("VISCODEX_CACHE", str(base / "viscodex-cache"))
         mp.setenv("HF_HUB_OFFLINE", "1")
@@ -99,12 +101,12 @@ def test_offline_default_is_the_tiny_trio_merged_by_run_merge(app):
     mod, _ = app
     assert set(mod.specs) == {"vlm", "swapped", "merged"}
     paths = {k: Path(v) for k, v in mod.specs.items()}
-    assert paths == compare.default_variants()  # cached: the same folders, not rebuilt
+    assert paths == sources.default_variants()  # cached: the same folders, not rebuilt
     import yaml
 
     for variant in ("swapped", "merged"):
         rec = yaml.safe_load((paths[variant] / "viscodex_recipe.yaml").read_text())
-        assert rec["variant"] == variant and rec["lambda"] == compare.DEMO_LAMBDA
+        assert rec["variant"] == variant and rec["lambda"] == sources.DEMO_LAMBDA
         assert Path(rec["vlm"]) == paths["vlm"] and (paths["vlm"] / "config.json").exists()  # no stale temp paths
     assert json.loads((paths["vlm"] / "config.json").read_text())["model_type"] == "qwen2_5_vl"
 
@@ -144,10 +146,10 @@ def test_stream_equals_plain_generate_with_one_vision_pass(app):
 def test_sampling_settings_are_the_same_for_every_variant(app):
     vs = app[0].variants
     for v in vs.variants.values():
-        greedy = compare.generation_config(v.model, 7, 0.0)
+        greedy = variants.generation_config(v.model, 7, 0.0)
         assert (greedy.do_sample, greedy.max_new_tokens) == (False, 7)
         assert greedy.eos_token_id == v.model.generation_config.eos_token_id is not None
-        hot = compare.generation_config(v.model, 7, 0.8)
+        hot = variants.generation_config(v.model, 7, 0.8)
         assert (hot.do_sample, hot.temperature, hot.top_p) == (True, 0.8, 0.95)
     torch.manual_seed(0)
     stats = StreamStats()
@@ -212,20 +214,20 @@ def test_a_code_llm_or_missing_model_is_refused_as_a_variant(trio, tmp_path):
 
 
 def test_resolve_variants_precedence(monkeypatch, tmp_path):
-    for env in compare.ENV_VARS.values():
+    for env in sources.ENV_VARS.values():
         monkeypatch.delenv(env, raising=False)
     monkeypatch.setenv("VISCODEX_SWAPPED", "org/swapped")
-    assert compare.resolve_variants("a/vlm", None, "c/merged") == {"vlm": "a/vlm", "swapped": "org/swapped",
+    assert sources.resolve_variants("a/vlm", None, "c/merged") == {"vlm": "a/vlm", "swapped": "org/swapped",
                                                                    "merged": "c/merged"}
     monkeypatch.delenv("VISCODEX_SWAPPED")
     # a Space may publish no swapped model: the configured variants only, no default filled in
-    assert compare.resolve_variants(vlm="a/vlm", merged="c/merged", offline=False) == {"vlm": "a/vlm",
+    assert sources.resolve_variants(vlm="a/vlm", merged="c/merged", offline=False) == {"vlm": "a/vlm",
                                                                                         "merged": "c/merged"}
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ViscodexError, match="no models configured: set VISCODEX_BASE_VLM"):
-        compare.resolve_variants(offline=False, recipe=tmp_path / "missing.yaml")
+        sources.resolve_variants(offline=False, recipe=tmp_path / "missing.yaml")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert not compare.hub_reachable()
+    assert not sources.hub_reachable()
 
 
 def test_two_variants_load_and_stream(app):
@@ -265,18 +267,18 @@ def test_previews_render_html_in_a_sandboxed_iframe_and_charts_in_the_sandbox():
 
 
 def test_gpu_duration_and_slice_size():
-    assert compare.gpu_duration(16, 1000) == 20
-    assert compare.gpu_duration(1024, 1_000_000) > compare.gpu_duration(512, 1_000_000) > compare.gpu_duration(512, 0)
-    assert compare.gpu_duration(100_000, 10**8) == 300
-    assert compare.zerogpu_size(41 * 1024**3) == "large" and compare.zerogpu_size(46 * 1024**3) == "xlarge"
+    assert zerogpu.gpu_duration(16, 1000) == 20
+    assert zerogpu.gpu_duration(1024, 1_000_000) > zerogpu.gpu_duration(512, 1_000_000) > zerogpu.gpu_duration(512, 0)
+    assert zerogpu.gpu_duration(100_000, 10**8) == 300
+    assert zerogpu.zerogpu_size(41 * 1024**3) == "large" and zerogpu.zerogpu_size(46 * 1024**3) == "xlarge"
 
 
 def test_gpu_size_variable_overrides(monkeypatch):
     monkeypatch.setenv("VISCODEX_GPU_SIZE", "xlarge")
-    assert compare.zerogpu_size(1) == "xlarge"
+    assert zerogpu.zerogpu_size(1) == "xlarge"
     monkeypatch.setenv("VISCODEX_GPU_SIZE", "huge")
     with pytest.raises(ViscodexError, match="VISCODEX_GPU_SIZE='huge': expected large or xlarge"):
-        compare.zerogpu_size(1)
+        zerogpu.zerogpu_size(1)
 
 
 # ---------------------------------------------------------------- the launched app, via gradio_client

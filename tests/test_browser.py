@@ -13,7 +13,7 @@ import pytest
 from test_app import launched_app
 
 from viscodex.app.assets import ASSETS_DIR
-from viscodex.app.compare import TASKS
+from viscodex.app.tasks import TASKS
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 CHROMIUM = os.environ.get("VISCODEX_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"

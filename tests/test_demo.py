@@ -316,7 +316,7 @@ def test_demo_without_no_app_serves_the_fine_tuned_variants(demo_run, tmp_path):
     from gradio_client import Client, handle_file
 
     from viscodex.app.assets import ASSETS_DIR
-    from viscodex.app.compare import TASKS
+    from viscodex.app.tasks import TASKS
 
     root, env, res = demo_run
     assert res.exit_code == 0, res.output

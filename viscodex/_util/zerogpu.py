@@ -2,6 +2,8 @@
 (which asks for it per call): one threshold, one rule."""
 from __future__ import annotations
 
+import os
+
 GIB = 1024**3
 # Above this much CUDA memory a ZeroGPU call needs the `xlarge` slice (2x quota); spaces 0.51's
 # configs.json sets 45097156608 B = 42 GiB for `large`.
@@ -11,3 +13,25 @@ XLARGE_THRESHOLD_GIB = 42.0
 def zerogpu_slice(total_bytes: float, threshold_gib: float = XLARGE_THRESHOLD_GIB) -> str:
     """'large' up to the threshold, 'xlarge' above it."""
     return "xlarge" if total_bytes > threshold_gib * GIB else "large"
+
+
+GPU_SIZE_ENV = "VISCODEX_GPU_SIZE"  # ZeroGPU slice (large/xlarge), set by `viscodex space`
+
+
+def gpu_duration(max_new_tokens: int, pixels: int) -> int:
+    """Seconds to ask ZeroGPU for: three 7B backbones decoding side by side (~40 tokens/s each on
+    a shared H200 slice), one vision pass, plus start-up slack. Clamped to [20, 300]."""
+    est = 15 + int(max_new_tokens) / 40 * 1.5 + pixels / 1e6 * 3
+    return int(min(300, max(20, est)))
+
+
+def zerogpu_size(total_bytes: int) -> str:
+    """The ZeroGPU slice: VISCODEX_GPU_SIZE when set, else from the measured footprint."""
+    size = os.environ.get(GPU_SIZE_ENV, "").strip().lower()
+    if size:
+        if size not in ("large", "xlarge"):
+            from ..errors import AppError
+
+            raise AppError(f"{GPU_SIZE_ENV}={size!r}: expected large or xlarge")
+        return size
+    return zerogpu_slice(total_bytes)

@@ -23,10 +23,13 @@ from typing import Any
 import gradio as gr
 import spaces  # a no-op decorator off ZeroGPU; on a Space, app.py imports it before anything touches CUDA
 
-from . import compare, html_preview, uploads
-from .assets import ASSETS_DIR, example_paths
+from .._util import zerogpu
 from ..errors import AppError
-from .compare import LABELS, TASKS
+from . import compare, html_preview, sources, tasks, uploads
+from .variants import VariantSet, load_variants
+from .assets import ASSETS_DIR, example_paths
+from .sources import LABELS
+from .tasks import TASKS
 
 log = logging.getLogger(__name__)
 CONCURRENCY = int(os.environ.get("VISCODEX_CONCURRENCY", "2"))
@@ -40,7 +43,7 @@ CSS = ".viscodex-code .cm-scroller{max-height:560px;overflow:auto} .gradio-conta
 def parse_args(argv=None) -> argparse.Namespace:
     """`python app.py` flags (a Space passes none: it configures the models by variables)."""
     p = argparse.ArgumentParser(description="VisCodex side-by-side demo")
-    for name, env in compare.ENV_VARS.items():
+    for name, env in sources.ENV_VARS.items():
         p.add_argument(f"--{name}", help=f"{LABELS[name]}: model id or folder (env {env})")
     p.add_argument("--port", type=int, help="server port (env GRADIO_SERVER_PORT)")
     p.add_argument("--host", help="server address, e.g. 0.0.0.0 (env GRADIO_SERVER_NAME)")
@@ -53,7 +56,7 @@ class ComparisonApp:
     """The built UI and what it serves: `demo` (gr.Blocks), the loaded `variants`, their `specs`."""
 
     demo: gr.Blocks
-    variants: compare.VariantSet
+    variants: VariantSet
     specs: dict[str, str]
     footprint: Any
 
@@ -75,19 +78,19 @@ def create_app(variants: dict[str, str | os.PathLike | None] | None = None, *, d
                dtype: str | None = None) -> ComparisonApp:
     """Load the variants (ids or folders by vlm/swapped/merged; unset ones: `resolve_variants`'
     defaults) and build the UI. On ZeroGPU, CUDA tensors made here are moved onto the GPU per call."""
-    unknown = set(variants or {}) - set(compare.ENV_VARS)
+    unknown = set(variants or {}) - set(sources.ENV_VARS)
     if unknown:
-        raise AppError(f"unknown variant(s) {sorted(unknown)}: expected some of {list(compare.ENV_VARS)}")
-    specs = compare.resolve_variants(**{k: str(v) for k, v in (variants or {}).items() if v})
-    vs = compare.load_variants(specs, device=device or os.environ.get("VISCODEX_DEVICE") or None,
-                               dtype=dtype or os.environ.get("VISCODEX_DTYPE", "auto"))
+        raise AppError(f"unknown variant(s) {sorted(unknown)}: expected some of {list(sources.ENV_VARS)}")
+    specs = sources.resolve_variants(**{k: str(v) for k, v in (variants or {}).items() if v})
+    vs = load_variants(specs, device=device or os.environ.get("VISCODEX_DEVICE") or None,
+                       dtype=dtype or os.environ.get("VISCODEX_DTYPE", "auto"))
     footprint = vs.footprint()
     print(footprint.report(), file=sys.stderr, flush=True)
 
     def gpu_duration(image, instruction, max_new_tokens, temperature):
-        return compare.gpu_duration(max_new_tokens, image.width * image.height)
+        return zerogpu.gpu_duration(max_new_tokens, image.width * image.height)
 
-    @spaces.GPU(duration=gpu_duration, size=compare.zerogpu_size(footprint.total))
+    @spaces.GPU(duration=gpu_duration, size=zerogpu.zerogpu_size(footprint.total))
     def generate(image, instruction, max_new_tokens, temperature):
         """The only function that computes on the GPU: one vision pass, three streams."""
         yield from vs.stream(image, instruction, max_new_tokens=int(max_new_tokens),
@@ -108,7 +111,7 @@ def serve(launch: bool = True, argv: list[str] | None = None) -> ComparisonApp:
     and serve it; `launch=False` only builds it (a test imports app.py that way)."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = parse_args(argv) if launch else None
-    app = create_app({k: getattr(args, k) for k in compare.ENV_VARS} if args else None)
+    app = create_app({k: getattr(args, k) for k in sources.ENV_VARS} if args else None)
     if args:
         app.launch(port=args.port, host=args.host, share=args.share)
     return app
@@ -156,16 +159,16 @@ def run(generate, names, image, task, instruction, max_new_tokens, temperature, 
     yield (*texts, *texts, status + " · starting…")  # clear the previous result
     skip = [gr.skip()] * len(names)
     for texts in generate(img.image, instruction, max_new_tokens, temperature):
-        codes = [compare.extract_code(x, t.language)[0] for x in texts]
+        codes = [tasks.extract_code(x, t.language)[0] for x in texts]
         yield (*codes, *skip, status + f" · generating… {time.perf_counter() - t0:.1f} s")
     gen_s = time.perf_counter() - t0
-    codes = [compare.extract_code(x, t.language)[0] for x in texts]
+    codes = [tasks.extract_code(x, t.language)[0] for x in texts]
     previews = compare.render_previews(texts, t)
     htmls = [p.html or chart_markup(p.png, p.message) for p in previews]
     yield (*codes, *htmls, status + f" · generated in {gen_s:.1f} s")
 
 
-def build_demo(variants: compare.VariantSet, specs: dict[str, str], footprint, generate) -> gr.Blocks:
+def build_demo(variants: VariantSet, specs: dict[str, str], footprint, generate) -> gr.Blocks:
     """The Blocks UI over loaded variants; `generate` streams their answers (the GPU function)."""
     names = variants.names
 

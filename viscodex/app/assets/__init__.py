@@ -1,7 +1,7 @@
 """Example images bundled with the app, drawn by this module (no third-party assets).
 
 Regenerate with `python -m viscodex.app.assets`. Each example pairs an image with a task of
-viscodex.app.compare.TASKS.
+viscodex.app.tasks.TASKS.
 """
 from __future__ import annotations
 
