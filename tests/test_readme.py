@@ -105,3 +105,13 @@ def test_import_viscodex_is_light_and_merge_is_the_function():
 
     with pytest.raises(AttributeError, match="module 'viscodex' has no attribute 'nope'"):
         viscodex.nope  # noqa: B018
+
+
+def test_front_door_names_a_wrong_option():
+    import viscodex
+
+    with pytest.raises(viscodex.RecipeError, match=r"viscodex.train\(\): unknown option epoch= \(nor is there a "
+                                                   r"--epoch flag\); valid: .*epochs"):
+        viscodex.train("m", "d", "o", epoch=2)
+    with pytest.raises(viscodex.RecipeError, match=r"viscodex.merge\(\): unknown option shards= "):
+        viscodex.merge({"vlm": "a/b", "coder": "c/d"}, "o", shards="1GB")

@@ -33,13 +33,29 @@ def _recipe(recipe: Recipe | str | os.PathLike | dict) -> Recipe:
     return Recipe.load(Path(recipe))
 
 
+def _check_options(func: str, given: dict, model: type, flags: dict[str, str] | None = None) -> None:
+    """Unknown keyword arguments get an error naming the argument, its CLI flag and the valid ones."""
+    import dataclasses
+
+    from .errors import RecipeError
+
+    valid = [f.name for f in dataclasses.fields(model)]
+    for k in given:
+        if k not in valid:
+            flag = (flags or {}).get(k, "--" + k.replace("_", "-"))
+            raise RecipeError(f"viscodex.{func}(): unknown option {k}= (nor is there a {flag} flag); "
+                              f"valid: {', '.join(valid)}")
+
+
 def merge(recipe: Recipe | str | os.PathLike | dict, out: str | os.PathLike, **options: Any) -> MergeResult:
     """Merge per `recipe` (a Recipe, a recipe YAML, a merged folder holding one, or a dict of its
-    fields) into the new folder `out`. `options`: run_merge's (device, shard_size, threads,
-    compute_threads, force, progress, hash_inputs)."""
+    fields) into the new folder `out`. `options`: MergeOptions' fields (device, shard_size, threads,
+    compute_threads, force, hash_inputs, progress), the `viscodex merge` options."""
     from .engine.merge import run_merge
+    from .engine.options import MergeOptions
 
-    return run_merge(_recipe(recipe), out, **options)
+    _check_options("merge", options, MergeOptions)
+    return run_merge(_recipe(recipe), out, **MergeOptions(**options).kwargs())
 
 
 def train(model: str | os.PathLike, data: str | os.PathLike, out: str | os.PathLike, **config: Any) -> TrainResult:
@@ -47,6 +63,7 @@ def train(model: str | os.PathLike, data: str | os.PathLike, out: str | os.PathL
     any TrainConfig field (epochs, learning_rate, global_batch, max_steps, ...)."""
     from .training.trainer import TrainConfig, run_train
 
+    _check_options("train", config, TrainConfig, {"learning_rate": "--lr", "extra_args": "--extra-arg"})
     return run_train(TrainConfig(model=str(model), data=str(data), out=str(out), **config))
 
 
