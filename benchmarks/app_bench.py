@@ -2,8 +2,8 @@
 
 Measured in one run, on the same image, prompt and greedy settings:
   bare    - each variant's own `model.generate` (its own vision pass), one after the other
-  stream  - viscodex.compare.VariantSet.stream: one shared vision pass, three generations at once
-  app     - the launched Gradio app (app.py) through gradio_client: HTTP, queue, streaming
+  stream  - viscodex.app.variants.VariantSet.stream: one shared vision pass, three generations at once
+  app     - the launched Gradio app (viscodex.app.ui) through gradio_client: HTTP, queue, streaming
 Per variant: time to first token (TTFT) and decode tokens/s; ratios against bare. Then the
 vision encoder alone: one shared pass vs one pass per variant.
 
@@ -13,15 +13,12 @@ vision encoder alone: one shared pass vs one pass per variant.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import socket
 import statistics
-import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from viscodex.app.assets import ASSETS_DIR
 
 
 def ttft_and_rate(t_submit: float, first: float, end: float, tokens: int) -> tuple[float, float]:
@@ -48,7 +45,7 @@ class _Timer:
 def bench_bare(vs, image, instruction, max_new):
     import torch
 
-    from viscodex.compare import generation_config, messages_for
+    from viscodex.app.variants import generation_config, messages_for
 
     out = {}
     for name, v in vs.variants.items():
@@ -65,7 +62,7 @@ def bench_bare(vs, image, instruction, max_new):
 
 
 def bench_stream(vs, image, instruction, max_new):
-    from viscodex.compare import StreamStats
+    from viscodex.app.variants import StreamStats
 
     st = StreamStats()  # times are from the start of the call, preprocessing and vision included
     t0 = time.perf_counter()
@@ -74,23 +71,22 @@ def bench_stream(vs, image, instruction, max_new):
     return {n: (st.first_token_s[n], st.tokens_per_s(n), st.tokens[n], last[i], wall) for i, n in enumerate(vs.names)}
 
 
-def load_app():
-    spec = importlib.util.spec_from_file_location("viscodex_app_bench", ROOT / "app.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
+def load_app(variants: dict[str, str | None]):
+    from viscodex.app.ui import create_app
+
+    ui = create_app(variants)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    mod.demo.launch(prevent_thread_lock=True, server_port=port, server_name="127.0.0.1", quiet=True, **mod.LAUNCH_KWARGS)
-    return mod, f"http://127.0.0.1:{port}/"
+    ui.demo.launch(prevent_thread_lock=True, server_port=port, server_name="127.0.0.1", quiet=True, **ui.launch_kwargs)
+    return ui, f"http://127.0.0.1:{port}/"
 
 
 def bench_app(client, image_path, task, instruction, max_new, names, tokens):
     from gradio_client import handle_file
 
-    from viscodex.compare import TASKS, extract_code
-    from viscodex.uploads import DEFAULT_MAX_PIXELS
+    from viscodex.app.tasks import TASKS, extract_code
+    from viscodex.app.uploads import DEFAULT_MAX_PIXELS
 
     t0 = time.perf_counter()
     job = client.submit(handle_file(str(image_path)), task, instruction, max_new, 0.0, DEFAULT_MAX_PIXELS,
@@ -147,25 +143,24 @@ def bench_vision(vs, image, instruction, repeats):
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--vlm"), p.add_argument("--swapped"), p.add_argument("--merged")
-    p.add_argument("--image", default=str(ROOT / "viscodex" / "assets" / "landing_page.png"))
+    p.add_argument("--image", default=str(ASSETS_DIR / "landing_page.png"))
     p.add_argument("--task", default="HTML page")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--repeats", type=int, default=3, help="runs per path; the median is reported")
     args = p.parse_args(argv)
 
-    from viscodex import compare
-    from viscodex.compare import LABELS, TASKS
-    from viscodex.uploads import load_image
+    from viscodex._util.sizes import human_size
+    from viscodex.app import sources
+    from viscodex.app.sources import LABELS
+    from viscodex.app.tasks import TASKS
+    from viscodex.app.uploads import load_image
 
-    for name in compare.ENV_VARS:
-        if getattr(args, name):
-            os.environ[compare.ENV_VARS[name]] = getattr(args, name)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     os.environ.setdefault("VISCODEX_CACHE_EXAMPLES", "0")  # the benchmark never clicks an example
     instruction = TASKS[args.task].instruction
     image = load_image(args.image).image
-    mod, url = load_app()
-    vs = mod.VARIANTS
+    ui, url = load_app({name: getattr(args, name) for name in sources.ENV_VARS})
+    vs = ui.variants
     from gradio_client import Client
 
     client = Client(url, verbose=False)
@@ -206,9 +201,9 @@ def main(argv=None) -> None:
     shared, per_variant, patches = bench_vision(vs, image, instruction, max(10, args.repeats))
     print(f"vision encoder ({patches} patches): shared {shared * 1e3:.2f} ms/request vs per-variant "
           f"{per_variant * 1e3:.2f} ms/request (x{per_variant / shared:.2f}); "
-          f"memory: {compare.human_bytes(vs.footprint().shared)} shared instead of "
-          f"{compare.human_bytes(vs.footprint().shared * len(names))}")
-    mod.demo.close()
+          f"memory: {human_size(vs.footprint().shared)} shared instead of "
+          f"{human_size(vs.footprint().shared * len(names))}")
+    ui.demo.close()
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import torch
 
-from viscodex.safetensors_io import PlannedTensor, ShardWriter, plan_shards, read_header, shard_names
+from viscodex.engine.safetensors_io import PlannedTensor, ShardWriter, plan_shards, read_header, shard_names
 
 SHARD = 2 * 1000**3
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from viscodex.methods import METHODS, get_method
+from viscodex.engine.methods import METHODS, get_method
 
 MLP_7B = (3584, 18944)
 CPU_DEFAULT = (512, 2704)  # same aspect ratio, 1/7 of each side

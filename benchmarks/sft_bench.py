@@ -54,9 +54,9 @@ PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0}  # de
 # ---------------------------------------------------------------- setup (parent process)
 def build_model(work: Path, shape: str, cuda: bool = False) -> Path:
     """Tiny: the merged tiny trio. Other shapes: a random-init Qwen2.5-VL of that size, saved bf16."""
-    from viscodex.merge import run_merge
-    from viscodex.recipe import Recipe
-    from viscodex.tiny import TinyConfig, build_trio
+    from viscodex.engine.merge import run_merge
+    from viscodex.engine.recipe import Recipe
+    from viscodex.toy.models import TinyConfig, build_trio
 
     trio = build_trio(work / "trio", TinyConfig())
     merged = run_merge(Recipe(vlm=str(trio["vlm"]), coder=str(trio["coder"]), base=str(trio["base"])),
@@ -92,7 +92,7 @@ def build_model(work: Path, shape: str, cuda: bool = False) -> Path:
 
 
 def build_data(work: Path, n: int, image_size: int, answer_repeat: int) -> Path:
-    from viscodex.sft_data import write_toy_dataset
+    from viscodex.training.data import write_toy_dataset
 
     path = write_toy_dataset(work / "data", n=n, seed=1, image_size=image_size)
     recs = json.loads(path.read_text())
@@ -146,8 +146,8 @@ VARIANTS = ("viscodex", "viscodex-packed", "viscodex-lora", "viscodex-2proc", "t
 
 
 def run_viscodex(a) -> dict:
-    import viscodex.train as vt
-    from viscodex.train import TrainConfig
+    import viscodex.training.trainer as vt
+    from viscodex.training.trainer import TrainConfig
 
     timer = _timer_callback()
     orig = vt._make_trainer_class
@@ -205,7 +205,7 @@ def run_trl(a) -> dict:
     from transformers import AutoModelForImageTextToText, AutoProcessor
     from trl import SFTConfig, SFTTrainer
 
-    from viscodex.train import freeze_for_sft
+    from viscodex.training.trainer import freeze_for_sft
 
     ds = Dataset.from_list(_trl_rows(Path(a.data)))
     proc = AutoProcessor.from_pretrained(a.model)
@@ -338,7 +338,7 @@ def main() -> None:
     # sequence and vision-patch statistics for the MFU estimate
     from transformers import AutoProcessor
 
-    from viscodex.sft_data import Encoder, build_index, open_data
+    from viscodex.training.data import Encoder, build_index, open_data
 
     enc = Encoder(AutoProcessor.from_pretrained(model), max_len=a.max_len)
     idx = build_index(open_data(str(data)), enc, progress=False)

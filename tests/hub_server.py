@@ -8,7 +8,7 @@ PUT transfers, NDJSON commits checked against `parentCommit`, `resolve` download
 headers (LFS files redirect to a "CDN" on another host name, with HTTP Range support), tree
 listings with Link-header pagination, YAML validation, fault injection and a request log.
 
-Use the session fixture `hub` (import it into a test module: `from hub_server import hub`).
+Use the session fixture `hub` (conftest.py registers this module with `pytest_plugins`).
 """
 from __future__ import annotations
 

@@ -6,7 +6,6 @@ import importlib.util
 import io
 import json
 import shutil
-import socket
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -17,27 +16,24 @@ import pytest
 import torch
 from PIL import Image
 
-from viscodex import compare, html_preview
-from viscodex.compare import TASKS, StreamStats, extract_code, load_variants
+from conftest import free_port
+from viscodex._util import zerogpu
+from viscodex.app import compare, html_preview, sources, variants
+from viscodex.app.tasks import TASKS, extract_code
+from viscodex.app.variants import StreamStats, load_variants
 from viscodex.errors import SourceError, ViscodexError
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_NEW = 12
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def launched_app(tmp_path_factory, name: str):
     """Import app.py as a fresh module with the offline defaults (tiny trio built into a cache shared
-    by the session) and launch it on a free port. Yields (module, url)."""
+    by the session) and launch it on a free port. Yields (the ComparisonApp it built, url)."""
     base = tmp_path_factory.getbasetemp()
     with pytest.MonkeyPatch.context() as mp:
-        for env in compare.ENV_VARS.values():
+        for env in sources.ENV_VARS.values():
             mp.delenv(env, raising=False)
         mp.setenv("VISCODEX_CACHE", str(base / "viscodex-cache"))
         mp.setenv("HF_HUB_OFFLINE", "1")
@@ -50,11 +46,12 @@ def launched_app(tmp_path_factory, name: str):
         sys.modules[spec.name] = mod
         spec.loader.exec_module(mod)
         port = free_port()
-        mod.demo.launch(prevent_thread_lock=True, server_port=port, server_name="127.0.0.1", **mod.LAUNCH_KWARGS)
+        ui = mod.app  # app.py only builds the app when imported (it launches when run as a script)
+        ui.demo.launch(prevent_thread_lock=True, server_port=port, server_name="127.0.0.1", **ui.launch_kwargs)
         try:
-            yield mod, f"http://127.0.0.1:{port}/"
+            yield ui, f"http://127.0.0.1:{port}/"
         finally:
-            mod.demo.close()
+            ui.demo.close()
             sys.modules.pop(spec.name, None)
 
 
@@ -74,7 +71,7 @@ def client(app):
 @pytest.fixture(scope="module")
 def image_file(tmp_path_factory) -> Path:
     p = tmp_path_factory.mktemp("img") / "page.png"
-    from viscodex.assets import ASSETS_DIR
+    from viscodex.app.assets import ASSETS_DIR
 
     shutil.copy(ASSETS_DIR / "landing_page.png", p)
     return p
@@ -102,20 +99,20 @@ class VisionCounter:
 # ---------------------------------------------------------------- library level
 def test_offline_default_is_the_tiny_trio_merged_by_run_merge(app):
     mod, _ = app
-    assert set(mod.SPECS) == {"vlm", "swapped", "merged"}
-    paths = {k: Path(v) for k, v in mod.SPECS.items()}
-    assert paths == compare.default_variants()  # cached: the same folders, not rebuilt
+    assert set(mod.specs) == {"vlm", "swapped", "merged"}
+    paths = {k: Path(v) for k, v in mod.specs.items()}
+    assert paths == sources.default_variants()  # cached: the same folders, not rebuilt
     import yaml
 
     for variant in ("swapped", "merged"):
         rec = yaml.safe_load((paths[variant] / "viscodex_recipe.yaml").read_text())
-        assert rec["variant"] == variant and rec["lambda"] == compare.DEMO_LAMBDA
+        assert rec["variant"] == variant and rec["lambda"] == sources.DEMO_LAMBDA
         assert Path(rec["vlm"]) == paths["vlm"] and (paths["vlm"] / "config.json").exists()  # no stale temp paths
     assert json.loads((paths["vlm"] / "config.json").read_text())["model_type"] == "qwen2_5_vl"
 
 
 def test_vision_tower_is_shared_and_footprint_counts_it_once(app):
-    vs = app[0].VARIANTS
+    vs = app[0].variants
     assert vs.groups == [["vlm", "swapped", "merged"]]
     vis = [v.visual for v in vs.variants.values()]
     assert vis[0] is vis[1] is vis[2]
@@ -132,7 +129,7 @@ def test_vision_tower_is_shared_and_footprint_counts_it_once(app):
 
 
 def test_stream_equals_plain_generate_with_one_vision_pass(app):
-    vs = app[0].VARIANTS
+    vs = app[0].variants
     img, instr = image(), TASKS["Matplotlib chart"].instruction
     stats = StreamStats()
     with VisionCounter(vs.leader(0).visual) as c:
@@ -147,12 +144,12 @@ def test_stream_equals_plain_generate_with_one_vision_pass(app):
 
 
 def test_sampling_settings_are_the_same_for_every_variant(app):
-    vs = app[0].VARIANTS
+    vs = app[0].variants
     for v in vs.variants.values():
-        greedy = compare.generation_config(v.model, 7, 0.0)
+        greedy = variants.generation_config(v.model, 7, 0.0)
         assert (greedy.do_sample, greedy.max_new_tokens) == (False, 7)
         assert greedy.eos_token_id == v.model.generation_config.eos_token_id is not None
-        hot = compare.generation_config(v.model, 7, 0.8)
+        hot = variants.generation_config(v.model, 7, 0.8)
         assert (hot.do_sample, hot.temperature, hot.top_p) == (True, 0.8, 0.95)
     torch.manual_seed(0)
     stats = StreamStats()
@@ -161,7 +158,7 @@ def test_sampling_settings_are_the_same_for_every_variant(app):
 
 
 def test_closing_the_stream_stops_all_generations(app):
-    vs = app[0].VARIANTS
+    vs = app[0].variants
     stats = StreamStats()
     gen = vs.stream(image(), "Write the HTML", max_new_tokens=2000, stats=stats)
     next(gen)
@@ -171,7 +168,7 @@ def test_closing_the_stream_stops_all_generations(app):
 
 
 def test_stop_event_ends_generation_early(app):
-    vs = app[0].VARIANTS
+    vs = app[0].variants
     stop = threading.Event()
     stats = StreamStats()
     n = 0
@@ -186,7 +183,7 @@ def test_different_vision_towers_are_not_shared(app, tmp_path):
     """Identity is checked, not assumed: change one vision tensor in a copy of the merged model."""
     from safetensors.torch import load_file, save_file
 
-    specs = dict(app[0].SPECS)
+    specs = dict(app[0].specs)
     changed = tmp_path / "merged-other-vision"
     shutil.copytree(specs["merged"], changed)
     for f in sorted(changed.glob("*.safetensors")):
@@ -217,24 +214,24 @@ def test_a_code_llm_or_missing_model_is_refused_as_a_variant(trio, tmp_path):
 
 
 def test_resolve_variants_precedence(monkeypatch, tmp_path):
-    for env in compare.ENV_VARS.values():
+    for env in sources.ENV_VARS.values():
         monkeypatch.delenv(env, raising=False)
     monkeypatch.setenv("VISCODEX_SWAPPED", "org/swapped")
-    assert compare.resolve_variants("a/vlm", None, "c/merged") == {"vlm": "a/vlm", "swapped": "org/swapped",
+    assert sources.resolve_variants("a/vlm", None, "c/merged") == {"vlm": "a/vlm", "swapped": "org/swapped",
                                                                    "merged": "c/merged"}
     monkeypatch.delenv("VISCODEX_SWAPPED")
     # a Space may publish no swapped model: the configured variants only, no default filled in
-    assert compare.resolve_variants(vlm="a/vlm", merged="c/merged", offline=False) == {"vlm": "a/vlm",
+    assert sources.resolve_variants(vlm="a/vlm", merged="c/merged", offline=False) == {"vlm": "a/vlm",
                                                                                         "merged": "c/merged"}
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ViscodexError, match="no models configured: set VISCODEX_BASE_VLM"):
-        compare.resolve_variants(offline=False, recipe=tmp_path / "missing.yaml")
+        sources.resolve_variants(offline=False, recipe=tmp_path / "missing.yaml")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert not compare.hub_reachable()
+    assert not sources.hub_reachable()
 
 
 def test_two_variants_load_and_stream(app):
-    specs = {k: v for k, v in app[0].SPECS.items() if k != "swapped"}
+    specs = {k: v for k, v in app[0].specs.items() if k != "swapped"}
     vs = load_variants(specs, device="cpu")
     assert vs.names == ["vlm", "merged"] and vs.groups == [["vlm", "merged"]]
     last = list(vs.stream(image(), "Write the HTML", max_new_tokens=4))[-1]
@@ -270,18 +267,21 @@ def test_previews_render_html_in_a_sandboxed_iframe_and_charts_in_the_sandbox():
 
 
 def test_gpu_duration_and_slice_size():
-    assert compare.gpu_duration(16, 1000) == 20
-    assert compare.gpu_duration(1024, 1_000_000) > compare.gpu_duration(512, 1_000_000) > compare.gpu_duration(512, 0)
-    assert compare.gpu_duration(100_000, 10**8) == 300
-    assert compare.zerogpu_size(41 * 1024**3) == "large" and compare.zerogpu_size(46 * 1024**3) == "xlarge"
+    assert zerogpu.gpu_duration(16, 1000) == 20
+    assert zerogpu.gpu_duration(1024, 1_000_000) > zerogpu.gpu_duration(512, 1_000_000) > zerogpu.gpu_duration(512, 0)
+    assert zerogpu.gpu_duration(100_000, 10**8) == 300
+    # Measured on an H200 (benchmarks/gpu/app_7b.py): three 7B-shape columns streaming at once
+    # decode 7.5 tokens/s each, so 512 tokens take ~68 s; the request must not be cut short.
+    assert zerogpu.gpu_duration(512, 448 * 448) >= 512 / 7.5 + 5
+    assert zerogpu.zerogpu_size(41 * 1024**3) == "large" and zerogpu.zerogpu_size(46 * 1024**3) == "xlarge"
 
 
 def test_gpu_size_variable_overrides(monkeypatch):
     monkeypatch.setenv("VISCODEX_GPU_SIZE", "xlarge")
-    assert compare.zerogpu_size(1) == "xlarge"
+    assert zerogpu.zerogpu_size(1) == "xlarge"
     monkeypatch.setenv("VISCODEX_GPU_SIZE", "huge")
     with pytest.raises(ViscodexError, match="VISCODEX_GPU_SIZE='huge': expected large or xlarge"):
-        compare.zerogpu_size(1)
+        zerogpu.zerogpu_size(1)
 
 
 # ---------------------------------------------------------------- the launched app, via gradio_client
@@ -295,7 +295,7 @@ def predict(client, path, task="HTML page", max_new=MAX_NEW, **kw):
 
 
 def test_request_streams_three_nonempty_outputs_with_one_vision_pass(app, client, image_file):
-    vs = app[0].VARIANTS
+    vs = app[0].variants
     with VisionCounter(vs.leader(0).visual) as c:
         job = predict(client, image_file)
         final = job.result(timeout=120)
@@ -306,7 +306,7 @@ def test_request_streams_three_nonempty_outputs_with_one_vision_pass(app, client
     assert any(0 < len(o[0]) < len(codes[0]) for o in job.outputs()[:-1])
     assert all(h.startswith('<iframe sandbox="allow-scripts" ') for h in htmls)
     assert status.startswith("**Input:** PNG 640x420 RGB; resized from 640x420")
-    from viscodex.uploads import load_image
+    from viscodex.app.uploads import load_image
 
     ref = [vs.generate_plain(n, load_image(image_file, max_pixels=200_000).image, TASKS["HTML page"].instruction,
                              max_new_tokens=MAX_NEW)[0] for n in vs.names]
@@ -392,29 +392,36 @@ def test_api_exposes_only_run(client):
     assert list(client.view_api(return_format="dict")["named_endpoints"]) == ["/run"]
 
 
-def test_cli_app_command_sets_the_variants_and_runs_app_py(monkeypatch):
+def test_cli_app_command_builds_the_app_on_the_given_variants(monkeypatch):
+    """`viscodex app` passes the variants to create_app as arguments: no os.environ / sys.argv edits."""
+    import os
+
     from typer.testing import CliRunner
 
+    from viscodex.app import ui
     from viscodex.cli import app as cli
 
     seen = {}
 
-    def fake_run_path(path, run_name=None):
-        import os
+    class Fake:
+        def launch(self, **kw):
+            seen["launch"] = kw
 
-        seen.update(path=path, run_name=run_name, env={k: os.environ.get(k) for k in
-                                                       [*compare.ENV_VARS.values(), "GRADIO_SERVER_PORT"]})
-
-    import os
-
-    monkeypatch.setattr("runpy.run_path", fake_run_path)
-    monkeypatch.setattr(os, "environ", {k: v for k, v in os.environ.items()
-                                        if k not in [*compare.ENV_VARS.values(), "GRADIO_SERVER_PORT"]})
+    monkeypatch.setattr(ui, "create_app", lambda variants: seen.update(variants=variants) or Fake())
+    env, argv = dict(os.environ), list(sys.argv)
     r = CliRunner().invoke(cli, ["app", "--vlm", "a/v", "--swapped", "b/s", "--merged", "c/m", "--port", "7999"])
     assert r.exit_code == 0, r.output
-    assert Path(seen["path"]) == ROOT / "app.py" and seen["run_name"] == "__main__"
-    assert seen["env"] == {"VISCODEX_BASE_VLM": "a/v", "VISCODEX_SWAPPED": "b/s", "VISCODEX_MERGED": "c/m",
-                           "GRADIO_SERVER_PORT": "7999"}
+    assert seen == {"variants": {"vlm": "a/v", "swapped": "b/s", "merged": "c/m"},
+                    "launch": {"port": 7999, "host": None}}
+    assert dict(os.environ) == env and sys.argv == argv
+
+
+def test_space_entry_point_is_the_packaged_one():
+    """The checkout's app.py is the Space template's app.py (a wheel's `viscodex space` ships the latter)."""
+    from viscodex.hub.space import TEMPLATE_DIR
+
+    assert (ROOT / "app.py").read_bytes() == (TEMPLATE_DIR / "app.py").read_bytes()
+    assert (ROOT / "requirements.txt").resolve() == (TEMPLATE_DIR / "requirements.txt").resolve()
 
 
 def test_without_seccomp_chart_code_is_refused_in_the_preview_slot(app, client, image_file, monkeypatch, request):
@@ -425,18 +432,18 @@ def test_without_seccomp_chart_code_is_refused_in_the_preview_slot(app, client, 
 
     from viscodex import sandbox
 
-    mod = app[0]
-    panel = [b.value for b in mod.demo.blocks.values() if isinstance(b, gr.Markdown) and "Chart code" in str(b.value)]
+    ui = app[0]
+    panel = [b.value for b in ui.demo.blocks.values() if isinstance(b, gr.Markdown) and "Chart code" in str(b.value)]
     assert panel and panel[0].endswith(f"**Chart code** {sandbox.status().line}") and "seccomp on" in panel[0]
     answer = "```python\nimport matplotlib.pyplot as plt\nplt.plot([1, 2])\n```"
 
-    def fake_generate(image, instruction, max_new_tokens, temperature):
-        yield (answer,) * len(mod.NAMES)
+    def fake_stream(image, instruction, **kw):
+        yield (answer,) * len(ui.names)
 
-    monkeypatch.setattr(mod, "generate", fake_generate)
+    monkeypatch.setattr(ui.variants, "stream", fake_stream)  # what the app's GPU function streams from
     request.getfixturevalue("no_seccomp")  # after reading the panel, which shows the real probe
     out = predict(client, image_file, task="Matplotlib chart").result(timeout=120)
-    previews = out[len(mod.NAMES):2 * len(mod.NAMES)]
+    previews = out[len(ui.names):2 * len(ui.names)]
     for h in previews:
         assert "generated code was not run: this machine cannot sandbox it (seccomp off" in h
         assert "<img" not in h

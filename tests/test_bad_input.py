@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 
 from viscodex.cli import app
 from viscodex.errors import RecipeError, SourceError
-from viscodex.recipe import Recipe
-from viscodex.safetensors_io import read_header
-from viscodex.sizes import DEFAULT_SHARD_SIZE, parse_size
+from viscodex.engine.recipe import Recipe
+from viscodex.engine.safetensors_io import read_header
+from viscodex._util.sizes import DEFAULT_SHARD_SIZE, parse_size
 
 
 def run_cli(*args) -> tuple[int, str]:
@@ -73,7 +73,8 @@ def test_sizes_mean_what_they_say():
     assert parse_size("5GiB") == 5 * 2**30 and parse_size("5GB") == 5 * 10**9
     assert parse_size("500MiB") == 500 * 2**20 and parse_size("1.5KB") == 1500 and parse_size("1048576") == 2**20
     assert parse_size(DEFAULT_SHARD_SIZE) == 5 * 10**9
-    from viscodex import cli, merge
+    from viscodex import cli
+    from viscodex.engine import merge
 
     import inspect
     lib = inspect.signature(merge.run_merge).parameters["shard_size"].default

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from test_app import launched_app
 
-from viscodex.assets import ASSETS_DIR
-from viscodex.compare import TASKS
+from viscodex.app.assets import ASSETS_DIR
+from viscodex.app.tasks import TASKS
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 CHROMIUM = os.environ.get("VISCODEX_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
@@ -74,7 +74,7 @@ def preview_iframe(page, name: str):
 
 
 def test_upload_run_fills_three_columns_with_sandboxed_previews(page, app):
-    names = app[0].NAMES
+    names = app[0].names
     assert names == ["vlm", "swapped", "merged"]
     upload_and_run(page, ASSETS_DIR / "landing_page.png")
     for name in names:
@@ -116,7 +116,7 @@ def test_generated_script_payload_does_not_run_in_the_app_origin(page, app, monk
     monkeypatch.setattr(mod, "generate", fake_generate)
     page.evaluate("() => { window.__appOrigin = true; }")
     upload_and_run(page, ASSETS_DIR / "bar_chart.png")
-    for name in mod.NAMES:
+    for name in mod.names:
         preview_iframe(page, name).wait_for(state="attached")
         frame = page.frame_locator(f"#preview-{name} iframe")
         frame.locator("body[data-script-ran='1']").wait_for(state="attached")  # scripts ran, inside the frame
@@ -158,10 +158,10 @@ def test_chart_code_is_rendered_next_to_the_input(page, app, monkeypatch):
 
     expect(page.get_by_label("Instruction")).to_have_value(TASKS["Matplotlib chart"].instruction)
     upload_and_run(page, ASSETS_DIR / "bar_chart.png")
-    for name in mod.NAMES[:2]:
+    for name in mod.names[:2]:
         page.locator(f"#preview-{name} img[src^='data:image/png;base64,']").wait_for()
         assert "import matplotlib.pyplot as plt" in page.locator(f"#code-{name} .cm-content").inner_text()
-    last = page.locator(f"#preview-{mod.NAMES[2]}")
+    last = page.locator(f"#preview-{mod.names[2]}")
     last.get_by_text("the code raised SyntaxError").wait_for()
     assert last.locator("img").count() == 0
 
@@ -171,7 +171,7 @@ def test_example_click_runs_and_is_cached_lazily(page, app):
     cache = Path(os.environ.get("GRADIO_EXAMPLES_CACHE", ""))
     before = {p for p in cache.rglob("*") if p.is_file()} if cache.is_dir() else set()
     page.locator("table img").first.click()  # the first example: the landing page, task "HTML page"
-    for name in mod.NAMES:
+    for name in mod.names:
         preview_iframe(page, name).wait_for(state="attached")
         assert page.locator(f"#code-{name} .cm-content").inner_text().strip()
     after = {p for p in cache.rglob("*") if p.is_file()}

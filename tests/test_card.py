@@ -13,10 +13,10 @@ import textwrap
 import pytest
 import yaml
 from huggingface_hub import ModelCard, ModelCardData
-from hub_server import hub, hub_trio, push_folder, unique  # noqa: F401
+from hub_server import push_folder, unique
 from typer.testing import CliRunner
 
-from viscodex.card import (
+from viscodex.hub.card import (
     MIXED_LICENSE_NAME,
     CardError,
     SourceLicense,
@@ -26,8 +26,8 @@ from viscodex.card import (
     write_card,
 )
 from viscodex.cli import app
-from viscodex.merge import run_merge
-from viscodex.recipe import RECIPE_FILE, Recipe
+from viscodex.engine.merge import run_merge
+from viscodex.engine.recipe import RECIPE_FILE, Recipe
 
 TAGS = ["merge", "viscodex", "task_arithmetic", "multimodal", "code"]
 
@@ -193,7 +193,7 @@ def test_optmerge_methods_are_cited(hub_merged, tmp_path):
 
 
 def test_nan_marker_and_bad_metadata(hub_merged, tmp_path):
-    from viscodex.card import find_nan_markers
+    from viscodex.hub.card import find_nan_markers
 
     assert find_nan_markers({"training": {"final_loss": float("nan"), "ok": 1.0}}) == ["training.final_loss"]
     assert find_nan_markers({"eval_results": [{"nan_detected": True}]}) == ["eval_results[0].nan_detected"]

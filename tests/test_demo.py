@@ -21,8 +21,11 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from viscodex import toy_tasks as tt
-from viscodex.tiny import TinyConfig, build_tokenizer, build_trio
+from viscodex.toy import world as tt
+from viscodex.toy.models import TinyConfig, build_tokenizer, build_trio
+
+# trains tiny models and runs the demo end to end: minutes on two cores
+pytestmark = pytest.mark.slow
 
 CLAIM_MARGIN = 0.30
 SWAPPED_MAX = tt.chance_attr_acc() + 0.10
@@ -156,7 +159,7 @@ MICRO = {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2, "
 def test_trained_trio_is_deterministic(tmp_path):
     from transformers import AutoModelForCausalLM, Qwen2_5_VLForConditionalGeneration
 
-    from viscodex.demo import DemoConfig, train_trio
+    from viscodex.toy.demo import DemoConfig, train_trio
 
     cfg = DemoConfig(seed=0, **MICRO)
     a = train_trio(tmp_path / "a", demo=cfg)
@@ -176,7 +179,7 @@ def test_trained_trio_is_deterministic(tmp_path):
 
 
 def test_config_keys():
-    from viscodex.demo import FAST, FULL
+    from viscodex.toy.demo import FAST, FULL
 
     assert FULL.trio_key() != FAST.trio_key()
     assert FULL.trio_key() != dataclasses.replace(FULL, seed=1).trio_key()
@@ -192,7 +195,7 @@ def demo_run(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("demo")
     env = {"VISCODEX_CACHE": str(root / "cache")}
-    res = CliRunner().invoke(app, ["demo", "--no-app", "--fast", "--threads", "1", "--out", str(root / "out")], env=env)
+    res = CliRunner().invoke(app, ["demo", "--no-app", "--fast", "--compute-threads", "1", "--out", str(root / "out")], env=env)
     return root, env, res
 
 
@@ -231,7 +234,7 @@ def test_demo_robust_claims(demo_run):
 def test_demo_variants_are_real_models_with_provenance(demo_run):
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    from viscodex.recipe import Recipe
+    from viscodex.engine.recipe import Recipe
 
     root, _, res = demo_run
     assert res.exit_code == 0, res.output
@@ -269,28 +272,30 @@ def test_demo_reuses_its_results_and_refuses_foreign_folders(demo_run, tmp_path)
     assert other.exit_code == 2 and "another configuration" in other.output
 
 
-def test_launch_app_runs_app_py_on_the_three_fine_tuned_folders(monkeypatch, tmp_path):
+def test_demo_command_opens_the_app_on_the_three_fine_tuned_folders(monkeypatch, tmp_path):
+    """`viscodex demo` (app on) serves the SFT'd variants, passed as arguments (no environment edits)."""
     import os
-    import runpy
 
-    from viscodex import compare
-    from viscodex.demo import launch_app
+    from typer.testing import CliRunner
 
+    import viscodex.toy.demo as demo
+    from viscodex.app import ui
+    from viscodex.cli import app
+
+    (tmp_path / "results.md").write_text("table\n")
+    monkeypatch.setattr(demo, "run_demo", lambda out, cfg, force, threads: {"out": str(tmp_path)})
     seen = {}
-    keys = [*compare.ENV_VARS.values(), "GRADIO_SERVER_PORT", "GRADIO_SERVER_NAME"]
-    monkeypatch.setattr(os, "environ", {k: v for k, v in os.environ.items() if k not in keys})
-    monkeypatch.setattr(runpy, "run_path", lambda path, run_name=None: seen.update(
-        path=Path(path), run_name=run_name, env={k: os.environ.get(k) for k in keys}))
-    launch_app({"out": str(tmp_path)}, port=7999, host="0.0.0.0")
-    assert seen["path"] == compare.app_script() and seen["path"].name == "app.py" and seen["run_name"] == "__main__"
-    assert seen["env"] == {"VISCODEX_BASE_VLM": str(tmp_path / "sft" / "vlm"),
-                           "VISCODEX_SWAPPED": str(tmp_path / "sft" / "swapped"),
-                           "VISCODEX_MERGED": str(tmp_path / "sft" / "merged"),
-                           "GRADIO_SERVER_PORT": "7999", "GRADIO_SERVER_NAME": "0.0.0.0"}
+    monkeypatch.setattr(ui, "run_app", lambda variants, port, host: seen.update(variants=variants, port=port, host=host))
+    env = dict(os.environ)
+    r = CliRunner().invoke(app, ["demo", "--fast", "--port", "7999", "--host", "0.0.0.0"])
+    assert r.exit_code == 0, r.output
+    assert seen == {"variants": {k: tmp_path / "sft" / k for k in ("vlm", "swapped", "merged")}, "port": 7999,
+                    "host": "0.0.0.0"}
+    assert dict(os.environ) == env
 
 
 def test_run_app_refuses_unknown_variants():
-    from viscodex.compare import run_app
+    from viscodex.app.ui import run_app
     from viscodex.errors import ViscodexError
 
     with pytest.raises(ViscodexError, match=r"unknown variant\(s\) \['coder'\]: expected some of \['vlm', 'swapped', 'merged'\]"):
@@ -310,8 +315,8 @@ def test_demo_without_no_app_serves_the_fine_tuned_variants(demo_run, tmp_path):
     import httpx
     from gradio_client import Client, handle_file
 
-    from viscodex.assets import ASSETS_DIR
-    from viscodex.compare import TASKS
+    from viscodex.app.assets import ASSETS_DIR
+    from viscodex.app.tasks import TASKS
 
     root, env, res = demo_run
     assert res.exit_code == 0, res.output

@@ -34,7 +34,7 @@ from viscodex.evaluation.mmcode import MMCode, stdout_matches
 from viscodex.evaluation.records import card_entry, merge_entries
 from viscodex.evaluation.similarity import image_similarity
 from viscodex.evaluation.tasks import SAMPLES_DIR, extract_code
-from viscodex.recipe import RECIPE_FILE, Recipe
+from viscodex.engine.recipe import RECIPE_FILE, Recipe
 
 LOOP = "```python\nwhile True:\n    pass\n```"
 TOY = "toy_grounding"  # the cheapest toy task to generate for (12 tokens)
@@ -301,7 +301,7 @@ def test_card_entries_replace_older_ones():
 @pytest.fixture(scope="module")
 def sweep_run(trio, tmp_path_factory):
     """`viscodex sweep` over 3 lambdas on the tiny trio, recording into a folder merged at 0.5."""
-    from viscodex.merge import run_merge
+    from viscodex.engine.merge import run_merge
 
     root = tmp_path_factory.mktemp("sweep")
     recipe = Recipe(vlm=str(trio["vlm"]), coder=str(trio["coder"]), base=str(trio["base"]), name="tiny-sweep")
@@ -363,14 +363,14 @@ def test_batched_generation_matches_one_by_one(trio):
 
 
 def test_sweep_rerun_reuses_results_without_merging(sweep_run, monkeypatch):
-    import viscodex.merge
+    import viscodex.engine.merge
 
     root, folder, args, _ = sweep_run
 
     def no_merge(*a, **k):
         raise AssertionError("a completed lambda was merged again")
 
-    monkeypatch.setattr(viscodex.merge, "run_merge", no_merge)
+    monkeypatch.setattr(viscodex.engine.merge, "run_merge", no_merge)
     before = json.loads((root / "out" / "results.json").read_text())
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
@@ -380,7 +380,7 @@ def test_sweep_rerun_reuses_results_without_merging(sweep_run, monkeypatch):
 
 
 def test_sweep_results_flow_into_the_card(sweep_run, tmp_path):
-    from viscodex.card import build_card
+    from viscodex.hub.card import build_card
     from viscodex.evaluation.sweep import parse_lambdas
 
     root, folder, args, _ = sweep_run

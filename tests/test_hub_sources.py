@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import yaml
 from huggingface_hub import HfApi, constants
-from hub_server import hub, hub_trio, push_folder, unique  # noqa: F401
+from hub_server import push_folder, unique
 
 from viscodex.errors import CompatibilityError, SourceError
-from viscodex.merge import run_merge
-from viscodex.recipe import RECIPE_FILE, Recipe
-from viscodex.sources import _local_headers, open_source
+from viscodex.engine.merge import run_merge
+from viscodex.engine.recipe import RECIPE_FILE, Recipe
+from viscodex.engine.sources import _local_headers, open_source
 
 
 def weight_bytes(folder: Path) -> dict[str, bytes]:

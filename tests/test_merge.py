@@ -19,11 +19,11 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
-from viscodex import arch
+from viscodex.engine import arch
 from viscodex.cli import app
 from viscodex.errors import CompatibilityError, MergeError, RecipeError, SourceError, ViscodexError
-from viscodex.merge import run_merge
-from viscodex.recipe import RECIPE_FILE, Recipe
+from viscodex.engine.merge import run_merge
+from viscodex.engine.recipe import RECIPE_FILE, Recipe
 
 
 def load_sd(folder: Path) -> dict[str, torch.Tensor]:
@@ -339,7 +339,7 @@ def test_error_coder_not_qwen2(trio, tmp_path):
 
 
 def test_error_shape_and_config_mismatch_lists_every_problem(trio, tmp_path):
-    from viscodex.tiny import TinyConfig, build_tokenizer, new_base
+    from viscodex.toy.models import TinyConfig, build_tokenizer, new_base
 
     cfg = TinyConfig(intermediate_size=96)
     tok = build_tokenizer(cfg)
@@ -410,7 +410,7 @@ def test_refuses_to_overwrite_without_force(trio, tmp_path):
 
 
 def test_failure_midway_leaves_nothing(trio, tmp_path, monkeypatch):
-    import viscodex.merge as m
+    import viscodex.engine.merge as m
 
     real = m.compute_chunk
     calls = {"n": 0}
@@ -431,8 +431,8 @@ def test_failure_midway_leaves_nothing(trio, tmp_path, monkeypatch):
 def test_killed_merge_leaves_no_output_folder(trio, tmp_path):
     """SIGKILL in the middle of writing: nothing at --out (only a hidden temp folder may remain)."""
     script = textwrap.dedent(f"""
-        import time, viscodex.merge as m
-        from viscodex.recipe import Recipe
+        import time, viscodex.engine.merge as m
+        from viscodex.engine.recipe import Recipe
         real = m.compute_chunk
         def slow(*a, **k):
             time.sleep(0.2)
@@ -485,14 +485,14 @@ def test_row_chunking_gives_identical_bytes(trio, tmp_path, caplog):
     assert Recipe.load(tmp_path / "whole").records["sources"] == Recipe.load(tmp_path / "small").records["sources"]
     lent, blocks = map(int, re.search(r"read buffers: (\d+) from the pool \((\d+) blocks\)", caplog.text).groups())
     assert blocks <= 10_000 // 3000 + 12 and lent > 20 * blocks  # each block reused many times
-    import viscodex.merge as m
+    import viscodex.engine.merge as m
 
     chunks = m.chunks_of(small.plan.items, 3000)
     assert len(chunks) > 3 * len(small.plan.items)  # really chunked (embeddings, lm_head, MLPs, vision)
 
 
 def test_buffer_pool_reuses_a_block_only_once_nothing_views_it():
-    from viscodex.safetensors_io import BufferPool
+    from viscodex.engine.safetensors_io import BufferPool
 
     pool = BufferPool(1024, max_blocks=2, min_bytes=100)
     a = pool.take(1000)
@@ -513,7 +513,7 @@ def test_buffer_pool_reuses_a_block_only_once_nothing_views_it():
 
 
 def test_merge_math_runs_on_the_compute_threads_and_restores_torchs(trio, tmp_path, monkeypatch):
-    import viscodex.merge as m
+    import viscodex.engine.merge as m
 
     seen = set()
     check = m.nonfinite_count
@@ -535,7 +535,7 @@ def test_merge_math_runs_on_the_compute_threads_and_restores_torchs(trio, tmp_pa
 
 
 def test_input_hashes_are_file_sha256(trio, tmp_path):
-    from viscodex.sources import sha256_file
+    from viscodex.engine.sources import sha256_file
 
     r = Recipe(vlm=str(trio["vlm"]), coder=str(trio["coder"]), base=str(trio["base"]), lam=0.7)
     run_merge(r, tmp_path / "o", progress=False, chunk_bytes=5000)

@@ -9,8 +9,8 @@ from typer.testing import CliRunner
 from test_merge import edited_copy, load_sd, retyped_copy
 from viscodex.cli import app
 from viscodex.errors import CompatibilityError, MergeError
-from viscodex.merge import run_merge
-from viscodex.recipe import Recipe
+from viscodex.engine.merge import run_merge
+from viscodex.engine.recipe import Recipe
 
 
 def recipe(trio, **kw) -> Recipe:

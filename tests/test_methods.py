@@ -13,17 +13,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from viscodex.errors import MergeError, RecipeError
-from viscodex.methods import METHODS, get_method, method_for
-from viscodex.methods.dare import cpu_generator, dare
-from viscodex.methods.spectral import iso_c, iso_cts, tsv, tsv_factors
-from viscodex.methods.ties import (
+from viscodex.engine.methods import METHODS, get_method, method_for
+from viscodex.engine.methods.dare import cpu_generator, dare
+from viscodex.engine.methods.spectral import iso_c, iso_cts, tsv, tsv_factors
+from viscodex.engine.methods.ties import (
     GlobalMagnitudeThreshold,
     global_thresholds,
     keep_count,
     ties,
     trim,
 )
-from viscodex.methods.wudi import (
+from viscodex.engine.methods.wudi import (
     init_vector,
     optmerge,
     optmerge_closed_form,
@@ -46,14 +46,7 @@ def trio_tensors(seed: int, m: int, n: int, spread: float = 0.1, dtype=torch.flo
 shapes = st.tuples(st.integers(2, 12), st.integers(2, 12))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a busy shared CPU the thread
-    hand-offs cost ~40x the math (measured); restore the setting afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 lams = st.sampled_from([0.0, 0.15, 0.5, 0.7, 1.0])

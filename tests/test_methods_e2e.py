@@ -9,11 +9,11 @@ import torch
 from safetensors import safe_open
 from typer.testing import CliRunner
 
-from viscodex import arch
+from viscodex.engine import arch
 from viscodex.cli import app
-from viscodex.merge import run_merge
-from viscodex.methods import get_method
-from viscodex.recipe import Recipe
+from viscodex.engine.merge import run_merge
+from viscodex.engine.methods import get_method
+from viscodex.engine.recipe import Recipe
 
 LAM = 0.7
 CASES = [
@@ -31,14 +31,7 @@ CASES = [
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a busy shared CPU the thread
-    hand-offs cost ~40x the math (measured); restore the setting afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def load_sd(folder: Path) -> dict[str, torch.Tensor]:
@@ -143,9 +136,9 @@ def test_ties_global_topk_end_to_end(trio, tmp_path):
     merged tensors; the output equals TIES applied with those thresholds, and the recipe records them."""
     from safetensors.torch import load_file
 
-    from viscodex.merge import run_merge
-    from viscodex.methods.ties import global_thresholds, ties
-    from viscodex.recipe import Recipe
+    from viscodex.engine.merge import run_merge
+    from viscodex.engine.methods.ties import global_thresholds, ties
+    from viscodex.engine.recipe import Recipe
 
     def sd(folder):
         out = {}
@@ -176,9 +169,9 @@ def test_ties_global_topk_end_to_end(trio, tmp_path):
 def test_a_failing_pre_pass_leaves_nothing_behind(trio, tmp_path, monkeypatch):
     """A read error during TIES' global pre-pass (a shard truncated after planning) stops the merge
     with the error naming the file, and leaves neither --out nor a hidden temporary folder."""
-    import viscodex.merge as m
+    import viscodex.engine.merge as m
     from viscodex.errors import SourceError
-    from viscodex.recipe import Recipe
+    from viscodex.engine.recipe import Recipe
 
     def fail(*a, **kw):
         raise SourceError("vlm/model-00001-of-00002.safetensors: truncated while reading at byte 1024")

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from viscodex.methods import get_method, method_for
-from viscodex.methods.paper import LAMBDA, PAPER, paper_flags, paper_settings
+from viscodex.engine.methods import get_method, method_for
+from viscodex.engine.methods.paper import LAMBDA, PAPER, paper_flags, paper_settings
 
 M, N = 12, 6
 
@@ -193,7 +193,7 @@ def test_matrix_presets_average_the_1d_tensors_like_the_reference(name):
 
 
 def test_every_method_has_paper_settings_and_flags():
-    from viscodex.methods import METHODS
+    from viscodex.engine.methods import METHODS
 
     assert set(PAPER) == set(METHODS)
     assert LAMBDA == 0.5

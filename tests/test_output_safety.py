@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from viscodex import atomic
-from viscodex.atomic import OWNER_FILE, OutputError, OutputFolder, process_start, recover
-from viscodex.merge import run_merge
-from viscodex.recipe import RECIPE_FILE, Recipe
+from viscodex._util import atomic
+from viscodex._util.atomic import OWNER_FILE, OutputError, OutputFolder, process_start, recover
+from viscodex.engine.merge import run_merge
+from viscodex.engine.recipe import RECIPE_FILE, Recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
@@ -170,7 +170,7 @@ def test_kill_between_the_final_renames_restores_the_previous_output(trio, tmp_p
     before = files_of(out)
     # the second merge dies (SIGKILL) right after moving the old output aside
     kill = """
-    import os, signal, viscodex.atomic as a
+    import os, signal, viscodex._util.atomic as a
     real_rename = os.rename
     def rename(src, dst):
         real_rename(src, dst)
@@ -261,7 +261,7 @@ def test_full_disk_is_refused_before_writing(trio, tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------ the other folder-writing commands
 def test_train_refuses_an_out_inside_its_model_before_training(own_trio):
-    from viscodex.train import TrainConfig, run_train
+    from viscodex.training.trainer import TrainConfig, run_train
 
     before = files_of(own_trio)
     cfg = TrainConfig(model=str(own_trio / "vlm"), data=str(own_trio / "data.jsonl"), out=str(own_trio / "vlm" / "sft"),
@@ -283,14 +283,14 @@ def test_sweep_refuses_an_out_that_contains_a_source(own_trio):
 
 def test_space_out_is_written_atomically(tmp_path, monkeypatch):
     """A Space build that fails half-way leaves nothing at --out."""
-    import viscodex.space as space
+    import viscodex.hub.space as space
 
     def boom(*a, **k):
         raise RuntimeError("killed while rendering")
 
     import types
 
-    import viscodex.card as card
+    import viscodex.hub.card as card
 
     monkeypatch.setattr(space, "footprint", lambda *a, **k: types.SimpleNamespace(total=1, slice="large", parts=[]))
 

@@ -13,16 +13,16 @@ import pytest
 import torch
 import yaml
 from huggingface_hub import ModelCard, snapshot_download
-from hub_server import hub, hub_trio, push_folder, unique, validate_metadata  # noqa: F401
+from hub_server import push_folder, unique, validate_metadata
 from typer.testing import CliRunner
 
-from viscodex.atomic import MARKER
-from viscodex import arch
+from viscodex._util.atomic import MARKER
+from viscodex.engine import arch
 from viscodex.cli import app
-from viscodex.merge import run_merge
-from viscodex.publish import PublishError, RetryPolicy, check_loadable, publish
-from viscodex.recipe import RECIPE_FILE, Recipe
-from viscodex.space import SpaceError, build_space, footprint, publish_space
+from viscodex.engine.merge import run_merge
+from viscodex.hub.publish import PublishError, RetryPolicy, check_loadable, publish
+from viscodex.engine.recipe import RECIPE_FILE, Recipe
+from viscodex.hub.space import SpaceError, build_space, footprint, publish_space
 
 FAST = RetryPolicy(attempts=4, base=0.01, cap=0.05)
 WRITE_KINDS = {"create", "preupload", "lfs-batch", "lfs-put", "lfs-verify", "commit", "branch", "variables"}
@@ -197,7 +197,7 @@ def test_dry_run_uploads_nothing(hub, merged, tmp_path, monkeypatch):
             assert p.name not in listed
             continue
         assert p.name in listed, p.name
-        assert listed[p.name][-1] in ("B", "kB", "MB", "GB"), listed[p.name]
+        assert listed[p.name][-1] in ("B", "KiB", "MiB", "GiB"), listed[p.name]  # one human_size
     assert "total" in listed
 
 
@@ -314,7 +314,7 @@ def app_dir(tmp_path):
 
 
 def expected_footprint(folders: list[Path]) -> int:
-    from viscodex.sources import _local_headers
+    from viscodex.engine.sources import _local_headers
 
     def aligned(n):
         return n + (-n % 4096)
@@ -335,8 +335,8 @@ def test_space_publish(hub, hub_trio, trio, merged, space_models, app_dir, tmp_p
                          app_dir=app_dir, retry=FAST, keep=keep)
     # folder contents
     files = {p.relative_to(keep).as_posix() for p in keep.rglob("*") if p.is_file()}
-    assert {"app.py", "requirements.txt", "packages.txt", "README.md", "viscodex/__init__.py", "viscodex/space.py",
-            "viscodex/templates/model_card.md.j2"} <= files
+    assert {"app.py", "requirements.txt", "packages.txt", "README.md", "viscodex/__init__.py", "viscodex/hub/space.py",
+            "viscodex/hub/templates/model_card.md.j2"} <= files
     assert not any("__pycache__" in f or f.endswith(".pyc") for f in files)
     assert (keep / "app.py").read_bytes() == (app_dir / "app.py").read_bytes()
     # README metadata
@@ -354,7 +354,7 @@ def test_space_publish(hub, hub_trio, trio, merged, space_models, app_dir, tmp_p
     # on the Hub: files, README, variables
     r = hub.repo(repo, "space")
     assert r.sdk == "gradio"
-    assert {"app.py", "requirements.txt", "README.md", "viscodex/card.py"} <= set(r.resolve("main").files)
+    assert {"app.py", "requirements.txt", "README.md", "viscodex/hub/card.py"} <= set(r.resolve("main").files)
     assert hub.file_bytes(repo, "README.md", repo_type="space") == (keep / "README.md").read_bytes()
     assert {k: v["value"] for k, v in r.variables.items()} == {
         "VISCODEX_MERGED": space_models["merged"], "VISCODEX_BASE_VLM": hub_trio["vlm"],
@@ -399,7 +399,7 @@ def test_space_errors(hub, space_models, app_dir, tmp_path):
 
 def test_space_from_the_checkout(hub, space_models, tmp_path):
     """The real app.py / requirements.txt of this checkout, with the whole package beside them."""
-    from viscodex.space import default_app_dir
+    from viscodex.hub.space import default_app_dir
 
     root = default_app_dir()
     if not (root / "app.py").exists() or not (root / "requirements.txt").exists():

@@ -12,8 +12,8 @@ from test_publish import FAST, app_dir, copy, merged, our_commits, repo_name, sp
 from typer.testing import CliRunner
 
 from viscodex.cli import app
-from viscodex.publish import PublishError, RetryPolicy, publish
-from viscodex.space import SpaceError, publish_space
+from viscodex.hub.publish import PublishError, RetryPolicy, publish
+from viscodex.hub.space import SpaceError, publish_space
 
 
 def test_space_variables_refused_means_no_app_committed(hub, space_models, app_dir):
@@ -106,7 +106,7 @@ def test_republishing_unchanged_files_says_so(hub, merged, tmp_path):
 
 # ------------------------------------------------------------------ licences and cards
 def test_card_license_is_kept_by_publish(hub, merged, tmp_path):
-    from viscodex.card import build_card
+    from viscodex.hub.card import build_card
 
     folder = copy(merged, tmp_path)
     r = CliRunner().invoke(app, ["card", str(folder), "--license", "mit", "-q"])
@@ -122,9 +122,9 @@ def test_licence_texts_ship_with_the_weights_and_other_links_one(hub, hub_trio, 
 
     from hub_server import push_folder
 
-    from viscodex.card import build_card
-    from viscodex.merge import run_merge
-    from viscodex.recipe import Recipe
+    from viscodex.hub.card import build_card
+    from viscodex.engine.merge import run_merge
+    from viscodex.engine.recipe import Recipe
 
     coder_dir = tmp_path / "coder-src"
     shutil.copytree(trio["coder"], coder_dir)
@@ -139,9 +139,9 @@ def test_licence_texts_ship_with_the_weights_and_other_links_one(hub, hub_trio, 
 
 
 def test_swapped_card_names_no_method_or_lambda(trio, tmp_path):
-    from viscodex.card import build_card
-    from viscodex.merge import run_merge
-    from viscodex.recipe import Recipe
+    from viscodex.hub.card import build_card
+    from viscodex.engine.merge import run_merge
+    from viscodex.engine.recipe import Recipe
 
     out = tmp_path / "swapped"
     run_merge(Recipe(vlm=str(trio["vlm"]), coder=str(trio["coder"]), variant="swapped"), out, progress=False)
@@ -153,7 +153,7 @@ def test_swapped_card_names_no_method_or_lambda(trio, tmp_path):
 
 # ------------------------------------------------------------------ Space build
 def test_zerogpu_python_version_is_one_zerogpu_runs():
-    from viscodex.space import ZEROGPU_PYTHON, space_python
+    from viscodex.hub.space import ZEROGPU_PYTHON, space_python
 
     assert ZEROGPU_PYTHON == ("3.12.12", "3.10.13")  # hub-docs, spaces-zerogpu.md, "Supported Versions"
     assert space_python("3.11", "zero-a10g") == "3.12.12"

@@ -24,7 +24,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from viscodex import compare, sandbox
+from viscodex import sandbox
+from viscodex.app import compare
+from viscodex.app.tasks import TASKS
 from viscodex.evaluation import chartmimic, mmcode
 from viscodex.sandbox import render_chart, run_python
 
@@ -413,7 +415,7 @@ def test_without_seccomp_generated_code_is_refused_with_a_clear_message(no_secco
     with pytest.raises(sandbox.SandboxUnavailable) as e:
         run_python(f"open({str(marker)!r}, 'w')")
     assert str(e.value) == msg and not marker.exists()
-    p = compare.render_preview(f"```python\n{CHART}```", compare.TASKS["Matplotlib chart"])
+    p = compare.render_preview(f"```python\n{CHART}```", TASKS["Matplotlib chart"])
     assert p.png is None and p.message == msg  # what the app's preview slot shows (see test_app for the page)
     with pytest.raises(sandbox.SandboxUnavailable), mmcode.MMCode().scorer():
         pass

@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from viscodex.sft_collate import PackedCollator, PaddedCollator, check_packing, make_collator
-from viscodex.sft_data import IGNORE_INDEX, Encoder, ImageResolver, SFTCollator, normalize_record
+from viscodex.training.collate import PackedCollator, PaddedCollator, check_packing, make_collator
+from viscodex.training.data import IGNORE_INDEX, Encoder, ImageResolver, SFTCollator, normalize_record
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +138,7 @@ def test_dummy_widens_a_full_row(processor, items):
 
 
 def test_packing_refuses_unknown_attention():
-    from viscodex.sft_collate import packing_note
+    from viscodex.training.collate import packing_note
 
     assert packing_note("flash_attention_2") is None and "whole packed row" in packing_note(None)
     check_packing(None)

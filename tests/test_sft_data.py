@@ -7,10 +7,10 @@ import zipfile
 
 import pytest
 import torch
-from hub_server import hub, unique  # noqa: F401
+from hub_server import unique
 from PIL import Image
 
-from viscodex.sft_data import (
+from viscodex.training.data import (
     IGNORE_INDEX,
     DataError,
     Encoder,

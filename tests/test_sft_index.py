@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from train_helpers import merge_tiny
 
-from viscodex import sft_index
-from viscodex.sft_data import Encoder, build_index, open_data, write_toy_dataset
-from viscodex.sft_index import INDEX_DIR, prepare_index
+from viscodex.training import index as sft_index
+from viscodex.training.data import Encoder, build_index, open_data, write_toy_dataset
+from viscodex.training.index import INDEX_DIR, prepare_index
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -102,7 +102,7 @@ def test_ranks_and_processes_split_the_parts(data, encoder, tmp_path):
 
 
 def test_train_prepare_only_then_reuse(trio, data, tmp_path, monkeypatch):
-    from viscodex.train import TrainConfig, run_train
+    from viscodex.training.trainer import TrainConfig, run_train
 
     merged = merge_tiny(trio, tmp_path)
     cfg = dict(model=str(merged), data=str(data), out=str(tmp_path / "ft"), progress=False, prepare_only=True,

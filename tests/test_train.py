@@ -11,15 +11,16 @@ import torch
 from train_helpers import merge_tiny, tensors
 from typer.testing import CliRunner
 
-from viscodex.recipe import Recipe
-from viscodex.sft_data import IGNORE_INDEX, write_toy_dataset
-from viscodex.train import TrainConfig, param_role, run_train
+from viscodex.engine.recipe import Recipe
+from viscodex.training.data import IGNORE_INDEX, write_toy_dataset
+from viscodex.engine.arch import param_role
+from viscodex.training.trainer import TrainConfig, run_train
 
 STEPS = 6
 
 
 def role(name: str) -> str:
-    from viscodex import arch
+    from viscodex.engine import arch
 
     return arch.role_of(name).role
 
@@ -162,7 +163,7 @@ def test_resume_continues_from_checkpoint(run, merged, data, tmp_path):
 def test_bf16_model_frozen_embeddings(trio, data, tmp_path):
     """A bfloat16 checkpoint trains with fp32 master weights and comes back bfloat16; vision and
     (with --freeze-embeddings) embeddings bitwise identical."""
-    from viscodex.merge import run_merge
+    from viscodex.engine.merge import run_merge
 
     m = run_merge(Recipe(vlm=str(trio["vlm"]), coder=str(trio["coder"]), base=str(trio["base"]), dtype="bfloat16"),
                   tmp_path / "m16", progress=False).out

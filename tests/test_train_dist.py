@@ -17,7 +17,7 @@ import pytest
 import torch
 from train_helpers import merge_tiny, tensors
 
-from viscodex.recipe import Recipe
+from viscodex.engine.recipe import Recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -43,7 +43,7 @@ def merged(trio, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def mixed(merged):
-    from viscodex.sft_data import write_toy_dataset
+    from viscodex.training.data import write_toy_dataset
 
     root = merged.parent / "imgs"
     recs = json.loads(write_toy_dataset(root, n=4, seed=1).read_text())
@@ -84,7 +84,7 @@ COMMON = ["--max-steps", "4", "--global-batch", "2", "--logging-steps", "1", "--
 @pytest.fixture(scope="module")
 def one(merged, mixed):
     """The reference: one process, both records in each batch."""
-    from viscodex.train import TrainConfig, run_train
+    from viscodex.training.trainer import TrainConfig, run_train
 
     return run_train(TrainConfig(model=str(merged), data=str(mixed), out=str(merged.parent / "one"),
                                  images=str(merged.parent / "imgs"), batch_size=2, global_batch=2, max_steps=4,

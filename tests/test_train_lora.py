@@ -8,9 +8,9 @@ import torch
 from train_helpers import merge_tiny, small_config, tensors
 from typer.testing import CliRunner
 
-from viscodex.recipe import Recipe
-from viscodex.sft_data import write_toy_dataset
-from viscodex.train import run_train
+from viscodex.engine.recipe import Recipe
+from viscodex.training.data import write_toy_dataset
+from viscodex.training.trainer import run_train
 
 LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -68,7 +68,7 @@ def test_merge_lora_output_is_full_and_differs_only_in_backbone_linears(merged_r
 
 
 def test_adapter_output_merges_to_the_same_weights(merged_run, merged, data, tmp_path):
-    from viscodex.sft_lora import merge_adapter
+    from viscodex.training.lora import merge_adapter
 
     res = run_train(config(merged, data, tmp_path / "adapter"))
     files = {p.name for p in res.out.iterdir()}

@@ -7,9 +7,9 @@ import torch
 from train_helpers import merge_tiny, small_config, tensors
 from typer.testing import CliRunner
 
-from viscodex.recipe import Recipe
-from viscodex.sft_data import write_toy_dataset
-from viscodex.train import run_train
+from viscodex.engine.recipe import Recipe
+from viscodex.training.data import write_toy_dataset
+from viscodex.training.trainer import run_train
 
 config = small_config
 

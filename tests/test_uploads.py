@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from viscodex.errors import ViscodexError
-from viscodex.uploads import UploadError, load_image
+from viscodex.app.uploads import UploadError, load_image
 
 
 def png(im: Image.Image, **kw) -> bytes:
@@ -77,7 +77,7 @@ def test_missing_and_none():
 def test_file_size_limit(tmp_path):
     p = tmp_path / "big.png"
     p.write_bytes(png(Image.effect_noise((300, 300), 80).convert("RGB")))
-    with pytest.raises(UploadError, match=r"big.png: the file is \d+ bytes; the limit is 1000 bytes"):
+    with pytest.raises(UploadError, match=r"big.png: the file is \d+\.\d\d KiB; the limit is 1000 B"):
         load_image(p, max_file_bytes=1000)
 
 

@@ -18,8 +18,8 @@ def tensors(folder) -> dict[str, torch.Tensor]:
 
 def merge_tiny(trio: dict, folder: Path, lam: float = 0.7) -> Path:
     """The tiny trio merged into `folder`/merged (a Qwen2.5-VL model with a recipe)."""
-    from viscodex.merge import run_merge
-    from viscodex.recipe import Recipe
+    from viscodex.engine.merge import run_merge
+    from viscodex.engine.recipe import Recipe
 
     r = Recipe(vlm=str(trio["vlm"]), coder=str(trio["coder"]), base=str(trio["base"]), lam=lam)
     return run_merge(r, Path(folder) / "merged", progress=False).out
@@ -27,7 +27,7 @@ def merge_tiny(trio: dict, folder: Path, lam: float = 0.7) -> Path:
 
 def small_config(merged, data, out, **kw):
     """A TrainConfig for a few quick steps on the tiny model; `kw` overrides."""
-    from viscodex.train import TrainConfig
+    from viscodex.training.trainer import TrainConfig
 
     base = dict(model=str(merged), data=str(data), out=str(out), global_batch=2, batch_size=2, max_steps=2,
                 learning_rate=1e-3, warmup_ratio=0.0, save_steps=100, logging_steps=1, seed=0, progress=False)

@@ -7,18 +7,36 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-import yaml
+from typer.core import TyperGroup
 
-from .errors import ViscodexError
+from ._util.sizes import human_size
+from ._version import __version__
+from .cli_options import derive, parse_key_values
+from .engine.options import DEFAULT_SHARD_SIZE, MergeOptions
+from .errors import RecipeError, ViscodexError
+from .training.trainer import TrainConfig  # the train options' model (imports torch)
+
+# `viscodex --help` lists the commands in the order a user needs them: try the demo, look at the
+# sources, merge (and choose lambda), fine-tune, evaluate, publish, serve.
+ORDER = ["demo", "tiny", "inspect", "methods", "merge", "sweep", "train", "eval", "card", "publish", "space", "app"]
+
+
+class _Ordered(TyperGroup):
+    def list_commands(self, ctx) -> list[str]:
+        return sorted(super().list_commands(ctx), key=lambda c: ORDER.index(c) if c in ORDER else len(ORDER))
+
 
 app = typer.Typer(
     name="viscodex",
+    cls=_Ordered,
     help="Merge a code LLM into a Qwen2.5-VL language backbone (VisCodex), fine-tune, publish and demo it.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    # plain click help: rich markup would eat `[@revision]` and print flags as `<bool>`
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
-log = logging.getLogger("viscodex")
+log = logging.getLogger(__name__)
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -29,12 +47,33 @@ def _setup_logging(verbose: bool) -> None:
     logging.getLogger("huggingface_hub").propagate = False
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"viscodex {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False) -> None:
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+          version: Annotated[bool, typer.Option("--version", help="Print the version and exit.", is_eager=True,
+                                                callback=_print_version)] = False) -> None:
     _setup_logging(verbose)
 
 
+MERGE_HELP = {
+    "device": "Where the math runs: cpu, cuda, cuda:1 ...",
+    "shard_size": "Max shard size, e.g. 5GB, 500MB or a byte count.",
+    "threads": "Threads reading the sources.",
+    "compute_threads": "torch threads for the math (default: all cores for whole-matrix methods; for element-wise "
+                       "ones the cores the read/hash/write pipeline leaves free, at least 1).",
+    "force": "Overwrite --out if it exists.",
+    "hash_inputs": "Record the sha256 of local input files in the recipe (--no-hash-inputs to skip).",
+}
+
+
 @app.command()
+@derive(MergeOptions, help=MERGE_HELP, skip=("progress",), names={"threads": ("--read-threads",)},
+        show_default={"shard_size": str(DEFAULT_SHARD_SIZE)})
 def merge(
     recipe: Annotated[Optional[Path], typer.Argument(help="Recipe YAML (or a merged folder holding viscodex_recipe.yaml).")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (must not exist unless --force).")] = ...,
@@ -47,38 +86,30 @@ def merge(
     variant: Annotated[Optional[str], typer.Option(help="merged (default) or swapped (the coder-swapped baseline).")] = None,
     dtype: Annotated[Optional[str], typer.Option(help="auto (the VLM's), bfloat16, float16 or float32.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed for stochastic methods (DARE).")] = None,
-    device: Annotated[str, typer.Option(help="Where the math runs: cpu, cuda, cuda:1 ...")] = "cpu",
-    shard_size: Annotated[str, typer.Option(help="Max shard size: 5GB = 5*10^9 bytes, 5GiB = 5*2^30.")] = "5GB",
-    threads: Annotated[int, typer.Option(help="Reader threads.")] = 4,
-    compute_threads: Annotated[Optional[int], typer.Option(help="torch threads for the math (default: all cores for whole-matrix methods; for element-wise ones the cores the read/hash/write pipeline leaves free, at least 1).")] = None,
     allow_extrapolation: Annotated[bool, typer.Option("--allow-extrapolation", help="Allow lambda outside [0, 1].")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
-    no_hash: Annotated[bool, typer.Option("--no-hash", help="Skip sha256 of local input files in the recipe.")] = False,
+    no_hash: Annotated[bool, typer.Option("--no-hash", help="Same as --no-hash-inputs.")] = False,
+    options: MergeOptions = MergeOptions(),
 ) -> None:
     """Merge a VLM and a code LLM (task arithmetic on the language backbone by default)."""
-    from .merge import run_merge
-    from .recipe import Recipe
+    from .engine.merge import run_merge
+    from .engine.recipe import Recipe
 
     def run():
         if recipe is not None:
             r = Recipe.load(recipe)
         else:
             if not vlm or not coder:
-                raise ViscodexError("give a recipe file, or at least --vlm and --coder")
+                raise RecipeError("give a recipe file, or at least --vlm and --coder")
             r = Recipe(vlm=vlm, coder=coder)
-        flag_params = {}
-        for kv in param or []:
-            k, sep, v = kv.partition("=")
-            if not sep:
-                raise ViscodexError(f"--param {kv!r}: expected key=value")
-            flag_params[k.strip()] = yaml.safe_load(v)
+        flag_params = parse_key_values(param, "--param")
         if method is not None and method != r.method:
             r.params = {}  # the recipe's parameters belong to its own method
         r = r.with_overrides(vlm=vlm, coder=coder, base=base, lam=lam, method=method, variant=variant, dtype=dtype,
                              seed=seed, allow_extrapolation=allow_extrapolation or None)
         r.params = {**r.params, **flag_params}
-        res = run_merge(r, out, device=device, shard_size=shard_size, threads=threads, force=force, hash_inputs=not no_hash,
-                        compute_threads=compute_threads)
+        if no_hash:
+            options.hash_inputs = False
+        res = run_merge(r, out, **options.kwargs())
         gb = res.bytes_written / 1e9
         what = f"{r.method}, lambda={r.lam}" if r.variant == "merged" else "the coder's backbone in the VLM"
         typer.echo(f"wrote {res.out} ({r.variant}: {what}) - {len(res.files)} shard(s), {gb:.3f} GB in {res.seconds:.1f}s")
@@ -92,7 +123,7 @@ def inspect(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Show each source's architecture, backbone dims, key layout, dtype and size, and trio compatibility."""
-    from .inspect_sources import inspect_sources
+    from .engine.inspect_sources import inspect_sources
 
     _guard(lambda: typer.echo(inspect_sources(sources, as_json=as_json)))
 
@@ -100,8 +131,8 @@ def inspect(
 @app.command()
 def methods() -> None:
     """List the merge methods with their parameters and references."""
-    from .methods import METHODS
-    from .methods.paper import paper_flags
+    from .engine.methods import METHODS
+    from .engine.methods.paper import paper_flags
 
     for m in METHODS.values():
         ps = ", ".join(f"{p.name}={p.default!r}" for p in m.params) or "-"
@@ -115,7 +146,7 @@ def tiny(
     tied: Annotated[bool, typer.Option("--tied", help="Tie lm_head to the embeddings (like Qwen2.5 0.5B-3B).")] = False,
 ) -> None:
     """Build a tiny untrained trio (real Qwen2 / Qwen2.5-VL classes, tokenizer, processor) to try commands offline."""
-    from .tiny import TinyConfig, build_trio
+    from .toy.models import TinyConfig, build_trio
 
     def run():
         paths = build_trio(out, TinyConfig(seed=seed, tie_word_embeddings=tied))
@@ -125,75 +156,70 @@ def tiny(
     _guard(run)
 
 
+TRAIN_HELP = {
+    "model": "Merged model: local folder or Hub id (a Qwen2.5-VL model).",
+    "data": "Records: .json/.jsonl file, folder, or Hub dataset id (e.g. lingjie23/MultimodalCodingDataset).",
+    "out": "Output model folder (must not exist unless --force).",
+    "images": "Folder that image paths in the records are relative to.",
+    "epochs": "Epochs over the data (paper: 2).",
+    "learning_rate": "AdamW learning rate (paper: 1e-5).",
+    "global_batch": "Sequences per optimizer step, over all GPUs (paper: 128); reached by gradient accumulation.",
+    "batch_size": "Sequences per GPU per forward pass.",
+    "max_len": "Max tokens per sequence, image tokens included (paper: 8192).",
+    "max_steps": "Stop after this many optimizer steps (overrides --epochs).",
+    "min_pixels": "Smallest image area after resizing (default: the processor's).",
+    "max_pixels": "Largest image area after resizing (default: the processor's).",
+    "truncation": "Over-long records: truncate (cut the answer's tail) or drop.",
+    "freeze_embeddings": "Also freeze embed_tokens and lm_head.",
+    "warmup_ratio": "Fraction of steps for linear warm-up.",
+    "lr_scheduler": "transformers scheduler name (cosine, linear, constant...).",
+    "weight_decay": "AdamW weight decay.",
+    "max_grad_norm": "Gradient clipping norm.",
+    "seed": "Seed for data order and initialisation.",
+    "bf16": "bfloat16 autocast (default: on when the GPU supports it).",
+    "dtype": "Weights and optimizer state while training: float32 (fp32 master weights) or bfloat16 (halves memory).",
+    "gradient_checkpointing": "Recompute activations in backward to save memory.",
+    "save_steps": "Checkpoint every N optimizer steps.",
+    "save_total_limit": "Keep at most N checkpoints.",
+    "logging_steps": "Log every N optimizer steps.",
+    "resume": "'auto' (latest checkpoint in --checkpoint-dir) or a checkpoint folder.",
+    "checkpoint_dir": "Where checkpoints go (default: <out>-checkpoints).",
+    "max_records": "Use only the first N records.",
+    "workers": "Data loader worker processes.",
+    "attn_implementation": "sdpa (default), flash_attention_2, eager.",
+    "report_to": "Experiment tracker: none, tensorboard, wandb, trackio...",
+    "force": "Overwrite --out if it exists.",
+    "extra_args": "Any other transformers TrainingArguments field, e.g. --extra-arg adam_beta2=0.95.",
+    "packing": "Padding-free: each micro-batch's records in one row, no attention across records.",
+    "fsdp": "FSDP2 full sharding without an accelerate config (torchrun --nproc-per-node N -m viscodex train ... --fsdp).",
+    "prepare_only": "Check the records, write the cached index into the checkpoint folder, and stop.",
+    "prepare_procs": "Processes per rank checking records (default: CPU cores / local ranks).",
+    "prepare_chunk": "Records per cached part of the data check (what a killed run keeps).",
+    "lora_r": "LoRA rank: train adapters on the language backbone's linear layers only (peft).",
+    "lora_alpha": "LoRA alpha (default 2 x rank).",
+    "lora_dropout": "LoRA dropout.",
+    "qlora": "QLoRA: load the model in 4-bit NF4 (bitsandbytes, CUDA); needs --lora-r.",
+    "merge_lora": "Write a full checkpoint (adapter merged in) instead of the adapter.",
+    "eval_split": "Validation: a fraction of the records (0.01) or a separate data file; eval loss goes into the recipe.",
+    "eval_steps": "Evaluate every N optimizer steps (default: --save-steps) and at the end.",
+    "optim": "transformers optimizer name: adamw_torch, adamw_torch_fused, adamw_8bit (bitsandbytes), adafactor...",
+    "train_projector": "Also train the projector (visual.merger); the vision encoder stays frozen.",
+    "projector_lr": "Learning rate of the projector with --train-projector (default: --lr).",
+}
+
+
 @app.command()
-def train(
-    model: Annotated[str, typer.Argument(help="Merged model: local folder or Hub id (a Qwen2.5-VL model).")],
-    data: Annotated[str, typer.Option(help="Records: .json/.jsonl file, folder, or Hub dataset id (e.g. lingjie23/MultimodalCodingDataset).")] = ...,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output model folder (must not exist unless --force).")] = ...,
-    images: Annotated[Optional[Path], typer.Option(help="Folder that image paths in the records are relative to.")] = None,
-    epochs: Annotated[float, typer.Option(help="Epochs over the data (paper: 2).")] = 2.0,
-    lr: Annotated[float, typer.Option("--lr", help="AdamW learning rate (paper: 1e-5).")] = 1e-5,
-    global_batch: Annotated[int, typer.Option(help="Sequences per optimizer step, over all GPUs (paper: 128); reached by gradient accumulation.")] = 128,
-    batch_size: Annotated[int, typer.Option(help="Sequences per GPU per forward pass.")] = 1,
-    max_len: Annotated[int, typer.Option(help="Max tokens per sequence, image tokens included (paper: 8192).")] = 8192,
-    max_steps: Annotated[Optional[int], typer.Option(help="Stop after this many optimizer steps (overrides --epochs).")] = None,
-    min_pixels: Annotated[Optional[int], typer.Option(help="Smallest image area after resizing (default: the processor's).")] = None,
-    max_pixels: Annotated[Optional[int], typer.Option(help="Largest image area after resizing (default: the processor's).")] = None,
-    truncation: Annotated[str, typer.Option(help="Over-long records: truncate (cut the answer's tail) or drop.")] = "truncate",
-    freeze_embeddings: Annotated[bool, typer.Option("--freeze-embeddings", help="Also freeze embed_tokens and lm_head.")] = False,
-    warmup_ratio: Annotated[float, typer.Option(help="Fraction of steps for linear warm-up.")] = 0.03,
-    lr_scheduler: Annotated[str, typer.Option(help="transformers scheduler name (cosine, linear, constant...).")] = "cosine",
-    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.0,
-    seed: Annotated[int, typer.Option(help="Seed for data order and initialisation.")] = 42,
-    bf16: Annotated[Optional[bool], typer.Option("--bf16/--no-bf16", help="bfloat16 autocast (default: on when the GPU supports it).")] = None,
-    dtype: Annotated[str, typer.Option(help="Weights and optimizer state while training: float32 (fp32 master weights) or bfloat16 (halves memory).")] = "float32",
-    gradient_checkpointing: Annotated[bool, typer.Option("--gradient-checkpointing/--no-gradient-checkpointing", help="Recompute activations in backward to save memory.")] = True,
-    save_steps: Annotated[int, typer.Option(help="Checkpoint every N optimizer steps.")] = 500,
-    save_total_limit: Annotated[Optional[int], typer.Option(help="Keep at most N checkpoints.")] = 2,
-    logging_steps: Annotated[int, typer.Option(help="Log every N optimizer steps.")] = 10,
-    resume: Annotated[Optional[str], typer.Option(help="'auto' (latest checkpoint in --checkpoint-dir) or a checkpoint folder.")] = None,
-    checkpoint_dir: Annotated[Optional[Path], typer.Option(help="Where checkpoints go (default: <out>-checkpoints).")] = None,
-    max_records: Annotated[Optional[int], typer.Option(help="Use only the first N records.")] = None,
-    workers: Annotated[int, typer.Option(help="Data loader worker processes.")] = 0,
-    attn_implementation: Annotated[Optional[str], typer.Option(help="sdpa (default), flash_attention_2, eager.")] = None,
-    report_to: Annotated[str, typer.Option(help="Experiment tracker: none, tensorboard, wandb, trackio...")] = "none",
-    force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
-    packing: Annotated[bool, typer.Option("--packing", help="Padding-free: each micro-batch's records in one row, no attention across records.")] = False,
-    fsdp: Annotated[bool, typer.Option("--fsdp", help="FSDP2 full sharding without an accelerate config (torchrun --nproc-per-node N -m viscodex train ... --fsdp).")] = False,
-    prepare_only: Annotated[bool, typer.Option("--prepare-only", help="Check the records, write the cached index into the checkpoint folder, and stop.")] = False,
-    prepare_procs: Annotated[Optional[int], typer.Option(help="Processes per rank checking records (default: CPU cores / local ranks).")] = None,
-    prepare_chunk: Annotated[int, typer.Option(help="Records per cached part of the data check (what a killed run keeps).")] = 4096,
-    lora_r: Annotated[Optional[int], typer.Option(help="LoRA rank: train adapters on the language backbone's linear layers only (peft).")] = None,
-    lora_alpha: Annotated[Optional[int], typer.Option(help="LoRA alpha (default 2 x rank).")] = None,
-    lora_dropout: Annotated[float, typer.Option(help="LoRA dropout.")] = 0.0,
-    qlora: Annotated[bool, typer.Option("--qlora", help="QLoRA: load the model in 4-bit NF4 (bitsandbytes, CUDA); needs --lora-r.")] = False,
-    merge_lora: Annotated[bool, typer.Option("--merge-lora", help="Write a full checkpoint (adapter merged in) instead of the adapter.")] = False,
-    eval_split: Annotated[Optional[str], typer.Option(help="Validation: a fraction of the records (0.01) or a separate data file; eval loss goes into the recipe.")] = None,
-    eval_steps: Annotated[Optional[int], typer.Option(help="Evaluate every N optimizer steps (default: --save-steps) and at the end.")] = None,
-    optim: Annotated[str, typer.Option(help="transformers optimizer name: adamw_torch, adamw_torch_fused, adamw_8bit (bitsandbytes), adafactor...")] = "adamw_torch",
-    train_projector: Annotated[bool, typer.Option("--train-projector", help="Also train the projector (visual.merger); the vision encoder stays frozen.")] = False,
-    projector_lr: Annotated[Optional[float], typer.Option(help="Learning rate of the projector with --train-projector (default: --lr).")] = None,
-) -> None:
-    """Fine-tune a merged model (SFT) with the vision encoder and projector frozen."""
-    from .train import TrainConfig, run_train
+@derive(TrainConfig, help=TRAIN_HELP, arguments=("model",), skip=("progress",),
+        names={"out": ("--out", "-o"), "learning_rate": ("--lr",), "extra_args": ("--extra-arg",),
+               "workers": ("--loader-workers",)})
+def train(cfg: TrainConfig) -> None:
+    """Fine-tune a merged model (SFT) with the vision encoder and projector frozen. The options are
+    TrainConfig's fields (`viscodex.train(model, data, out, **fields)` from Python)."""
+    from .training.trainer import run_train
 
     def run():
-        cfg = TrainConfig(
-            model=model, data=data, out=str(out), images=str(images) if images else None, epochs=epochs,
-            learning_rate=lr, global_batch=global_batch, batch_size=batch_size, max_len=max_len, max_steps=max_steps,
-            min_pixels=min_pixels, max_pixels=max_pixels, truncation=truncation, freeze_embeddings=freeze_embeddings,
-            warmup_ratio=warmup_ratio, lr_scheduler=lr_scheduler, weight_decay=weight_decay, seed=seed, bf16=bf16,
-            dtype=dtype, gradient_checkpointing=gradient_checkpointing, save_steps=save_steps,
-            save_total_limit=save_total_limit, logging_steps=logging_steps, resume=resume,
-            checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None, max_records=max_records, workers=workers,
-            attn_implementation=attn_implementation, report_to=report_to, force=force,
-            packing=packing, fsdp=fsdp, prepare_only=prepare_only, prepare_procs=prepare_procs,
-            prepare_chunk=prepare_chunk, lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
-            qlora=qlora, merge_lora=merge_lora, eval_split=eval_split, eval_steps=eval_steps, optim=optim,
-            train_projector=train_projector, projector_lr=projector_lr,
-        )
         res = run_train(cfg)
-        if prepare_only:
+        if cfg.prepare_only:
             d = res.training["data"]
             typer.echo(f"checked {d['records']} records: {d['used']} used, skipped {d['skipped'] or 'none'}")
             return
@@ -214,7 +240,7 @@ def card(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Write README.md without printing it.")] = False,
 ) -> None:
     """Write (or refresh) the folder's README.md model card from its recipe, and print it."""
-    from .card import validate_card, write_card
+    from .hub.card import validate_card, write_card
 
     def run():
         path, build = write_card(folder, repo_id=repo_id, license=license)
@@ -237,8 +263,8 @@ def publish(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the card and the files with sizes; upload nothing.")] = False,
 ) -> None:
     """Upload a merged folder to the Hub with a model card generated from its recipe."""
-    from .publish import format_files
-    from .publish import publish as run_publish
+    from .hub.publish import format_files
+    from .hub.publish import publish as run_publish
 
     def run():
         res = run_publish(folder, repo, private=private, revision=revision, dry_run=dry_run, license=license)
@@ -251,7 +277,7 @@ def publish(
             typer.echo(f"nothing changed: {res.url} (revision {res.revision}) already holds these {len(res.files)} "
                        f"files (commit {res.commit})")
         else:
-            typer.echo(f"published {len(res.files)} files ({res.total_bytes / 1e9:.3f} GB) to {res.url} "
+            typer.echo(f"published {len(res.files)} files ({human_size(res.total_bytes)}) to {res.url} "
                        f"(revision {res.revision}, commit {res.commit})")
 
     _guard(run)
@@ -270,8 +296,8 @@ def space(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the Space README, files and variables; upload nothing.")] = False,
 ) -> None:
     """Publish the demo Space: app, package, requirements and a README generated from space_config/."""
-    from .publish import format_files
-    from .space import publish_space
+    from .hub.publish import format_files
+    from .hub.space import publish_space
 
     def run():
         plan = publish_space(model=model, repo_id=repo, base_vlm=base_vlm, swapped=swapped, hardware=hardware,
@@ -283,7 +309,7 @@ def space(
             typer.echo(format_files(plan.files))
         for k, v in plan.variables.items():
             typer.echo(f"variable {k}={v}")
-        typer.echo(f"GPU footprint {fp.total / 1024**3:.2f} GiB -> hardware {plan.hardware}"
+        typer.echo(f"GPU footprint {human_size(fp.total)} -> hardware {plan.hardware}"
                    + (f", ZeroGPU slice {fp.slice}" if plan.hardware == "zero-a10g" else ""))
         typer.echo("nothing was uploaded" if dry_run else f"published {plan.url} (commit {plan.commit})")
 
@@ -300,7 +326,7 @@ def app_cmd(
 ) -> None:
     """Launch the side-by-side demo (app.py): base VLM, coder-swapped and merged. Nothing given and
     no Hub: the tiny offline demo trio."""
-    from .compare import run_app
+    from .app.ui import run_app
 
     _guard(lambda: run_app({"vlm": vlm, "swapped": swapped, "merged": merged}, port=port, host=host))
 
@@ -361,7 +387,7 @@ def sweep(
 ) -> None:
     """Merge at each lambda, evaluate, and report the best lambda (table, plot, JSON)."""
     from .evaluation.sweep import parse_lambdas, run_sweep
-    from .recipe import Recipe
+    from .engine.recipe import Recipe
 
     def run():
         res = run_sweep(Recipe.load(recipe), parse_lambdas(lambdas), task, out, source=source, limit=limit, keep=keep,
@@ -383,7 +409,7 @@ def demo(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for the table, plot and models (default: in the user cache).")] = None,
     fast: Annotated[bool, typer.Option("--fast", help="A smaller, quicker configuration (about a minute; weaker models).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Redo the merges, evaluation and SFT even if --out holds them.")] = False,
-    threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch (default: torch's choice; 1 is best on a busy machine).")] = None,
+    compute_threads: Annotated[Optional[int], typer.Option(help="torch threads for training and evaluation (default: torch's choice; 1 is best on a busy machine).")] = None,
     port: Annotated[Optional[int], typer.Option("--port", help="The app's server port (default 7860).")] = None,
     host: Annotated[Optional[str], typer.Option("--host", help="The app's server address (default 127.0.0.1).")] = None,
 ) -> None:
@@ -392,16 +418,20 @@ def demo(
     the table, then launch the app on them."""
     import dataclasses
 
-    from .demo import FAST, FULL, launch_app, run_demo
+    from .toy.demo import FAST, FULL, run_demo, variant_paths
 
     def run():
         cfg = dataclasses.replace(FAST if fast else FULL, seed=seed)
-        res = run_demo(out, cfg, force=force, threads=threads)
+        res = run_demo(out, cfg, force=force, threads=compute_threads)
         folder = Path(res["out"])
         typer.echo((folder / "results.md").read_text(), nl=False)
         typer.echo(f"wrote {folder / 'results.md'}, {folder / 'results.json'}, {folder / 'accuracy_vs_lambda.png'}")
         if not no_app:
-            launch_app(res, port=port, host=host)
+            from .app.ui import run_app
+
+            paths = variant_paths(res)
+            log.info("opening the comparison app on %s", ", ".join(f"{k}={v}" for k, v in paths.items()))
+            run_app(paths, port=port, host=host)
 
     _guard(run)
 
@@ -423,7 +453,7 @@ def _guard(fn) -> None:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt as e:
-        from .atomic import Terminated
+        from ._util.atomic import Terminated
 
         why = f"terminated ({e})" if isinstance(e, Terminated) else "interrupted"
         typer.echo(f"{why}; nothing was written to the output folder", err=True)

@@ -1,4 +1,5 @@
-"""Error types. Each message names the problem: which file, which tensor, which shapes."""
+"""Every error class of viscodex, in one place. Each message names the problem (which file, which
+tensor, which shapes, which option) and the fix; the CLI prints it as one line and exits 2."""
 
 
 class ViscodexError(Exception):
@@ -26,3 +27,48 @@ class CompatibilityError(ViscodexError):
 
 class MergeError(ViscodexError):
     """The merge itself failed (e.g. a NaN/Inf in an output tensor)."""
+
+
+class DataError(ViscodexError):
+    """The training data as a whole cannot be used (missing file, nothing valid, bad template)."""
+
+
+class TrainError(ViscodexError):
+    """A fine-tuning run cannot start or continue (bad option, no vision tower, bad checkpoint)."""
+
+
+class EvalError(ViscodexError):
+    """An evaluation cannot run (unknown task, missing dataset, missing browser...)."""
+
+
+class CardError(ViscodexError):
+    """The model card cannot be generated or does not validate."""
+
+
+class PublishError(ViscodexError):
+    """The folder cannot be published, or the Hub refused it."""
+
+
+class SpaceError(ViscodexError):
+    """The Space cannot be assembled or published."""
+
+
+class UploadError(ViscodexError):
+    """An uploaded file cannot be used as an image; the message says why."""
+
+
+class AppError(ViscodexError):
+    """The comparison app cannot start: no models configured, unknown variant, bad setting."""
+
+
+class DemoError(ViscodexError):
+    """`viscodex demo` will not write where asked (a foreign folder, another configuration)."""
+
+
+class OutputError(ViscodexError):
+    """--out cannot be written safely (overlaps a source, holds foreign files, is locked...)."""
+
+
+class SandboxUnavailable(ViscodexError):
+    """The kernel layers the code sandbox needs are missing, and unsafe execution was not allowed."""
+

@@ -58,7 +58,10 @@ def main(argv=None) -> None:
     from PIL import Image
 
     from app_bench import bench_bare, bench_stream  # benchmarks/app_bench.py: the CPU app benchmark's paths
-    from viscodex import compare
+    from viscodex._util.zerogpu import XLARGE_THRESHOLD_GIB, gpu_duration, zerogpu_size
+    from viscodex.app.sources import VARIANTS
+    from viscodex.app.tasks import TASKS
+    from viscodex.app.variants import load_variants
 
     cuda = args.device.startswith("cuda")
     folder = args.work / f"vlm-{args.shape}"
@@ -66,13 +69,13 @@ def main(argv=None) -> None:
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    vs = compare.load_variants({n: str(folder) for n in compare.VARIANTS}, device=args.device, dtype="bfloat16")
+    vs = load_variants({n: str(folder) for n in VARIANTS}, device=args.device, dtype="bfloat16")
     load_s = time.perf_counter() - t0
     fp = vs.footprint()
     resident = torch.cuda.memory_allocated() if cuda else None
     print(fp.report(), flush=True)
     image = Image.new("RGB", (448, 448), (30, 120, 200))
-    instruction = compare.TASKS["HTML page"].instruction
+    instruction = TASKS["HTML page"].instruction
     bench_bare(vs, image, instruction, 4)  # warm-up (kernels, allocator)
     bench_stream(vs, image, instruction, 4)
     runs = {"bare": [], "stream": []}
@@ -90,15 +93,15 @@ def main(argv=None) -> None:
                                       for k, i in (("ttft_s", 0), ("tok_s", 1), ("tokens", 2))}})
     walls = {"bare": statistics.median(sum(r[n][4] for n in vs.names) for r in runs["bare"]),
              "stream": statistics.median(r[vs.names[0]][4] for r in runs["stream"])}
-    slice_name = compare.zerogpu_size(fp.total)
-    est = compare.gpu_duration(args.max_new_tokens, 448 * 448)
+    slice_name = zerogpu_size(fp.total)
+    est = gpu_duration(args.max_new_tokens, 448 * 448)
     res = {
         "device": torch.cuda.get_device_name() if cuda else "cpu", "shape": args.shape,
         "layers": vs.leader(0).model.config.text_config.num_hidden_layers,
         "save_checkpoint_s": round(save_s, 1), "load_variants_s": round(load_s, 1),
         "footprint_total_bytes": fp.total, "footprint_shared_bytes": fp.shared, "vision_groups": fp.groups,
         "cuda_resident_bytes": resident, "cuda_peak_bytes": peak,
-        "zerogpu_slice": slice_name, "zerogpu_large_limit_bytes": compare.ZEROGPU_LARGE_LIMIT,
+        "zerogpu_slice": slice_name, "zerogpu_xlarge_threshold_bytes": int(XLARGE_THRESHOLD_GIB * 2**30),
         "max_new_tokens": args.max_new_tokens, "repeats": args.repeats, "per_variant": rows,
         "wall_bare_sequential_s": round(walls["bare"], 3), "wall_stream_s": round(walls["stream"], 3),
         "gpu_duration_estimate_s": est,

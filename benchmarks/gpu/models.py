@@ -26,7 +26,7 @@ TINY_VISION = dict(VISION, depth=2, hidden_size=32, intermediate_size=64, num_he
 
 def processor(image_px: int = 448):
     """viscodex's tiny tokenizer + a Qwen2.5-VL processor whose pixel budget admits `image_px`^2 images."""
-    from viscodex.tiny import TinyConfig, build_processor, build_tokenizer
+    from viscodex.toy.models import TinyConfig, build_processor, build_tokenizer
 
     cfg = TinyConfig()
     proc = build_processor(build_tokenizer(cfg), cfg)

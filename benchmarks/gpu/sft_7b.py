@@ -44,7 +44,7 @@ def make_records(proc, n: int, min_len: int, max_len: int, image_px: int, seed: 
     """Encoded training items with assistant-only labels, lengths uniform in [min_len, max_len]."""
     from PIL import Image
 
-    from viscodex.sft_data import Encoder, Sample
+    from viscodex.training.data import Encoder, Sample
 
     enc = Encoder(proc, max_len=max_len, truncation="truncate")
     rng = random.Random(seed)
@@ -99,8 +99,8 @@ def run_mode(mode: str, args, proc, items, enc, device: str) -> dict:
     import torch
     from transformers import TrainerCallback, TrainingArguments
 
-    from viscodex.sft_data import SFTCollator
-    from viscodex.train import _make_trainer_class, freeze_for_sft, vision_without_grad
+    from viscodex.training.data import SFTCollator
+    from viscodex.training.trainer import _make_trainer_class, freeze_for_sft, vision_without_grad
 
     collator = SFTCollator(enc.pad_id) if mode == "padded" else packing_collator(proc, enc)
     cuda = device.startswith("cuda")

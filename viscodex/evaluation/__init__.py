@@ -1,11 +1,12 @@
 """`viscodex eval` and `viscodex sweep`: score models on multimodal code benchmarks (MMCode,
 ChartMimic-style, Design2Code-style, the demo's toy tasks) and choose the merge's lambda.
 
-Modules: tasks (interface + registry), mmcode / chartmimic / design2code / toy (the tasks),
+Modules: tasks (interface + registry), catalog (the built-in tasks by name), mmcode / chartmimic / design2code / toy (the tasks),
 similarity (image scores), generate (batched generation), runner (resumable evaluation),
 records (results -> viscodex_recipe.yaml -> model card), sweep (merge + evaluate per lambda).
 """
-from .tasks import EvalError, EvalSample, Task, get_task, task_names
+from .catalog import get_task, task_names
+from .tasks import EvalError, EvalSample, Task
 
 __all__ = ["EvalError", "EvalSample", "Task", "get_task", "task_names", "evaluate", "evaluate_many", "run_sweep"]
 

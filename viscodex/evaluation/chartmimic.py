@@ -26,11 +26,11 @@ import tarfile
 from pathlib import Path
 
 from .. import sandbox
-from ..compare import cache_root
+from .._util.cache import cache_root
 from .similarity import image_similarity, to_rgb
 from .tasks import SAMPLE_SOURCE, SAMPLES_DIR, EvalError, EvalSample, Task, extract_code, limited, register
 
-log = logging.getLogger("viscodex")
+log = logging.getLogger(__name__)
 
 HUB_ID = "ChartMimic/ChartMimic"
 HUB_FILE = "dataset-iclr.tar.gz"

@@ -5,7 +5,6 @@ A CUDA out-of-memory error halves the batch and retries, so `--batch-size` is a 
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -15,28 +14,13 @@ from pathlib import Path
 
 import torch
 
-from .. import arch
+from .._util.quiet import quiet_transformers
+from ..engine import arch
 from .tasks import EvalError
 
-log = logging.getLogger("viscodex")
+log = logging.getLogger(__name__)
 
 MAX_PIXELS = 1280 * 28 * 28  # Qwen2.5-VL's recommended upper bound per image; larger images are downscaled
-
-
-@contextlib.contextmanager
-def quiet_transformers():
-    """transformers' warnings and progress bars off while loading and generating."""
-    from transformers.utils import logging as hf_logging
-
-    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
 
 
 def model_key(model: str | os.PathLike) -> str:
@@ -45,7 +29,7 @@ def model_key(model: str | os.PathLike) -> str:
     p = Path(model).expanduser()
     if not p.is_dir():
         return f"hub:{model}"
-    from ..recipe import RECIPE_FILE
+    from ..engine.recipe import RECIPE_FILE
 
     h = hashlib.sha256()
     rec = p / RECIPE_FILE

@@ -23,7 +23,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..recipe import RECIPE_FILE, Recipe
+from ..engine.recipe import RECIPE_FILE, Recipe
 from .tasks import SAMPLE_SOURCE, EvalError
 
 TASK_TYPE = "image-text-to-text"

@@ -22,9 +22,10 @@ from typing import Any, Callable
 from tqdm.auto import tqdm
 
 from .generate import Generator, model_key
-from .tasks import EvalError, EvalSample, Task, get_task
+from .catalog import get_task
+from .tasks import EvalError, EvalSample, Task
 
-log = logging.getLogger("viscodex")
+log = logging.getLogger(__name__)
 RESULTS_VERSION = 1
 
 
@@ -92,7 +93,7 @@ def _safe_score(fn, output: str, s: EvalSample) -> dict:
 
 def check_model_spec(model: str | os.PathLike) -> None:
     """A model that is neither an existing folder nor shaped like a Hub id is a typo, not a download."""
-    from ..sources import HUB_ID
+    from .._util.hubref import HUB_ID
 
     spec = str(model)
     if Path(spec).expanduser().exists():

@@ -21,12 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import RecipeError
-from ..recipe import Recipe
+from ..engine.recipe import Recipe
 from .records import card_entry, write_to_recipe
 from .runner import _sha, evaluate_many, write_json
-from .tasks import EvalError, Task, get_task
+from .catalog import get_task
+from .tasks import EvalError, Task
 
-log = logging.getLogger("viscodex")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -81,8 +82,8 @@ def run_sweep(recipe: Recipe | str | os.PathLike, lambdas: list[float], tasks: l
               scratch: str | os.PathLike | None = None, device: str | None = None, merge_device: str = "cpu",
               batch_size: int = 8, max_new_tokens: int | None = None, progress: bool = True, workers: int = 2,
               write_recipe: str | os.PathLike | None = None) -> SweepResult:
-    from ..merge import open_sources, run_merge
-    from ..methods import get_method
+    from ..engine.merge import open_sources, run_merge
+    from ..engine.methods import get_method
 
     t0 = time.perf_counter()
     base = recipe if isinstance(recipe, Recipe) else Recipe.load(recipe)
@@ -94,8 +95,8 @@ def run_sweep(recipe: Recipe | str | os.PathLike, lambdas: list[float], tasks: l
     recipes = {lam: dataclasses.replace(base, lam=lam, name=f"{base.name or 'viscodex'}-{lam_dir(lam)}").validate()
                for lam in lambdas}
     out = Path(out).expanduser().absolute()
-    from ..atomic import check_not_overlapping
-    from ..sources import parse_spec
+    from .._util.atomic import check_not_overlapping
+    from ..engine.sources import parse_spec
 
     check_not_overlapping(out, [parse_spec(s)[0] for s in (base.vlm, base.coder, base.base) if s])
     out.mkdir(parents=True, exist_ok=True)

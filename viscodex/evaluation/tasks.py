@@ -16,14 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from ..errors import ViscodexError
+from ..errors import EvalError
 
 SAMPLES_DIR = Path(__file__).parent / "samples"
 SAMPLE_SOURCE = "sample"  # --source value selecting the tiny offline sample shipped with the package
-
-
-class EvalError(ViscodexError):
-    """An evaluation cannot run (unknown task, missing dataset, missing browser...)."""
 
 
 @dataclass
@@ -91,25 +87,6 @@ def register(factory: Callable[[], Task], name: str, *aliases: str) -> None:
         ALIASES[a] = name
 
 
-def _load_builtin() -> None:
-    from . import chartmimic, design2code, mmcode, toy  # noqa: F401  (they register themselves)
-
-
-def get_task(name: str) -> Task:
-    """A task by name (case- and dash/underscore-insensitive)."""
-    _load_builtin()
-    key = re.sub(r"[-\s]", "_", name.strip().lower())
-    key = ALIASES.get(key, key)
-    if key not in TASKS:
-        raise EvalError(f"unknown task {name!r}; choose from {', '.join(task_names())}")
-    return TASKS[key]()
-
-
-def task_names() -> list[str]:
-    _load_builtin()
-    return sorted(TASKS)
-
-
 # ---------------------------------------------------------------- shared helpers
 _FENCE = re.compile(r"```[ \t]*([\w+#.-]*)[^\n]*\n(.*?)(?:```|\Z)", re.S)
 
@@ -131,5 +108,5 @@ def limited(items: list, limit: int | None) -> list:
     return items if limit is None or limit <= 0 else items[:limit]
 
 
-__all__ = ["Task", "EvalSample", "EvalError", "Score", "TASKS", "register", "get_task", "task_names",
+__all__ = ["Task", "EvalSample", "EvalError", "Score", "TASKS", "register",
            "extract_code", "SAMPLE_SOURCE", "SAMPLES_DIR"]

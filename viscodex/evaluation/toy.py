@@ -1,5 +1,7 @@
-"""The demo's toy tasks (viscodex.toy_tasks) as evaluation tasks: held-out scene combinations,
-generated from a seed, so they need no download. Scoring parses the answer (never runs it).
+"""The demo's toy tasks (viscodex.toy.world) as evaluation tasks: every scene with freshly drawn
+images, generated from a seed, so they need no download. `viscodex demo` evaluates with these very
+tasks, so `viscodex eval --task toy_grounding --limit N` scores the samples the demo's table reports
+(seed 0; N = the demo's eval_samples). Scoring parses the answer (never runs it).
 
   toy_grounding   image -> "a small red circle"
   toy_coding      "Write SVG for: a small red circle" -> SVG   (text only)
@@ -9,7 +11,7 @@ Headline `score` = per-attribute accuracy (size, colour, shape), the demo's meas
 """
 from __future__ import annotations
 
-from .. import toy_tasks as tt
+from ..toy import world as tt
 from .tasks import EvalError, EvalSample, Task, register
 
 DEFAULT_N = 64
@@ -18,13 +20,13 @@ IMAGE_SIZE = 56  # the tiny trio's processor size
 
 class ToyTask(Task):
     dataset_id = None
-    split = "heldout"
+    split = "all-scenes"
     metric = "attribute_accuracy"
     metric_name = "attribute accuracy"
     generated = True
 
-    def __init__(self, toy: tt.Task, seed: int = 0):
-        self.toy, self.seed = toy, seed
+    def __init__(self, toy: tt.Task, seed: int = 0, image_size: int = IMAGE_SIZE):
+        self.toy, self.seed, self.image_size = toy, seed, image_size
         self.name = f"toy_{toy.name}"
         self.title = f"toy {toy.title}"
         self.dataset_name = f"viscodex toy {toy.name}"
@@ -35,8 +37,8 @@ class ToyTask(Task):
         if source not in (None, "sample", "generated"):
             raise EvalError(f"{self.name}: samples are generated from a seed; --source must be omitted (got {source!r})")
         n = limit if limit and limit > 0 else DEFAULT_N
-        split = tt.split_scenes(self.seed)
-        samples = tt.make_samples(self.toy, split.heldout, n, f"eval-{self.seed}", image_size=IMAGE_SIZE)
+        # the first n of a larger draw are the same samples (one shuffle of the 64 scenes, then the images)
+        samples = tt.make_samples(self.toy, tt.all_scenes(), n, f"eval-{self.seed}", image_size=self.image_size)
         out = []
         for i, s in enumerate(samples):
             out.append(EvalSample(id=f"{i:04d}-{s.scene.size}-{s.scene.color}-{s.scene.shape}", prompt=self.toy.prompt(s.scene),

@@ -1,0 +1,142 @@
+"""CLI conventions (issue 17) and options written once: the merge and train options are derived
+from MergeOptions / TrainConfig, so their defaults are the library's."""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import re
+
+import click
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from viscodex.cli import ORDER, app
+from viscodex.engine.options import MergeOptions
+from viscodex.training.trainer import TrainConfig
+
+
+@pytest.fixture(scope="module")
+def group() -> click.Group:
+    return typer.main.get_command(app)
+
+
+def options(cmd: click.Command) -> dict[str, click.Parameter]:
+    return {p.name: p for p in cmd.params}
+
+
+def test_version_and_short_help():
+    from viscodex import __version__
+
+    r = CliRunner().invoke(app, ["--version"])
+    assert r.exit_code == 0 and r.stdout.strip() == f"viscodex {__version__}"
+    r = CliRunner().invoke(app, ["merge", "-h"])
+    assert r.exit_code == 0 and "Usage:" in r.stdout
+
+
+def test_shell_completion_is_offered():
+    r = CliRunner().invoke(app, ["--help"])
+    assert "--install-completion" in r.stdout and "--show-completion" in r.stdout
+
+
+def test_commands_are_listed_in_the_order_a_user_needs_them(group):
+    listed = group.list_commands(click.Context(group))
+    assert listed == ORDER and set(listed) == set(group.commands)
+    r = CliRunner().invoke(app, ["--help"])
+    shown = re.findall(r"^  (\w+)\s", r.stdout.split("Commands:")[1], re.M)
+    assert shown == ORDER
+
+
+def test_help_keeps_revision_brackets_and_shows_flags_as_flags(group):
+    for name, cmd in group.commands.items():
+        text = CliRunner().invoke(app, [name, "--help"]).stdout
+        assert "<bool>" not in text, name
+    merge_help = CliRunner().invoke(app, ["merge", "--help"]).stdout
+    assert "Hub id[@revision]" in merge_help
+
+
+def test_one_meaning_per_option_name(group):
+    """--threads and --workers used to mean different things in different commands."""
+    seen: dict[str, set[str]] = {}
+    for name, cmd in group.commands.items():
+        for p in cmd.params:
+            for opt in getattr(p, "opts", []):
+                seen.setdefault(opt, set()).add(name)
+    assert "--threads" not in seen
+    assert seen["--workers"] == {"eval", "sweep"}  # threads scoring in the sandbox, in both
+    assert seen["--compute-threads"] == {"merge", "demo"}  # torch's threads, in both
+    assert seen["--loader-workers"] == {"train"}
+
+
+def test_merge_options_are_run_merge_defaults(group):
+    """MergeOptions is the typed model of run_merge's run options: same names, same defaults."""
+    from viscodex.engine import merge as engine_merge
+
+    sig = inspect.signature(engine_merge.run_merge).parameters
+    for f in dataclasses.fields(MergeOptions):
+        assert sig[f.name].default == f.default, f.name
+    assert engine_merge.DEFAULT_SHARD_SIZE == MergeOptions().shard_size
+    opts = options(group.commands["merge"])
+    for f in dataclasses.fields(MergeOptions):
+        if f.name != "progress":
+            assert str(opts[f.name].default) == str(f.default), f.name
+
+
+def test_every_train_config_field_is_a_train_option_with_its_default(group):
+    opts = options(group.commands["train"])
+    for f in dataclasses.fields(TrainConfig):
+        if f.name == "progress":
+            continue
+        assert f.name in opts, f"TrainConfig.{f.name} has no `viscodex train` option"
+        if f.default is not dataclasses.MISSING:
+            assert opts[f.name].default == f.default, f.name
+    assert "--max-grad-norm" in opts["max_grad_norm"].opts and "--extra-arg" in opts["extra_args"].opts
+
+
+def test_train_cli_builds_the_config(monkeypatch):
+    import viscodex.training.trainer as trainer
+
+    seen = {}
+
+    class Done(Exception):
+        pass
+
+    def fake(cfg):
+        seen["cfg"] = cfg
+        raise Done
+
+    monkeypatch.setattr(trainer, "run_train", fake)
+    r = CliRunner().invoke(app, ["train", "m", "--data", "d.json", "-o", "out", "--lr", "3e-4", "--max-grad-norm", "0.5",
+                                 "--no-gradient-checkpointing", "--extra-arg", "adam_beta2=0.95",
+                                 "--extra-arg", "optim=adafactor"])
+    assert isinstance(r.exception, Done), r.output
+    want = TrainConfig(model="m", data="d.json", out="out", learning_rate=3e-4, max_grad_norm=0.5,
+                       gradient_checkpointing=False, extra_args={"adam_beta2": 0.95, "optim": "adafactor"})
+    assert seen["cfg"] == want
+
+
+def test_bad_key_value_names_the_flag():
+    r = CliRunner().invoke(app, ["train", "m", "--data", "d", "-o", "o", "--extra-arg", "novalue"])
+    assert r.exit_code == 2 or r.exception is not None
+    assert "--extra-arg 'novalue': expected key=value" in (r.output + str(r.exception))
+
+
+def test_merge_cli_passes_the_options(monkeypatch, tmp_path):
+    import viscodex.engine.merge as engine_merge
+
+    seen = {}
+
+    class Done(Exception):
+        pass
+
+    def fake(recipe, out, **kw):
+        seen.update(kw)
+        raise Done
+
+    monkeypatch.setattr(engine_merge, "run_merge", fake)
+    r = CliRunner().invoke(app, ["merge", "--vlm", "a/v", "--coder", "b/c", "-o", str(tmp_path / "o"),
+                                 "--read-threads", "2", "--no-hash"])
+    assert isinstance(r.exception, Done), r.output
+    # the command line gives text: the default size arrives as its byte count
+    assert seen == {**MergeOptions().kwargs(), "shard_size": str(MergeOptions().shard_size), "threads": 2,
+                    "hash_inputs": False}

@@ -1,0 +1,1 @@
+"""The comparison app (Gradio): variants, streaming, previews, uploads."""

@@ -1,5 +1,0 @@
-"""`python -m viscodex.assets`: redraw the bundled example images."""
-from . import make_examples
-
-for p in make_examples():
-    print(p)

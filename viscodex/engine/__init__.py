@@ -1,0 +1,1 @@
+"""The merge engine: recipe -> sources -> plan -> methods -> merge -> writer."""
