@@ -87,8 +87,8 @@ def test_sizes_mean_what_they_say():
     (["--shard-size", "0"], "--shard-size (shard_size=) '0': must be a positive size"),
     (["--shard-size", "infGB"], "--shard-size (shard_size=) 'infGB': not a size"),
     (["--shard-size", "1e400GB"], "--shard-size (shard_size=) '1e400GB': too large"),
-    (["--threads", "0"], "--threads (threads=) 0: give the number of reader threads, at least 1"),
-    (["--threads", "-1"], "--threads (threads=) -1"),
+    (["--read-threads", "0"], "--read-threads (threads=) 0: give the number of reader threads, at least 1"),
+    (["--read-threads", "-1"], "--read-threads (threads=) -1"),
     (["--compute-threads", "-1"], "--compute-threads (compute_threads=) -1: give at least 1"),
     (["--device", "tpu9"], "--device (device=) 'tpu9': not a torch device"),
 ])

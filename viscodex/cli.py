@@ -349,9 +349,10 @@ def eval_cmd(
 ) -> None:
     """Score a model on multimodal code benchmarks (generated code runs only in the sandbox)."""
     from .evaluation.records import card_entry, write_to_recipe
-    from .evaluation.runner import evaluate_many, write_json
+    from .evaluation.runner import check_model_spec, evaluate_many, write_json
 
     def run():
+        check_model_spec(model)  # a mistyped folder is the one line the user sees, before any header
         _sandbox_header(unsafe_executor)
         cache = cache_dir or out.with_name(out.stem + ".samples")
         reports = evaluate_many(model, task, source=source, limit=limit, cache_dir=cache, batch_size=batch_size,

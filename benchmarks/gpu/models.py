@@ -2,7 +2,7 @@
 
 The shapes come from benchmarks/merge_bench.py's SHAPES (the Hub configs of Qwen2.5-VL-3B/7B; a test
 checks they give the real parameter counts). The tokenizer and processor are viscodex's tiny ones
-(viscodex.tiny): no download, a real Qwen2.5-VL chat template and image processor. Their special-token
+(viscodex.toy.models): no download, a real Qwen2.5-VL chat template and image processor. Their special-token
 ids are small, so they are valid rows of the 152064-row embedding; only the text is tokenized more
 finely than by Qwen's tokenizer, which changes nothing a benchmark measures per token.
 """
@@ -77,12 +77,11 @@ def build_model(shape: str, layers: int | None, proc, device: str, attn: str = "
 
 
 def param_counts(model) -> dict[str, int]:
-    """Parameters by viscodex's roles (arch.py): vision (tower + merger), embedding (embed_tokens and
-    lm_head), backbone (decoder layers + final norm)."""
-    from viscodex import arch
+    """Parameters by viscodex's roles (engine/arch.py): vision (tower + merger), embedding
+    (embed_tokens and lm_head), backbone (decoder layers + final norm)."""
+    from viscodex.engine.arch import param_role
 
-    layout = arch.detect_layout(n for n, _ in model.named_parameters())
     out = {"vision": 0, "embedding": 0, "backbone": 0}
     for name, p in model.named_parameters():
-        out[arch.role_of(arch.to_canonical(name, layout)).role] += p.numel()
+        out[param_role(name)] += p.numel()
     return out

@@ -4,10 +4,12 @@ VisionFrozenTrainer on transformers' Trainer), a few optimizer steps on long mul
 
 Records: each has one 448x448 image (256 image tokens) and a code answer; lengths are drawn
 uniformly in [--min-len, --seq-len] tokens (image->code data such as MCD has a wide length spread,
-which is what packing is for). Modes:
-  padded - --batch records per step, right-padded to the longest (viscodex's SFTCollator)
-  packed - records packed into --batch rows of --seq-len tokens with no attention across records
-           (viscodex's packing path, when the package has one: `TrainConfig.packing`)
+which is what packing is for). Modes (`--modes`, each `NAME` or `NAME:ATTENTION`):
+  padded  - --batch records per step, right-padded to the longest (`viscodex train`'s collator)
+  packed  - as many records as fill --batch x --seq-len tokens, in one row with no padding and no
+            attention across records (`viscodex train --packing`); with sdpa the block-diagonal mask
+            is exact but dense (transformers has no flex_attention for Qwen2.5-VL; flash-attention
+            skips the empty blocks where installed: --modes packed:flash_attention_2)
 Reported per mode, over the steps after --warm: real (non-padding) tokens/s, model TFLOP/s and MFU
 against the device's dense bf16 peak, peak CUDA memory, loss.
 
@@ -72,13 +74,6 @@ def model_flops(counts: dict[str, int], layers: int, hidden: int, lengths: list[
     return 6 * n_matmul * t + 6 * layers * hidden * sum(x * x for x in lengths) + 2 * counts["vision"] * patches
 
 
-def packing_collator(proc, enc):
-    """viscodex's packing collator (issue 14): the micro-batch's records in one row, no padding."""
-    from viscodex.training.collate import make_collator
-
-    return make_collator(proc, enc.pad_id, packing=True)
-
-
 def profile_step(trainer, batch_items, collator, out_rows: int = 14) -> str:
     """One forward+backward of a batch under torch.profiler: the kernels where the step's time goes."""
     import torch
@@ -99,15 +94,17 @@ def run_mode(mode: str, args, proc, items, enc, device: str) -> dict:
     import torch
     from transformers import TrainerCallback, TrainingArguments
 
-    from viscodex.training.data import SFTCollator
-    from viscodex.training.trainer import _make_trainer_class, freeze_for_sft, vision_without_grad
+    from viscodex.training.collate import make_collator
+    from viscodex.training.trainer import _make_trainer_class, freeze_for_sft, token_mean_loss, vision_without_grad
 
-    collator = SFTCollator(enc.pad_id) if mode == "padded" else packing_collator(proc, enc)
+    mode, _, attn = mode.partition(":")
+    attn = attn or args.attn
+    collator = make_collator(proc, enc.pad_id, packing=mode == "packed")  # what run_train uses
     cuda = device.startswith("cuda")
     if cuda:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-    model = models.build_model(args.shape, args.layers, proc, device, attn=args.attn)
+    model = models.build_model(args.shape, args.layers, proc, device, attn=attn)
     counts = models.param_counts(model)
     freeze_for_sft(model)
     vision_without_grad(model)
@@ -144,12 +141,13 @@ def run_mode(mode: str, args, proc, items, enc, device: str) -> dict:
         dataloader_num_workers=0, seed=0)
     Trainer, LossLog = _make_trainer_class()
     timer, losses = Timer(), LossLog()
-    trainer = Trainer(model=model, args=targs, train_dataset=items, data_collator=spy, callbacks=[timer, losses])
+    trainer = Trainer(model=model, args=targs, train_dataset=items, data_collator=spy, callbacks=[timer, losses],
+                      compute_loss_func=token_mean_loss)
     t0 = time.perf_counter()
     trainer.train()
     wall = time.perf_counter() - t0
     if args.profile and cuda:
-        print(f"--- profile of one {mode} step", flush=True)
+        print(f"--- profile of one {mode} ({attn}) step", flush=True)
         print(profile_step(trainer, items[:per_step], collator), flush=True)
     warm = min(args.warm, len(timer.marks) - 1)
     t_start = timer.marks[warm - 1] if warm > 0 else t0
@@ -160,8 +158,8 @@ def run_mode(mode: str, args, proc, items, enc, device: str) -> dict:
     name = torch.cuda.get_device_name() if cuda else "cpu"
     peak = peak_tflops(name)
     res = {
-        "mode": mode, "device": name, "shape": args.shape, "layers": text.num_hidden_layers,
-        "params": counts, "optim": args.optim, "attn": args.attn, "records_per_step": per_step,
+        "mode": mode, "attn": attn, "device": name, "shape": args.shape, "layers": text.num_hidden_layers,
+        "params": counts, "optim": args.optim, "records_per_step": per_step,
         "timed_steps": len(timed), "seconds": round(secs, 3), "wall_s": round(wall, 1),
         "real_tokens": real, "tokens_per_s": round(real / secs, 1),
         "padding_fraction": round(1 - real / max(1, sum(s["shape"][0] * s["shape"][1] for s in timed)), 3),
@@ -207,7 +205,13 @@ def main(argv=None) -> None:
     print(f"{len(items)} records, tokens min {lens[0]} median {lens[len(lens) // 2]} max {lens[-1]}", flush=True)
     results = []
     for mode in args.modes.split(","):
-        r = run_mode(mode, args, proc, items, enc, args.device)
+        try:
+            r = run_mode(mode, args, proc, items, enc, args.device)
+        except Exception as e:  # one mode failing (an attention kernel, memory) must not lose the others
+            import traceback
+
+            traceback.print_exc()
+            r = {"mode": mode, "error": f"{type(e).__name__}: {str(e)[:500]}"}
         results.append(r)
         print(json.dumps(r), flush=True)
         if args.json:
@@ -215,11 +219,11 @@ def main(argv=None) -> None:
     ok = [r for r in results if "tokens_per_s" in r]
     if ok:
         print(f"\nSFT step, {ok[0]['shape']} shape ({ok[0]['layers']} layers), {ok[0]['device']}, bf16, "
-              f"activation checkpointing, {args.optim}, attention {args.attn}")
-        print(f"{'mode':8s} {'tokens/s':>9s} {'TFLOP/s':>8s} {'MFU':>6s} {'pad %':>6s} {'peak GB':>8s}  batch shapes")
+              f"activation checkpointing, {args.optim}")
+        print(f"{'mode':8s} {'attention':15s} {'tokens/s':>9s} {'TFLOP/s':>8s} {'MFU':>6s} {'pad %':>6s} {'peak GB':>8s}  batch shapes")
         for r in ok:
             mfu = f"{r['mfu'] * 100:.1f}%" if r["mfu"] is not None else "-"
-            print(f"{r['mode']:8s} {r['tokens_per_s']:>9.0f} {r['model_tflops_per_s']:>8.1f} {mfu:>6s} "
+            print(f"{r['mode']:8s} {r['attn']:15s} {r['tokens_per_s']:>9.0f} {r['model_tflops_per_s']:>8.1f} {mfu:>6s} "
                   f"{r['padding_fraction'] * 100:>5.1f}% {r['peak_cuda_gb'] or 0:>8.1f}  {r['batch_shapes'][:2]}")
 
 

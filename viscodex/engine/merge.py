@@ -384,7 +384,7 @@ def run_merge(recipe: Recipe, out: str | os.PathLike, *, device: str = "cpu", sh
     out = folder.out
     dev = merge_device(device)
     if threads is None or isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise RecipeError(f"--threads (threads=) {threads!r}: give the number of reader threads, at least 1")
+        raise RecipeError(f"--read-threads (threads=) {threads!r}: give the number of reader threads, at least 1")
     if compute_threads is not None and (isinstance(compute_threads, bool) or not isinstance(compute_threads, int)
                                         or compute_threads < 1):
         raise RecipeError(f"--compute-threads (compute_threads=) {compute_threads!r}: give at least 1, or omit it "
