@@ -87,7 +87,7 @@ def test_force_refuses_a_folder_with_foreign_files(trio, tmp_path):
 
 # ------------------------------------------------------------------ signals
 SLOW_MERGE = """
-import sys, time, viscodex.merge as m
+import sys, time, viscodex.engine.merge as m
 real = m.compute_chunk
 def slow(*a, **k):
     time.sleep(0.15)

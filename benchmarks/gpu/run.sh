@@ -3,16 +3,19 @@
 #   bash benchmarks/gpu/fetch_wheels.sh          # the wheels the GPU image lacks, into .whl/ (git-ignored)
 # then, with the device tool, from the repo root:
 #   run(command="bash benchmarks/gpu/run.sh", carry=[".whl"], timeout_s=540)
-# STAGES picks what runs (default all three): STAGES="sft" bash benchmarks/gpu/run.sh
-#   merge - merge_bench.py --shape 7b --device cuda: viscodex vs mergekit on the GPU vs the I/O floor
-#   sft   - sft_7b.py: 7B-shape Qwen2.5-VL SFT steps, padded vs packed, tokens/s, MFU, peak memory
-#   app   - app_7b.py: three 7B-shape variants as the app loads them, TTFT and tokens/s, memory vs ZeroGPU
+# STAGES picks what runs (default: merge sft app): STAGES="sft parity" bash benchmarks/gpu/run.sh
+#   merge  - merge_bench.py --shape 7b --device cuda: viscodex vs mergekit on the GPU vs the I/O floor
+#   parity - parity.py: viscodex's CUDA merge against its CPU merge, tensor by tensor, three methods
+#   sft    - sft_7b.py: 7B-shape Qwen2.5-VL SFT steps, padded vs packed, tokens/s, MFU, peak memory
+#            (SFT_ARGS=--profile adds a profile of one step of each mode)
+#   app    - app_7b.py: three 7B-shape variants as the app loads them, TTFT and tokens/s, memory vs ZeroGPU
 # Each stage has its own time limit and its own log; one failing stage does not stop the others.
 # Everything lands in $OUT (logs, JSON, device.txt) and the script stops by itself.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
 OUT=${OUT:-/tmp/viscodex-gpu-out}
 STAGES=${STAGES:-merge sft app}
+SFT_ARGS=${SFT_ARGS:-}
 MERGE_LAYERS=${MERGE_LAYERS:-8}
 mkdir -p "$OUT"
 site=/tmp/site
@@ -44,7 +47,9 @@ stage() {  # name, seconds, command...
 stage merge 200 python3 benchmarks/merge_bench.py --shape 7b --layers "$MERGE_LAYERS" --device cuda --discard-inputs \
   --scratch /tmp/vx-bench --mergekit "$site/bin/mergekit-yaml" --json "$OUT/merge_7b_cuda.json"
 rm -rf /tmp/vx-bench
-stage sft 170 python3 benchmarks/gpu/sft_7b.py --shape 7b --steps 5 --warm 2 --json "$OUT/sft_7b.json"
+stage parity 200 python3 benchmarks/gpu/parity.py --shape 7b --layers 2 --json "$OUT/parity_7b.json"
+rm -rf /tmp/vx-parity
+stage sft 200 python3 benchmarks/gpu/sft_7b.py --shape 7b --steps 5 --warm 2 --json "$OUT/sft_7b.json" $SFT_ARGS
 stage app 200 python3 benchmarks/gpu/app_7b.py --shape 7b --max-new-tokens 64 --repeats 2 --json "$OUT/app_7b.json"
 rm -rf /tmp/vx-app7b
 echo "done $(date -u +%T)" | tee -a "$OUT/device.txt"
