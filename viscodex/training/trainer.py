@@ -21,15 +21,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 
+from .._util.lazy import lazy_module
 from .._version import __version__
 from ..engine import arch
 from ..errors import ViscodexError
 from ..engine.recipe import RECIPE_FILE, Recipe
 
 log = logging.getLogger(__name__)
+torch = lazy_module("torch")  # on first use: the CLI imports this module for TrainConfig alone
 INDEX_CACHE = "viscodex_data_index.json"
 TRAIN_DTYPES = ("float32", "bfloat16")
 
