@@ -889,6 +889,11 @@ def _patch_client(mp: pytest.MonkeyPatch, hub: FakeHub, home) -> None:
 
         if hasattr(th, "HF_HUB_CACHE"):
             mp.setattr(th, "HF_HUB_CACHE", str(home / "hub"))
+        # transformers keeps one HfApi, made with the endpoint of its day: one made before this patch
+        # (an earlier test loading a missing path, say) would send list_repo_tree to huggingface.co
+        # and retry for ~90 s
+        if hasattr(th, "_hf_api"):
+            mp.setattr(th, "_hf_api", None)
 
 
 @pytest.fixture(scope="session")

@@ -140,3 +140,15 @@ def test_merge_cli_passes_the_options(monkeypatch, tmp_path):
     # the command line gives text: the default size arrives as its byte count
     assert seen == {**MergeOptions().kwargs(), "shard_size": str(MergeOptions().shard_size), "threads": 2,
                     "hash_inputs": False}
+
+
+def test_building_the_cli_imports_no_torch():
+    """Every command's options are built at start-up (the train options from TrainConfig): that
+    must not cost a torch import, or `viscodex --help` takes seconds."""
+    import subprocess
+    import sys
+
+    code = ("import sys, typer; from viscodex.cli import app; typer.main.get_command(app); "
+            "print('torch' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.stdout.strip() == "False", r.stderr

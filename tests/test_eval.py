@@ -467,3 +467,20 @@ def test_eval_refuses_before_loading_the_model_when_the_sandbox_is_unavailable(n
     res = CliRunner().invoke(app, [*args, "--unsafe-executor"])  # the operator's explicit opt-in
     assert "UNSAFE: running generated code anyway" in res.output
     assert isinstance(res.exception, AssertionError) and "the model was loaded" in str(res.exception)
+
+
+def test_demo_and_eval_score_the_same_toy_samples():
+    """`viscodex demo` evaluates with the registered toy tasks: `viscodex eval --task toy_* --limit N`
+    (N = the demo's eval_samples) draws the very samples of the demo's table."""
+    from viscodex.toy.demo import FAST, FULL, eval_tasks
+
+    for cfg in (FAST, FULL):
+        for demo_task in eval_tasks(cfg):
+            a = demo_task.load(None, cfg.eval_samples)
+            b = get_task(demo_task.name).load(None, cfg.eval_samples)
+            assert [s.id for s in a] == [s.id for s in b] and len(a) == cfg.eval_samples
+            assert [s.prompt for s in a] == [s.prompt for s in b]
+            assert all(x.tobytes() == y.tobytes() for s, t in zip(a, b) for x, y in zip(s.images, t.images))
+    fast = get_task("toy_grounding").load(None, FAST.eval_samples)
+    full = get_task("toy_grounding").load(None, FULL.eval_samples)
+    assert [s.id for s in full[:len(fast)]] == [s.id for s in fast]  # --fast scores a prefix of the full set

@@ -18,7 +18,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import gradio as gr
 import spaces  # a no-op decorator off ZeroGPU; on a Space, app.py imports it before anything touches CUDA
@@ -54,12 +54,15 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 @dataclass
 class ComparisonApp:
-    """The built UI and what it serves: `demo` (gr.Blocks), the loaded `variants`, their `specs`."""
+    """The built UI and what it serves: `demo` (gr.Blocks), the loaded `variants`, their `specs`, and
+    `generate` (the GPU function streaming the answers; the UI looks it up per request, so a test
+    can replace it)."""
 
-    demo: gr.Blocks
     variants: VariantSet
     specs: dict[str, str]
     footprint: Any
+    generate: Callable[..., Iterator[tuple[str, ...]]]
+    demo: gr.Blocks | None = None
 
     @property
     def names(self) -> list[str]:
@@ -97,7 +100,9 @@ def create_app(variants: dict[str, str | os.PathLike | None] | None = None, *, d
         yield from vs.stream(image, instruction, max_new_tokens=int(max_new_tokens),
                              temperature=float(temperature), min_interval=0.05)
 
-    return ComparisonApp(build_demo(vs, specs, footprint, generate), vs, specs, footprint)
+    app = ComparisonApp(vs, specs, footprint, generate)
+    app.demo = build_demo(vs, specs, footprint, lambda *args: app.generate(*args))
+    return app
 
 
 def run_app(variants: dict[str, str | os.PathLike | None] | None = None, *, port: int | None = None,

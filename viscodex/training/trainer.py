@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 
+from .._util.lazy import lazy_module
 from .._version import __version__
 from ..engine import arch
 from ..engine.arch import param_role
@@ -36,6 +36,7 @@ from ..errors import ViscodexError
 from ..engine.recipe import RECIPE_FILE, Recipe
 
 log = logging.getLogger(__name__)
+torch = lazy_module("torch")  # on first use: the CLI imports this module for TrainConfig alone
 TRAIN_DTYPES = ("float32", "bfloat16")
 
 
