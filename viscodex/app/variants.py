@@ -41,8 +41,10 @@ class Variant:
 
 
 @dataclass
-class Footprint:
-    """Bytes of parameters and buffers: what each variant holds alone, and what is shared."""
+class MemoryFootprint:
+    """Bytes of parameters and buffers of the loaded variants: what each holds alone, and what is
+    shared. (`viscodex.hub.space.Footprint` is the estimate from the checkpoints, before a Space
+    exists; both size the ZeroGPU slice with `_util.zerogpu`.)"""
 
     own: dict[str, int]
     shared: int
@@ -226,7 +228,7 @@ class VariantSet:
     def leader(self, group: int) -> Variant:
         return self.variants[self.groups[group][0]]
 
-    def footprint(self) -> Footprint:
+    def footprint(self) -> MemoryFootprint:
         """Counts each tensor object once (a shared module's tensors are the same objects in every
         model that uses it). Only sizes are read: safe at import on ZeroGPU, where CUDA is not set up."""
         seen: dict[int, tuple[int, set[str]]] = {}
@@ -242,7 +244,7 @@ class VariantSet:
                 own[next(iter(users))] += size
         first = next(iter(self.variants.values())).model
         real_cuda = self.device.type == "cuda" and not os.environ.get("SPACES_ZERO_GPU")
-        return Footprint(own, shared, shared + sum(own.values()), self.groups, str(self.device),
+        return MemoryFootprint(own, shared, shared + sum(own.values()), self.groups, str(self.device),
                          str(first.dtype).removeprefix("torch."), torch.cuda.memory_allocated() if real_cuda else None)
 
     # -- per request
