@@ -57,12 +57,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 @dataclass
 class ComparisonApp:
-    """The built UI and what it serves: `demo` (gr.Blocks), the loaded `variants`, their `specs`."""
+    """The built UI and what it serves: `demo` (gr.Blocks), the loaded `variants`, their `specs`,
+    and `generate`, the GPU generator each Run calls (looked up per request: tests replace it)."""
 
-    demo: gr.Blocks
+    demo: gr.Blocks | None
     variants: VariantSet
     specs: dict[str, str]
     footprint: Any
+    generate: Any = None
 
     @property
     def names(self) -> list[str]:
@@ -133,7 +135,9 @@ def create_app(variants: dict[str, str | os.PathLike | None] | None = None, *, d
                                min_interval=0.05, lam=lam, lam_b=lam_b, stats=stats):
             yield texts, "".join(f" (λ {r.lam:g} recomputed in {r.seconds * 1e3:.0f} ms)" for r in stats.recomputes)
 
-    return ComparisonApp(build_demo(vs, specs, footprint, generate), vs, specs, footprint)
+    app = ComparisonApp(None, vs, specs, footprint, generate)
+    app.demo = build_demo(vs, specs, footprint, lambda *a: app.generate(*a))
+    return app
 
 
 def run_app(variants: dict[str, str | os.PathLike | None] | None = None, *, port: int | None = None,
