@@ -60,13 +60,12 @@ def run(generate, n_columns: int, image, task, instruction, max_new_tokens, temp
     with ThreadPoolExecutor(1) as ex:  # charts render in sandbox subprocesses: tick the status meanwhile
         job = ex.submit(compare.render_previews, texts, t)
         while True:
-            yield (*codes, *waiting, status + note + f" · generated in {gen_s:.1f} s · rendering previews… "
-                                                     f"{time.perf_counter() - t0:.1f} s")
-            try:
+            try:  # HTML previews are ready at once: no extra update for them
                 previews = job.result(timeout=TICK_S)
                 break
             except FutureTimeout:
-                continue
+                yield (*codes, *waiting, status + note + f" · generated in {gen_s:.1f} s · rendering previews… "
+                                                         f"{time.perf_counter() - t0:.1f} s")
     htmls = _pad([p.html or chart_markup(p.png, p.message) for p in previews], n_columns)
     total = time.perf_counter() - t0
     yield (*codes, *htmls, status + note + f" · done in {total:.1f} s (generation {gen_s:.1f} s, "

@@ -308,7 +308,8 @@ class VariantSet:
         done: set[str] = set()
         for th in threads:
             th.start()
-        last = -float("inf")  # the first tokens are shown at once; later ticks at most every min_interval
+        last = 0.0  # growing text is shown at most every min_interval
+        visible: set[str] = set()
         try:
             while len(done) < len(keys):
                 items = [q.get()]
@@ -318,21 +319,29 @@ class VariantSet:
                     except queue.Empty:
                         break
                 now = time.perf_counter() - t0
+                # shown at once, not at the next tick: the first visible text of a column (its first
+                # tokens may decode to nothing), an error, an end
+                news = False
                 for name, kind, payload in items:
                     if kind == "tokens":
                         if not ids[name]:
                             stats.first_token_s[name] = now
                         ids[name].extend(payload)
+                        news = news or name not in visible
                     elif kind == "error":
                         errors[name] = payload
+                        news = True
                     else:
                         done.add(name)
                         stats.end_s[name] = now
                         stats.tokens[name] = len(ids[name])
-                if len(done) < len(keys) and min_interval and now - last < min_interval:
+                        news = True
+                if not news and min_interval and now - last < min_interval:
                     continue
                 last = now
-                yield self._texts(keys, ids, errors)
+                texts = self._texts(keys, ids, errors)
+                visible = {k for k, t in zip(keys, texts) if t.strip()}
+                yield texts
         finally:
             stop.set()
             for th in threads:
