@@ -3,7 +3,8 @@
 Measured in one run, on the same image, prompt and greedy settings:
   bare    - each variant's own `model.generate` (its own vision pass), one after the other
   stream  - viscodex.app.variants.VariantSet.stream: one shared vision pass, three generations at once
-  app     - the launched Gradio app (viscodex.app.ui) through gradio_client: HTTP, queue, streaming
+  app     - the launched Gradio app (viscodex.app.ui) over HTTP as a browser talks to it: upload, queue,
+            the SSE stream (timed from before the upload)
 Per variant: time to first token (TTFT) and decode tokens/s; ratios against bare. Then the
 vision encoder alone: one shared pass vs one pass per variant.
 
@@ -82,21 +83,58 @@ def load_app(variants: dict[str, str | None]):
     return ui, f"http://127.0.0.1:{port}/"
 
 
-def bench_app(client, image_path, task, instruction, max_new, names, tokens):
-    from gradio_client import handle_file
+class RawClient:
+    """The app's HTTP protocol as the browser speaks it (upload, queue/join, the SSE stream with
+    diffs), without gradio_client: its Job iterator and per-message processing added 30-100 ms to
+    every first token here, which is the client's cost, not the app's."""
 
+    def __init__(self, url: str, demo):
+        import httpx
+
+        self.http = httpx.Client(base_url=url, timeout=120)
+        self.fn_index = next(i for i, d in demo.fns.items() if d.api_name == "run")
+
+    def run(self, image_path, *args):
+        """Yield (seconds since the call, outputs) for every streamed update, the upload included."""
+        import json
+        import uuid
+
+        from gradio_client.utils import apply_diff
+
+        t0 = time.perf_counter()
+        with open(image_path, "rb") as f:
+            path = self.http.post("gradio_api/upload", files={"files": f}).json()[0]
+        session = uuid.uuid4().hex[:12]
+        data = [{"path": path, "meta": {"_type": "gradio.FileData"}}, *args]
+        self.http.post("gradio_api/queue/join", json={"data": data, "fn_index": self.fn_index, "session_hash": session,
+                                                      "event_data": None, "trigger_id": None}).raise_for_status()
+        outputs = None
+        with self.http.stream("GET", f"gradio_api/queue/data?session_hash={session}") as sse:
+            for line in sse.iter_lines():
+                if not line.startswith("data:"):
+                    continue
+                msg = json.loads(line[5:])
+                if msg["msg"] == "process_generating":
+                    data = msg["output"]["data"]
+                    outputs = list(data) if outputs is None else [apply_diff(o, d) for o, d in zip(outputs, data)]
+                    yield time.perf_counter() - t0, outputs
+                elif msg["msg"] == "process_completed":
+                    if not msg.get("success", True):
+                        raise RuntimeError(f"the app failed: {msg.get('output')}")
+                    yield time.perf_counter() - t0, msg["output"]["data"]
+                    return
+
+
+def bench_app(client: RawClient, image_path, task, instruction, max_new, names, tokens, lam=None):
     from viscodex.app.tasks import TASKS, extract_code
     from viscodex.app.uploads import DEFAULT_MAX_PIXELS
 
-    t0 = time.perf_counter()
-    job = client.submit(handle_file(str(image_path)), task, instruction, max_new, 0.0, DEFAULT_MAX_PIXELS,
-                        api_name="/run")
     first: dict[str, float] = {}
     last: dict[str, float] = {}
     prev: dict[str, str] = {}
-    final = None
-    for out in job:
-        now = time.perf_counter()
+    final, wall = None, 0.0
+    extra = [lam, False, 0.0] if lam is not None else []
+    for now, out in client.run(image_path, task, instruction, max_new, 0.0, DEFAULT_MAX_PIXELS, *extra):
         for i, n in enumerate(names):
             code = out[i] if isinstance(out[i], str) else prev.get(n, "")
             if code and n not in first:
@@ -104,14 +142,25 @@ def bench_app(client, image_path, task, instruction, max_new, names, tokens):
             if code != prev.get(n):
                 last[n] = now
                 prev[n] = code
-        final = out
-    wall = time.perf_counter() - t0
+        final, wall = out, now
     lang = TASKS[task].language
     res = {}
     for n in names:
-        ttft, rate = ttft_and_rate(t0, first.get(n, t0), last.get(n, t0), tokens[n])
+        ttft, rate = ttft_and_rate(0.0, first.get(n, 0.0), last.get(n, 0.0), tokens[n])
         res[n] = (ttft, rate, tokens[n], final[names.index(n)] if final else "", wall)
     return res, lang, extract_code
+
+
+def bench_lambda(vs, repeats: int = 5) -> str:
+    """The live λ recompute (VariantSet.set_lambda): median seconds over `repeats`, memory cost."""
+    if not vs.live.enabled:
+        return f"live λ: off ({vs.live.reason})"
+    times = [vs.set_lambda(lam) for lam in [0.3, 0.9] * repeats]
+    vs.set_lambda(vs.live.recipe_lam)
+    last = vs.live.last
+    return (f"live λ recompute: median {statistics.median(times) * 1e3:.2f} ms over {len(times)} "
+            f"({human_size(last.traffic_bytes)} read + written; extra memory {human_size(last.peak_extra_bytes)}, "
+            f"{'measured' if last.measured_peak else 'largest chunk'})")
 
 
 def bench_vision(vs, image, instruction, repeats):
@@ -140,6 +189,9 @@ def bench_vision(vs, image, instruction, repeats):
     return timed([vs.leader(0)]), timed(list(vs.variants.values())), int(pv.shape[0])
 
 
+from viscodex._util.sizes import human_size  # noqa: E402
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--vlm"), p.add_argument("--swapped"), p.add_argument("--merged")
@@ -149,7 +201,6 @@ def main(argv=None) -> None:
     p.add_argument("--repeats", type=int, default=3, help="runs per path; the median is reported")
     args = p.parse_args(argv)
 
-    from viscodex._util.sizes import human_size
     from viscodex.app import sources
     from viscodex.app.sources import LABELS
     from viscodex.app.tasks import TASKS
@@ -161,9 +212,7 @@ def main(argv=None) -> None:
     image = load_image(args.image).image
     ui, url = load_app({name: getattr(args, name) for name in sources.ENV_VARS})
     vs = ui.variants
-    from gradio_client import Client
-
-    client = Client(url, verbose=False)
+    client = RawClient(url, ui.demo)
     names = vs.names
     print(f"device {vs.device}, {len(names)} variants, image {image.size}, max_new_tokens {args.max_new_tokens}, "
           f"median of {args.repeats} runs, torch threads {__import__('torch').get_num_threads()}")
@@ -174,7 +223,8 @@ def main(argv=None) -> None:
         runs["bare"].append(bench_bare(vs, image, instruction, args.max_new_tokens))
         runs["stream"].append(bench_stream(vs, image, instruction, args.max_new_tokens))
         tokens = {n: runs["bare"][-1][n][2] for n in names}
-        res, lang, extract = bench_app(client, args.image, args.task, instruction, args.max_new_tokens, names, tokens)
+        res, lang, extract = bench_app(client, args.image, args.task, instruction, args.max_new_tokens, names, tokens,
+                                       lam=vs.live.recipe_lam if "merged" in names else None)
         runs["app"].append(res)
         for n in names:  # the same answers on every path (greedy)
             bare_text = runs["bare"][-1][n][3]
@@ -203,6 +253,7 @@ def main(argv=None) -> None:
           f"{per_variant * 1e3:.2f} ms/request (x{per_variant / shared:.2f}); "
           f"memory: {human_size(vs.footprint().shared)} shared instead of "
           f"{human_size(vs.footprint().shared * len(names))}")
+    print(bench_lambda(vs))
     ui.demo.close()
 
 

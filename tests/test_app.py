@@ -221,13 +221,38 @@ def test_resolve_variants_precedence(monkeypatch, tmp_path):
                                                                    "merged": "c/merged"}
     monkeypatch.delenv("VISCODEX_SWAPPED")
     # a Space may publish no swapped model: the configured variants only, no default filled in
-    assert sources.resolve_variants(vlm="a/vlm", merged="c/merged", offline=False) == {"vlm": "a/vlm",
-                                                                                        "merged": "c/merged"}
+    assert sources.resolve_variants(vlm="a/vlm", merged="c/merged") == {"vlm": "a/vlm", "merged": "c/merged"}
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ViscodexError, match="no models configured: set VISCODEX_BASE_VLM"):
-        sources.resolve_variants(offline=False, recipe=tmp_path / "missing.yaml")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert not sources.hub_reachable()
+    with pytest.raises(ViscodexError, match=r"recipe '.*missing.yaml': no such file .* packaged recipe name "
+                                            r"\(viscodex-33b, viscodex-8b\)"):
+        sources.resolve_variants(recipe=tmp_path / "missing.yaml")
+
+
+def test_nothing_configured_is_the_offline_trio_even_with_the_hub_reachable(monkeypatch, tmp_path):
+    """Issue 19: no silent 32 GB download; real models only when asked, sizes printed first."""
+    for env in [*sources.ENV_VARS.values(), sources.RECIPE_ENV, "HF_HUB_OFFLINE"]:
+        monkeypatch.delenv(env, raising=False)
+    built = {}
+    monkeypatch.setattr(sources, "default_variants", lambda: built.setdefault("trio", {"vlm": tmp_path / "v"}))
+    monkeypatch.setattr(sources, "build_variant", lambda *a: pytest.fail("a recipe was built unasked"))
+    assert sources.resolve_variants() == {"vlm": str(tmp_path / "v")} and built
+    # asked for by name: the packaged recipe; its sizes (from safetensors headers) are logged before any merge
+    calls = []
+    monkeypatch.setattr(sources, "recipe_sizes", lambda rp: calls.append(("sizes", Path(rp).name)) or "sizes")
+    monkeypatch.setattr(sources, "build_variant", lambda rp, v: calls.append(("build", v)) or tmp_path / v)
+    monkeypatch.setenv(sources.RECIPE_ENV, "viscodex-8b")
+    got = sources.resolve_variants()
+    assert calls == [("sizes", "viscodex-8b.yaml"), ("build", "swapped"), ("build", "merged")]
+    assert got["vlm"] == "Qwen/Qwen2.5-VL-7B-Instruct" and got["merged"] == str(tmp_path / "merged")
+
+
+def test_recipe_sizes_reads_headers_only(trio, tmp_path):
+    from viscodex.engine.recipe import Recipe
+
+    rp = tmp_path / "r.yaml"
+    rp.write_text(Recipe(vlm=str(trio["vlm"]), coder=str(trio["coder"]), base=str(trio["base"])).dump())
+    line = sources.recipe_sizes(rp)
+    assert line.startswith(f"recipe {rp}: reads the VLM {trio['vlm']} (") and "writes the coder-swapped and merged" in line
 
 
 def test_two_variants_load_and_stream(app):
@@ -285,6 +310,12 @@ def test_gpu_size_variable_overrides(monkeypatch):
 
 
 # ---------------------------------------------------------------- the launched app, via gradio_client
+def columns(out, n: int = 3) -> tuple[list, list, str]:
+    """(codes, previews, status) of a /run output: n variant columns plus the hidden compare column."""
+    k = n + 1
+    return list(out[:n]), list(out[k:k + n]), out[2 * k]
+
+
 def predict(client, path, task="HTML page", max_new=MAX_NEW, **kw):
     from gradio_client import handle_file
 
@@ -300,7 +331,7 @@ def test_request_streams_three_nonempty_outputs_with_one_vision_pass(app, client
         job = predict(client, image_file)
         final = job.result(timeout=120)
         assert c.n == 1
-    codes, htmls, status = final[:3], final[3:6], final[6]
+    codes, htmls, status = columns(final)
     assert all(code.strip() for code in codes)
     assert len(job.outputs()) > 2  # streamed: several updates before the final one
     assert any(0 < len(o[0]) < len(codes[0]) for o in job.outputs()[:-1])
@@ -355,7 +386,7 @@ def test_unusual_images_are_normalised_and_run(client, tmp_path, mode, note):
         p = tmp_path / f"{mode}.png"
         (base.convert("RGBA") if mode == "RGBA" else base.convert("P")).save(p)
     final = predict(client, p, task="Free text", max_new=4).result(timeout=120)
-    assert note in final[6]
+    assert note in columns(final)[2]
 
 
 def test_concurrent_clients_all_complete_with_the_same_answers(app, image_file):
@@ -366,9 +397,9 @@ def test_concurrent_clients_all_complete_with_the_same_answers(app, image_file):
     with ThreadPoolExecutor(n) as ex:
         results = list(ex.map(lambda c: predict(c, image_file).result(timeout=300), clients))
     assert len(results) == n
-    first = results[0][:3]
+    first = columns(results[0])[0]
     assert all(code.strip() for code in first)
-    assert all(r[:3] == first for r in results)  # greedy: concurrency must not mix up requests
+    assert all(columns(r)[0] == first for r in results)  # greedy: concurrency must not mix up requests
 
 
 def test_cancelling_a_request_stops_its_generations(client, image_file):
@@ -407,7 +438,7 @@ def test_cli_app_command_builds_the_app_on_the_given_variants(monkeypatch):
         def launch(self, **kw):
             seen["launch"] = kw
 
-    monkeypatch.setattr(ui, "create_app", lambda variants: seen.update(variants=variants) or Fake())
+    monkeypatch.setattr(ui, "create_app", lambda variants, recipe=None: seen.update(variants=variants) or Fake())
     env, argv = dict(os.environ), list(sys.argv)
     r = CliRunner().invoke(cli, ["app", "--vlm", "a/v", "--swapped", "b/s", "--merged", "c/m", "--port", "7999"])
     assert r.exit_code == 0, r.output
@@ -443,7 +474,7 @@ def test_without_seccomp_chart_code_is_refused_in_the_preview_slot(app, client, 
     monkeypatch.setattr(ui.variants, "stream", fake_stream)  # what the app's GPU function streams from
     request.getfixturevalue("no_seccomp")  # after reading the panel, which shows the real probe
     out = predict(client, image_file, task="Matplotlib chart").result(timeout=120)
-    previews = out[len(ui.names):2 * len(ui.names)]
+    previews = columns(out)[1]
     for h in previews:
         assert "generated code was not run: this machine cannot sandbox it (seccomp off" in h
         assert "<img" not in h

@@ -109,9 +109,9 @@ def test_generated_script_payload_does_not_run_in_the_app_origin(page, app, monk
     mod = app[0]
     unfenced = PAYLOAD.removeprefix("```html\n").removesuffix("\n```")
 
-    def fake_generate(image, instruction, max_new_tokens, temperature):
-        yield ("", "", "")
-        yield (PAYLOAD, unfenced, "Sure! " + unfenced)
+    def fake_generate(image, instruction, max_new_tokens, temperature, lam, lam_b):
+        yield ("", "", ""), ""
+        yield (PAYLOAD, unfenced, "Sure! " + unfenced), ""
 
     monkeypatch.setattr(mod, "generate", fake_generate)
     page.evaluate("() => { window.__appOrigin = true; }")
@@ -148,8 +148,8 @@ def test_chart_code_is_rendered_next_to_the_input(page, app, monkeypatch):
     """Chart code from the model runs in the sandbox; the PNG shows in each column's chart image."""
     mod = app[0]
 
-    def fake_generate(image, instruction, max_new_tokens, temperature):
-        yield (CHART_ANSWER, CHART_ANSWER.replace("green", "red"), "no code here")
+    def fake_generate(image, instruction, max_new_tokens, temperature, lam, lam_b):
+        yield (CHART_ANSWER, CHART_ANSWER.replace("green", "red"), "no code here"), ""
 
     monkeypatch.setattr(mod, "generate", fake_generate)
     page.get_by_label("Task").click()
@@ -170,9 +170,83 @@ def test_example_click_runs_and_is_cached_lazily(page, app):
     mod = app[0]
     cache = Path(os.environ.get("GRADIO_EXAMPLES_CACHE", ""))
     before = {p for p in cache.rglob("*") if p.is_file()} if cache.is_dir() else set()
-    page.locator("table img").first.click()  # the first example: the landing page, task "HTML page"
+    page.locator("table img[src*='landing_page']").first.click()  # the landing page example, task "HTML page"
     for name in mod.names:
         preview_iframe(page, name).wait_for(state="attached")
         assert page.locator(f"#code-{name} .cm-content").inner_text().strip()
     after = {p for p in cache.rglob("*") if p.is_file()}
     assert after - before, "the example's outputs were not cached"
+
+
+def set_slider(page, elem_id: str, value: float) -> None:
+    box = page.locator(f"#{elem_id} input[type=number]")
+    box.fill(str(value))
+    box.press("Enter")
+
+
+def wait_done(page) -> None:
+    page.locator("#viscodex-status", has_text="done in").wait_for()
+
+
+def test_shared_link_restores_inputs_code_previews_and_lambda(browser, page, app):
+    """Issue 19: "Share this result" after a run; the link opened in a fresh browser context shows
+    the same inputs, code, all three previews and the λ used."""
+    names = app[0].names
+    set_slider(page, "viscodex-lambda", 0.3)
+    upload_and_run(page, ASSETS_DIR / "landing_page.png")
+    wait_done(page)
+    assert "λ 0.3" in page.locator("#viscodex-status").inner_text()
+    codes = {n: page.locator(f"#code-{n} .cm-content").inner_text() for n in names}
+    srcdocs = {n: preview_iframe(page, n).get_attribute("srcdoc") for n in names}
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page.get_by_role("button", name="Share this result").click()
+    link = None
+    for _ in range(100):  # the button fetches the link, then writes it to the clipboard
+        link = page.evaluate("() => navigator.clipboard.readText()")
+        if "deep_link=" in (link or ""):
+            break
+        page.wait_for_timeout(100)
+    assert link and "deep_link=" in link
+    ctx = browser.new_context(viewport={"width": 1500, "height": 1100})
+    try:
+        fresh = ctx.new_page()
+        fresh.set_default_timeout(TIMEOUT_MS)
+        fresh.goto(link)
+        for n in names:
+            preview_iframe(fresh, n).wait_for(state="attached")
+            assert preview_iframe(fresh, n).get_attribute("srcdoc") == srcdocs[n]
+            assert fresh.locator(f"#code-{n} .cm-content").inner_text() == codes[n]
+        assert fresh.locator("#viscodex-lambda input[type=number]").input_value() == "0.3"
+        assert "λ 0.3" in fresh.locator("#viscodex-status").inner_text()
+        assert fresh.locator("img[src*='gradio_api/file']").count() >= 1  # the input image
+    finally:
+        ctx.close()
+
+
+def test_example_link_preselects_the_example(browser, app):
+    ctx = browser.new_context()
+    try:
+        pg = ctx.new_page()
+        pg.set_default_timeout(TIMEOUT_MS)
+        pg.goto(app[1] + "?example=bar_chart")
+        from playwright.sync_api import expect
+
+        expect(pg.get_by_label("Instruction")).to_have_value(TASKS["Matplotlib chart"].instruction)
+        pg.locator("img[src*='bar_chart']").first.wait_for()
+    finally:
+        ctx.close()
+
+
+def test_untrained_trio_is_labelled_and_compare_lambda_adds_a_column(page, app):
+    assert "answers are noise" in page.locator("#viscodex-untrained").inner_text()
+    assert not page.locator("#col-merged_b").is_visible()
+    page.locator("#viscodex-compare input[type=checkbox]").check()
+    page.locator("#col-merged_b").wait_for(state="visible")
+    set_slider(page, "viscodex-lambda", 0.2)
+    set_slider(page, "viscodex-lambda-b", 0.9)
+    upload_and_run(page, ASSETS_DIR / "landing_page.png")
+    wait_done(page)
+    assert "λ 0.2 vs 0.9" in page.locator("#viscodex-status").inner_text()
+    for key in ("merged", "merged_b"):
+        preview_iframe(page, key).wait_for(state="attached")
+    assert page.locator("#code-merged_b .cm-content").inner_text().strip()

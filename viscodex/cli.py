@@ -323,12 +323,13 @@ def app_cmd(
     merged: Annotated[Optional[str], typer.Option("--merged", help="Merged VisCodex model (env VISCODEX_MERGED).")] = None,
     port: Annotated[Optional[int], typer.Option("--port", help="Server port (default 7860).")] = None,
     host: Annotated[Optional[str], typer.Option("--host", help="Server address, e.g. 0.0.0.0 (default 127.0.0.1).")] = None,
+    recipe: Annotated[Optional[str], typer.Option("--recipe", help="Serve a recipe's VLM and its swapped/merged variants, merged into the cache once (a path or a packaged name, e.g. viscodex-8b; env VISCODEX_RECIPE). Sizes are printed first.")] = None,
 ) -> None:
-    """Launch the side-by-side demo (app.py): base VLM, coder-swapped and merged. Nothing given and
-    no Hub: the tiny offline demo trio."""
+    """Launch the side-by-side demo (app.py): base VLM, coder-swapped and merged. Nothing given:
+    the tiny offline demo trio (no downloads)."""
     from .app.ui import run_app
 
-    _guard(lambda: run_app({"vlm": vlm, "swapped": swapped, "merged": merged}, port=port, host=host))
+    _guard(lambda: run_app({"vlm": vlm, "swapped": swapped, "merged": merged}, port=port, host=host, recipe=recipe))
 
 
 @app.command("eval")

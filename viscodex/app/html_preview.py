@@ -41,7 +41,7 @@ def iframe(doc: str, *, title: str = "HTML preview", height: int = 420) -> str:
 
 def placeholder(text: str) -> str:
     """A plain message in place of a preview (escaped: may quote model output)."""
-    return f'<div style="padding:1em;color:#666">{html.escape(text)}</div>'
+    return f'<div style="padding:1em;color:#666;overflow-wrap:anywhere;white-space:pre-wrap">{html.escape(text)}</div>'
 
 
 def png_img(png: bytes, *, alt: str = "rendered chart") -> str:

@@ -1,6 +1,6 @@
 """Where the app's models come from: `resolve_variants` (arguments, then VISCODEX_BASE_VLM /
-VISCODEX_SWAPPED / VISCODEX_MERGED, then defaults: offline the tiny demo trio from
-`default_variants`, online a recipe's swapped/merged variants, merged once into the cache)."""
+VISCODEX_SWAPPED / VISCODEX_MERGED, then a recipe when one is asked for (its swapped/merged
+variants merged once into the cache), else the tiny offline demo trio from `default_variants`)."""
 from __future__ import annotations
 
 import hashlib
@@ -18,8 +18,15 @@ VARIANTS = ("vlm", "swapped", "merged")
 LABELS = {"vlm": "Base VLM", "swapped": "Coder-swapped", "merged": "Merged (VisCodex)"}
 ENV_VARS = {"vlm": "VISCODEX_BASE_VLM", "swapped": "VISCODEX_SWAPPED", "merged": "VISCODEX_MERGED"}
 RECIPE_ENV = "VISCODEX_RECIPE"
-DEFAULT_RECIPE = "recipes/viscodex-8b.yaml"
 DEMO_LAMBDA = 0.7
+
+
+def demo_trio_paths(cache: str | os.PathLike | None = None, seed: int = 0) -> dict[str, Path]:
+    """Where `default_variants` builds the offline trio (nothing is built here)."""
+    from ..toy.models import TinyConfig
+
+    out = (Path(cache) if cache is not None else cache_root()) / f"demo-trio-{TinyConfig(seed=seed).key()}"
+    return {"vlm": out / "vlm", "swapped": out / "swapped", "merged": out / "merged"}
 
 
 def default_variants(cache: str | os.PathLike | None = None, seed: int = 0) -> dict[str, Path]:
@@ -34,8 +41,8 @@ def default_variants(cache: str | os.PathLike | None = None, seed: int = 0) -> d
 
     cfg = TinyConfig(seed=seed)
     root = Path(cache) if cache is not None else cache_root()
-    out = root / f"demo-trio-{cfg.key()}"
-    paths = {"vlm": out / "vlm", "swapped": out / "swapped", "merged": out / "merged"}
+    paths = demo_trio_paths(cache, seed)
+    out = paths["vlm"].parent
     done = out / "complete"
     if done.exists():
         return paths
@@ -55,33 +62,17 @@ def default_variants(cache: str | os.PathLike | None = None, seed: int = 0) -> d
     return paths
 
 
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the Hub answers (HF_HUB_OFFLINE counts as no)."""
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
-        return False
-    import httpx
-
-    try:
-        httpx.head(constants.ENDPOINT, timeout=timeout, follow_redirects=False)
-        return True
-    except httpx.HTTPError:
-        return False
-
-
 def _find_recipe(recipe: str | os.PathLike | None) -> Path:
-    cand = [Path(recipe)] if recipe else []
-    if not cand and os.environ.get(RECIPE_ENV):
-        cand = [Path(os.environ[RECIPE_ENV])]
-    if not cand:
-        cand = [Path.cwd() / DEFAULT_RECIPE, Path(__file__).resolve().parents[1] / DEFAULT_RECIPE]  # viscodex/recipes/
+    """A recipe file: the path given (or VISCODEX_RECIPE), else that name among the packaged recipes."""
+    given = str(recipe or os.environ.get(RECIPE_ENV, ""))
+    packaged = Path(__file__).resolve().parents[1] / "recipes"
+    cand = [Path(given).expanduser(), packaged / given, packaged / f"{given}.yaml"]
     for p in cand:
         if p.is_file():
             return p
-    raise AppError(
-        "no models configured: set " + ", ".join(ENV_VARS.values()) + f" (model ids or folders), or {RECIPE_ENV} "
-        f"to a recipe whose swapped/merged variants should be built (looked for {', '.join(map(str, cand))})")
+    names = ", ".join(sorted(f.stem for f in packaged.glob("*.yaml")))
+    raise AppError(f"recipe {given!r}: no such file (looked for {', '.join(map(str, cand))}); give a recipe path "
+                   f"or a packaged recipe name ({names})")
 
 
 def build_variant(recipe_path: str | os.PathLike, variant: str, cache: Path | None = None) -> Path:
@@ -99,11 +90,26 @@ def build_variant(recipe_path: str | os.PathLike, variant: str, cache: Path | No
     return out
 
 
+def recipe_sizes(recipe_path: str | os.PathLike) -> str:
+    """What building a recipe's variants costs, from safetensors headers (local, or ranged reads of
+    the Hub's; nothing downloaded): the two models read and the two merged models written."""
+    from .._util.sizes import human_size
+    from ..engine.recipe import Recipe
+    from ..hub.space import tensor_bytes
+
+    r = Recipe.load(recipe_path)
+    vlm, coder = sum(tensor_bytes(r.vlm).values()), sum(tensor_bytes(r.coder).values())
+    return (f"recipe {recipe_path}: reads the VLM {r.vlm} ({human_size(vlm)}) and the coder {r.coder} "
+            f"({human_size(coder)}), downloaded unless cached, and writes the coder-swapped and merged models "
+            f"(about {human_size(vlm)} each) into {cache_root() / 'variants'} once")
+
+
 def resolve_variants(vlm: str | None = None, swapped: str | None = None, merged: str | None = None, *,
-                     recipe: str | os.PathLike | None = None, offline: bool | None = None) -> dict[str, str]:
+                     recipe: str | os.PathLike | None = None) -> dict[str, str]:
     """Model id or folder per variant: arguments, then environment variables. Variants left unset
-    are left out (a Space may publish no swapped model). Nothing set at all: offline, the tiny demo
-    trio; online, the recipe's VLM and its swapped/merged variants, merged into the cache."""
+    are left out (a Space may publish no swapped model). A recipe (argument, else VISCODEX_RECIPE):
+    its VLM and its swapped/merged variants, merged into the cache once, sizes logged first.
+    Nothing asked for at all: the tiny offline demo trio (never a download)."""
     given = {"vlm": vlm, "swapped": swapped, "merged": merged}
     specs = {k: v or os.environ.get(ENV_VARS[k]) or None for k, v in given.items()}
     if any(specs.values()):
@@ -111,15 +117,18 @@ def resolve_variants(vlm: str | None = None, swapped: str | None = None, merged:
         if missing:
             log.warning("not set: %s; showing only the configured variants", ", ".join(missing))
         return {k: v for k, v in specs.items() if v}
-    if offline is None:
-        offline = not hub_reachable()
-    if offline:
-        log.info("no models configured and the Hub is unreachable: using the tiny offline demo trio")
+    if recipe is None and not os.environ.get(RECIPE_ENV):
+        log.info("no models configured: the tiny offline demo trio (its answers are noise; real models: "
+                 "--vlm/--swapped/--merged, %s, or --recipe)", ", ".join(ENV_VARS.values()))
         return {k: str(v) for k, v in default_variants().items()}
     from ..engine.recipe import Recipe
 
     rp = _find_recipe(recipe)
+    log.warning("%s", recipe_sizes(rp))
     return {"vlm": Recipe.load(rp).vlm, "swapped": str(build_variant(rp, "swapped")),
             "merged": str(build_variant(rp, "merged"))}
 
 
+def is_untrained_demo_trio(specs: dict[str, str]) -> bool:
+    """Whether `specs` are the offline default: the untrained tiny trio (no building done here)."""
+    return {k: str(v) for k, v in demo_trio_paths().items()} == {k: str(v) for k, v in specs.items()}

@@ -15,6 +15,7 @@ import os
 import queue
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -23,9 +24,11 @@ import torch
 from .._util.sizes import human_size
 from ..engine import arch
 from ..errors import AppError, SourceError
+from .live_lambda import LiveLambda, live_lambda
 from .sources import ENV_VARS, LABELS, VARIANTS
 
 log = logging.getLogger(__name__)
+COMPARE_KEY = "merged_b"  # compare mode: the merged variant's second answer, at the second λ
 
 @dataclass
 class Variant:
@@ -144,9 +147,13 @@ def load_variants(specs: dict[str, str], *, device: str | None = None, dtype: st
             leaders.append(v)
             fps.append(fp)
         variants[name] = v
+    # before the move: on ZeroGPU the load-time check cannot compute on the (not yet real) GPU
+    live = live_lambda(variants, persistent=not os.environ.get("SPACES_ZERO_GPU"))
+    if live.reason:
+        log.info("live λ off: %s", live.reason)
     for v in variants.values():
         v.model.to(device)
-    return VariantSet(variants, torch.device(device))
+    return VariantSet(variants, torch.device(device), live)
 
 
 # ---------------------------------------------------------------- generation
@@ -183,6 +190,7 @@ class StreamStats:
     end_s: dict[str, float] = field(default_factory=dict)
     tokens: dict[str, int] = field(default_factory=dict)
     vision_calls: int = 0
+    recomputes: list = field(default_factory=list)  # live_lambda.Recompute of each λ change it caused
 
     def tokens_per_s(self, name: str) -> float:
         n, t0, t1 = self.tokens.get(name, 0), self.first_token_s.get(name), self.end_s.get(name)
@@ -213,9 +221,10 @@ class VariantSet:
     """The loaded variants plus the request-level logic: shared preprocessing and vision pass,
     three generations at once."""
 
-    def __init__(self, variants: dict[str, Variant], device: torch.device):
+    def __init__(self, variants: dict[str, Variant], device: torch.device, live: LiveLambda | None = None):
         self.variants = variants
         self.device = device
+        self.live = live or LiveLambda(reason="not set up")
         groups: dict[int, list[str]] = {}
         for v in variants.values():
             groups.setdefault(v.group, []).append(v.name)
@@ -224,6 +233,10 @@ class VariantSet:
     @property
     def names(self) -> list[str]:
         return list(self.variants)
+
+    def set_lambda(self, lam: float) -> float:
+        """Recompute the merged variant's weights at `lam` in place; seconds taken (benchmarks)."""
+        return self.live.set_lambda(lam)
 
     def leader(self, group: int) -> Variant:
         return self.variants[self.groups[group][0]]
@@ -269,9 +282,13 @@ class VariantSet:
 
     def stream(self, image, instruction: str, *, max_new_tokens: int = 512, temperature: float = 0.0,
                stop: threading.Event | None = None, stats: StreamStats | None = None,
-               min_interval: float = 0.0) -> Iterator[tuple[str, ...]]:
+               min_interval: float = 0.0, lam: float | None = None,
+               lam_b: float | None = None) -> Iterator[tuple[str, ...]]:
         """Yield a tuple of the variants' texts (in `names` order) each time any of them grows.
-        Closing the generator (or setting `stop`) stops all three generations."""
+        `lam`: the merged variant's λ (None: its recipe's); `lam_b`: compare mode, the merged
+        variant runs again at this λ once its first answer is done, as one more text at the end.
+        Closing the generator (or setting `stop`) stops all generations."""
+        runs = self._runs(lam, lam_b)
         stop = stop or threading.Event()
         stats = stats if stats is not None else StreamStats()
         t0 = time.perf_counter()
@@ -284,17 +301,19 @@ class VariantSet:
         for v in self.variants.values():
             kwargs = {k: t for k, t in prepared[v.group].items() if k != "pixel_values"}
             cfg = generation_config(v.model, max_new_tokens, temperature)
-            th = threading.Thread(target=self._worker, args=(v, kwargs, feats[v.group], cfg, q, stop),
+            th = threading.Thread(target=self._worker, args=(v, runs[v.name], kwargs, feats[v.group], cfg, q, stop, stats),
                                   name=f"viscodex-gen-{v.name}", daemon=True)
             threads.append(th)
-        ids: dict[str, list[int]] = {n: [] for n in self.variants}
+        keys = [k for v in self.variants.values() for k, _ in runs[v.name]]
+        ids: dict[str, list[int]] = {k: [] for k in keys}
         errors: dict[str, str] = {}
         done: set[str] = set()
         for th in threads:
             th.start()
-        last = 0.0
+        last = 0.0  # growing text is shown at most every min_interval
+        visible: set[str] = set()
         try:
-            while len(done) < len(self.variants):
+            while len(done) < len(keys):
                 items = [q.get()]
                 while True:  # coalesce whatever else is ready into one tick
                     try:
@@ -302,49 +321,82 @@ class VariantSet:
                     except queue.Empty:
                         break
                 now = time.perf_counter() - t0
+                # shown at once, not at the next tick: the first visible text of a column (its first
+                # tokens may decode to nothing), an error, an end
+                news = False
                 for name, kind, payload in items:
                     if kind == "tokens":
                         if not ids[name]:
                             stats.first_token_s[name] = now
                         ids[name].extend(payload)
+                        news = news or name not in visible
                     elif kind == "error":
                         errors[name] = payload
+                        news = True
                     else:
                         done.add(name)
                         stats.end_s[name] = now
                         stats.tokens[name] = len(ids[name])
-                if len(done) < len(self.variants) and min_interval and now - last < min_interval:
+                        news = True
+                if not news and min_interval and now - last < min_interval:
                     continue
                 last = now
-                yield self._texts(ids, errors)
+                texts = self._texts(keys, ids, errors)
+                visible = {k for k, t in zip(keys, texts) if t.strip()}
+                yield texts
         finally:
             stop.set()
             for th in threads:
                 th.join(timeout=60)
 
-    def _texts(self, ids: dict[str, list[int]], errors: dict[str, str]) -> tuple[str, ...]:
+    def _runs(self, lam: float | None, lam_b: float | None) -> dict[str, list[tuple[str, float | None]]]:
+        """Per variant, the (stream key, λ) of each generate it runs: one each, two for the merged
+        variant in compare mode. A λ the app cannot apply is refused with the reason."""
+        live = self.live
+        asked = [x for x in (lam, lam_b) if x is not None and x != live.recipe_lam]
+        if asked and not live.enabled:
+            raise AppError(f"λ cannot be changed: {live.reason}")
+        for x in (lam, lam_b):
+            if x is not None and not 0.0 <= float(x) <= 1.0:
+                raise AppError(f"λ={x} is outside [0, 1]")
+        runs: dict[str, list[tuple[str, float | None]]] = {n: [(n, None)] for n in self.variants}
+        if "merged" in runs:
+            runs["merged"] = [("merged", lam)] + ([(COMPARE_KEY, lam_b)] if lam_b is not None else [])
+        elif lam_b is not None:
+            raise AppError("compare λ needs a merged variant")
+        return runs
+
+    def _texts(self, keys: list[str], ids: dict[str, list[int]], errors: dict[str, str]) -> tuple[str, ...]:
         out = []
-        for name, v in self.variants.items():
-            text = v.processor.tokenizer.decode(ids[name], skip_special_tokens=True)
-            if name in errors:
-                text += f"\n[generation failed: {errors[name]}]"
+        for key in keys:
+            v = self.variants[key if key in self.variants else "merged"]
+            text = v.processor.tokenizer.decode(ids[key], skip_special_tokens=True)
+            if key in errors:
+                text += f"\n[generation failed: {errors[key]}]"
             out.append(text)
         return tuple(out)
 
-    @staticmethod
-    def _worker(v: Variant, kwargs, feats, cfg, q: queue.Queue, stop: threading.Event) -> None:
+    def _worker(self, v: Variant, runs, kwargs, feats, cfg, q: queue.Queue, stop: threading.Event,
+                stats: StreamStats) -> None:
         from transformers import StoppingCriteriaList
 
-        try:
-            with torch.inference_mode():
-                v.model.generate(**kwargs, mm_encoder_outputs={"image": feats}, generation_config=cfg,
-                                 streamer=_QueueStreamer(v.name, q),
-                                 stopping_criteria=StoppingCriteriaList([_StopOnEvent(stop)]))
-        except Exception as e:  # noqa: BLE001 - one failing variant must not take the others down
-            log.exception("generation failed for %s", v.name)
-            q.put((v.name, "error", f"{type(e).__name__}: {e}"))
-        finally:
-            q.put((v.name, "end", None))
+        for key, lam in runs:
+            try:
+                # the merged variant holds its weights at the requested λ (recomputed if another λ is there)
+                with self.live.at(lam, stop) if v.name == "merged" else nullcontext() as recomputed:
+                    if recomputed is not None:
+                        stats.recomputes.append(recomputed)
+                    with torch.inference_mode():
+                        v.model.generate(**kwargs, mm_encoder_outputs={"image": feats}, generation_config=cfg,
+                                         streamer=_QueueStreamer(key, q),
+                                         stopping_criteria=StoppingCriteriaList([_StopOnEvent(stop)]))
+            except InterruptedError:
+                pass
+            except Exception as e:  # noqa: BLE001 - one failing variant must not take the others down
+                log.exception("generation failed for %s", key)
+                q.put((key, "error", f"{type(e).__name__}: {e}"))
+            finally:
+                q.put((key, "end", None))
 
     def generate_plain(self, name: str, image, instruction: str, *, max_new_tokens: int = 512,
                        temperature: float = 0.0) -> tuple[str, list[int]]:

@@ -125,6 +125,16 @@ def _policy(recipe: Recipe, name: str, role: str) -> str:
     return recipe.roles.get(role) or arch.VARIANT_POLICIES[recipe.variant][role]
 
 
+def tensor_policy(recipe: Recipe, name: str) -> tuple[str | None, str | None]:
+    """(role, policy) of canonical tensor `name` under `recipe`, as `build_plan` decides it
+    ((None, None) for a name no role rule knows); the app's live λ asks which tensors are merged."""
+    rm = arch.role_of(name)
+    if rm is None:
+        return None, None
+    policy = _policy(recipe, name, rm.role)
+    return rm.role, "vlm" if rm.role == "vision" else policy
+
+
 def check_kinds(sources: dict[str, Source]) -> None:
     problems = []
     vlm = sources["vlm"]
