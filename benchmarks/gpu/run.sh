@@ -42,14 +42,14 @@ stage() {  # name, seconds, command...
   tail -n 25 "$OUT/$name.log"
 }
 
+stage sft 200 python3 benchmarks/gpu/sft_7b.py --shape 7b --steps 5 --warm 2 --json "$OUT/sft_7b.json" $SFT_ARGS
+stage app 200 python3 benchmarks/gpu/app_7b.py --shape 7b --max-new-tokens 64 --repeats 2 --json "$OUT/app_7b.json"
+rm -rf /tmp/vx-app7b
+stage parity 160 python3 benchmarks/gpu/parity.py --shape 7b --layers 2 --json "$OUT/parity_7b.json"
+rm -rf /tmp/vx-parity
 # 7B shapes (hidden 3584, MLP 18944, 28/4 heads, untied): the real 28 layers need ~79 GB of scratch
 # (inputs 47 GB + both outputs) against the machine's 64 GiB disk, so MERGE_LAYERS of them.
 stage merge 200 python3 benchmarks/merge_bench.py --shape 7b --layers "$MERGE_LAYERS" --device cuda --discard-inputs \
   --scratch /tmp/vx-bench --mergekit "$site/bin/mergekit-yaml" --json "$OUT/merge_7b_cuda.json"
 rm -rf /tmp/vx-bench
-stage parity 200 python3 benchmarks/gpu/parity.py --shape 7b --layers 2 --json "$OUT/parity_7b.json"
-rm -rf /tmp/vx-parity
-stage sft 200 python3 benchmarks/gpu/sft_7b.py --shape 7b --steps 5 --warm 2 --json "$OUT/sft_7b.json" $SFT_ARGS
-stage app 200 python3 benchmarks/gpu/app_7b.py --shape 7b --max-new-tokens 64 --repeats 2 --json "$OUT/app_7b.json"
-rm -rf /tmp/vx-app7b
 echo "done $(date -u +%T)" | tee -a "$OUT/device.txt"
