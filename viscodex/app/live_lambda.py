@@ -216,16 +216,17 @@ def _canonical(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
     return {arch.to_canonical(k, layout): p for k, p in params.items()}
 
 
-def live_lambda(variants: dict, persistent: bool = True) -> LiveLambda:
+def live_lambda(variants: dict, persistent: bool = True, recipe=None) -> LiveLambda:
     """The merged variant's live λ from the loaded `variants` (name -> Variant), or a disabled one
-    whose `reason` the slider shows. Call before the models move to a ZeroGPU device: the load-time
-    check runs on whatever device the weights are on."""
+    whose `reason` the slider shows. `recipe`: how the merged model was made (default: its
+    viscodex_recipe.yaml). Call before the models move to a ZeroGPU device: the load-time check
+    runs on whatever device the weights are on."""
     from ..engine.methods import get_method
     from ..engine.plan import tensor_policy
 
     if "merged" not in variants:
         return LiveLambda(reason="no merged variant is loaded")
-    recipe = read_recipe(variants["merged"].spec)
+    recipe = recipe or read_recipe(variants["merged"].spec)
     if recipe is None:
         return LiveLambda(reason="the merged model has no viscodex_recipe.yaml, so how it was merged is unknown")
     lam = float(recipe.lam)
