@@ -104,6 +104,7 @@ class LiveLambda:
 
             raise AppError(f"λ cannot be changed: {self.reason}")
         lam = float(lam)
+        self.current = None  # until every tensor is written: a failure half-way forces a full recompute
         dev = self.targets[0].merged.device
         cuda = dev.type == "cuda"
         if cuda:
