@@ -23,6 +23,7 @@ import torch
 
 from .._util.sizes import human_size
 from ..engine import arch
+from ..errors import ViscodexError
 
 log = logging.getLogger(__name__)
 CHUNK_BYTES = 64 * 1024**2  # bound on the temporary of one recompute step
@@ -208,7 +209,10 @@ def read_recipe(spec: str):
         f = Path(f) if f else None
     if f is None or not f.is_file():
         return None
-    return Recipe.load(f)
+    try:
+        return Recipe.load(f)
+    except ViscodexError as e:
+        raise ViscodexError(f"its {RECIPE_FILE} cannot be read ({e})") from None
 
 
 def _canonical(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
@@ -227,7 +231,10 @@ def live_lambda(variants: dict, persistent: bool = True, recipe=None) -> LiveLam
 
     if "merged" not in variants:
         return LiveLambda(reason="no merged variant is loaded")
-    recipe = recipe or read_recipe(variants["merged"].spec)
+    try:
+        recipe = recipe or read_recipe(variants["merged"].spec)
+    except ViscodexError as e:  # the app still serves the merged model, at its own weights
+        return LiveLambda(reason=str(e))
     if recipe is None:
         return LiveLambda(reason="the merged model has no viscodex_recipe.yaml, so how it was merged is unknown")
     lam = float(recipe.lam)
