@@ -286,7 +286,8 @@ def lambda_controls(live, merged: bool):
     on = live.enabled
     info = ("the merged column is recomputed at this λ before it answers (the VLM's task vector weight; the coder "
             "gets 1 − λ)") if on else f"fixed: {live.reason}"
-    lam = gr.Slider(0.0, 1.0, value=value, step=0.01, label="λ (merged column)", info=info, interactive=on,
+    label = "λ (merged column)" if live.recipe_lam is not None else "λ (merged column: not known, no recipe)"
+    lam = gr.Slider(0.0, 1.0, value=value, step=0.01, label=label, info=info, interactive=on,
                     elem_id="viscodex-lambda")
     compare = gr.Checkbox(False, label="Compare λ: the merged column answers again at a second λ", interactive=on,
                           elem_id="viscodex-compare")
