@@ -478,3 +478,113 @@ def test_without_seccomp_chart_code_is_refused_in_the_preview_slot(app, client, 
     for h in previews:
         assert "generated code was not run: this machine cannot sandbox it (seccomp off" in h
         assert "<img" not in h
+
+
+# ---------------------------------------------------------------- issue 19: request status, limits, start-up
+def test_status_counts_preview_rendering_and_updates_while_it_runs(monkeypatch):
+    import time
+
+    from viscodex.app import request
+
+    def generate(image, instruction, max_new_tokens, temperature, lam, lam_b):
+        yield ("a",), ""
+        yield ("ab",), " (λ 0.3 recomputed in 1 ms)"
+
+    def slow_render(texts, task):
+        time.sleep(1.3)
+        return [compare.Preview(None, None, "no code")]
+
+    monkeypatch.setattr(compare, "render_previews", slow_render)
+    outs = list(request.run(generate, 2, image(), "Free text", "", 8, 0.0, 200_000, 0.3, None))
+    statuses = [o[-1] for o in outs]
+    assert statuses[0].endswith("· λ 0.3 · starting…")
+    assert any("generating…" in s for s in statuses)
+    rendering = [s for s in statuses if "rendering previews…" in s]
+    assert len(rendering) >= 2  # ticks while the charts render
+    final = statuses[-1]
+    m = __import__("re").search(r"done in ([\d.]+) s \(generation ([\d.]+) s, previews ([\d.]+) s\)$", final)
+    assert m and float(m.group(3)) >= 1.2 and float(m.group(1)) >= 1.2
+    assert "recomputed in 1 ms" in final
+    assert outs[-1][:2] == ("ab", "") and "no code" in outs[-1][2]  # second column (compare, unused) empty
+    # every update carries a value for every preview (a share link saves what was last sent)
+    assert all(len(o) == 5 and all(isinstance(x, str) for x in o) for o in outs)
+    assert request.stopped(rendering[0]).endswith("· **stopped** while rendering previews")
+    assert request.stopped(statuses[1]).endswith("· **stopped** during generation")
+    assert request.stopped(final) == final
+
+
+def test_the_server_refuses_uploads_over_the_limit(app, tmp_path):
+    """The limit applies while the file is received, not only when Run is pressed."""
+    import httpx
+
+    from viscodex.app.uploads import MAX_FILE_BYTES
+
+    from gradio.utils import get_upload_folder
+
+    big = tmp_path / "big.png"
+    with open(big, "wb") as f:
+        f.truncate(MAX_FILE_BYTES + 1024**2)
+    with open(big, "rb") as f:
+        r = httpx.post(app[1] + "gradio_api/upload", files={"files": f}, timeout=60)
+    assert r.status_code == 413, r.text
+    assert not [p for p in Path(get_upload_folder()).rglob("big.png")]  # nothing stored on disk
+    with open(ROOT / "viscodex/app/assets/bar_chart.png", "rb") as f:
+        ok = httpx.post(app[1] + "gradio_api/upload", files={"files": f}, timeout=60)
+    assert ok.status_code == 200 and Path(ok.json()[0]).is_file()
+
+
+def test_launch_retries_a_failed_start_up_check_then_explains(monkeypatch):
+    import gradio as gr
+    from gradio import networking
+
+    from viscodex.app import ui
+
+    answers = iter([False, True])
+    monkeypatch.setattr(networking, "url_ok", lambda url: next(answers))
+    monkeypatch.setattr(ui.time, "sleep", lambda s: None)
+    with gr.Blocks() as demo:
+        gr.Markdown("hi")
+    ui.launch_with_retries(demo, dict(server_port=free_port(), server_name="127.0.0.1", prevent_thread_lock=True,
+                                      quiet=True))
+    assert demo.is_running
+    demo.close()
+    monkeypatch.setattr(networking, "url_ok", lambda url: False)
+    with pytest.raises(ViscodexError, match=r"did not answer its own start-up check 3 times .* NO_PROXY=localhost"):
+        ui.launch_with_retries(demo, dict(server_port=free_port(), server_name="127.0.0.1", prevent_thread_lock=True,
+                                          quiet=True))
+
+
+def test_tiny_models_get_toy_examples_and_the_untrained_notice(app):
+    import gradio as gr
+
+    from viscodex.app import toy_examples
+    from viscodex.toy import world
+
+    ui = app[0]
+    md = [str(b.value) for b in ui.demo.blocks.values() if isinstance(b, gr.Markdown)]
+    assert any("tiny untrained demo models: their answers are noise" in m for m in md)
+    rows = toy_examples.toy_examples("Free text")
+    assert {r[2] for r in rows} == {world.GROUNDING.prompt(None), world.IMAGE_CODE.prompt(None)}
+    assert all(Image.open(r[0]).size == (toy_examples.IMAGE_PX,) * 2 for r in rows)
+    datasets = [b for b in ui.demo.blocks.values() if isinstance(b, gr.Dataset)]
+    assert any("Toy examples" in (d.label or "") for d in datasets)
+
+
+def test_example_query_preselects_an_example():
+    from types import SimpleNamespace
+
+    from viscodex.app.ui import example_query
+
+    rows = [["/x/bar_chart.png", "Matplotlib chart", "chart it"], ["/x/landing_page.png", "HTML page", "page"]]
+    req = SimpleNamespace(query_params={"example": "Bar_Chart"})
+    assert example_query(req, rows) == ("/x/bar_chart.png", "Matplotlib chart", "chart it")
+    skipped = example_query(SimpleNamespace(query_params={}), rows)
+    assert all(s == __import__("gradio").skip() for s in skipped)  # a shared link's restored inputs stay
+
+
+def test_models_panel_shows_the_live_lambda_cost(app):
+    import gradio as gr
+
+    panel = [str(b.value) for b in app[0].demo.blocks.values() if isinstance(b, gr.Markdown) and "Live λ" in str(b.value)]
+    assert panel and "**Live λ** on: the merged backbone is lerp(coder-swapped, VLM, λ)" in panel[0]
+    assert "λ recompute: " in panel[0] and "extra memory" in panel[0]

@@ -192,3 +192,12 @@ def test_slider_is_off_without_the_swapped_model_or_when_weights_do_not_reproduc
                        device="cpu")
     assert "does not reproduce the merged model (model.layers.1.mlp.down_proj.weight rows" in vs.live.reason
     assert live_lambda({"vlm": vs.variants["vlm"]}).reason == "no merged variant is loaded"
+
+
+def test_an_unreadable_recipe_turns_the_slider_off_not_the_app(trio_paths, tmp_path):
+    merged = _variant_copy(trio_paths["merged"], tmp_path / "m")
+    (merged / RECIPE_FILE).write_text("lambda: [unclosed\n")
+    vs = load_variants({"vlm": str(trio_paths["vlm"]), "swapped": str(trio_paths["swapped"]), "merged": str(merged)},
+                       device="cpu")
+    assert vs.live.reason.startswith(f"its {RECIPE_FILE} cannot be read (")
+    assert len(list(vs.stream(image(), INSTRUCTION, max_new_tokens=2))[-1]) == 3

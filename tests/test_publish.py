@@ -370,6 +370,11 @@ def test_space_dry_run_and_slice(hub, hub_trio, space_models, app_dir):
     assert not [r for r in hub.requests(mark) if r.kind in WRITE_KINDS]
     assert "suggested_hardware: zero-a10g" in res.stdout and "VISCODEX_BASE_VLM=" + hub_trio["vlm"] in res.stdout
     assert "nothing was uploaded" in res.stdout and "app.py" in res.stdout
+    sub = f"{hub.user}-demo-dry".lower().replace("_", "-").replace(".", "-")
+    assert f"app https://{sub}.hf.space (an example: https://{sub}.hf.space/?example=bar_chart)" in res.stdout
+    from viscodex.hub.space import direct_url
+
+    assert direct_url("My_Org/Vis.Codex--Demo") == "https://my-org-vis-codex-demo.hf.space"
 
     models = {"merged": space_models["merged"], "base VLM": hub_trio["vlm"], "coder-swapped": space_models["swapped"]}
     fp = footprint(models, threshold_gib=42)

@@ -312,6 +312,7 @@ def space(
         typer.echo(f"GPU footprint {human_size(fp.total)} -> hardware {plan.hardware}"
                    + (f", ZeroGPU slice {fp.slice}" if plan.hardware == "zero-a10g" else ""))
         typer.echo("nothing was uploaded" if dry_run else f"published {plan.url} (commit {plan.commit})")
+        typer.echo(f"app {plan.app_url} (an example: {plan.app_url}/?example=bar_chart)")
 
     _guard(run)
 

@@ -43,35 +43,6 @@ def save_checkpoint(shape: str, layers: int | None, folder: Path, device: str) -
     return time.perf_counter() - t0
 
 
-def time_live_lambda(vs, lams=(0.5, 0.3, 0.9)) -> dict | None:
-    """The app's live λ (viscodex.app.live_lambda: the merged column recomputed in place from the
-    resident VLM and coder-swapped backbones) on these weights: seconds and extra memory per change.
-    The variants here come from one folder without a merge recipe, so the targets are built the way
-    live_lambda builds them from a default task-arithmetic recipe (its load-time bitwise check needs
-    a real merge and is tested on the tiny trio instead)."""
-    try:
-        from viscodex.app.live_lambda import LiveLambda, Target, _canonical
-    except ImportError:
-        return None
-    from viscodex.engine.methods import get_method
-    from viscodex.engine.plan import tensor_policy
-    from viscodex.engine.recipe import Recipe
-
-    recipe = Recipe(vlm="vlm", coder="coder", base="base", lam=0.7)
-    merged, vlm, coder = (_canonical(vs.variants[n].model) for n in ("merged", "vlm", "swapped"))
-    targets = [Target(n, p, vlm[n], coder[n], p.shape[0] if p.dim() else 1)
-               for n, p in merged.items() if tensor_policy(recipe, n)[1] == "merge"]
-    method = get_method("task_arithmetic")
-    live = LiveLambda(0.7, "", targets, method, method.validate_params({}))
-    runs = []
-    for lam in lams:
-        live.set_lambda(lam)
-        r = live.last
-        runs.append({"lam": lam, "seconds": round(r.seconds, 4), "traffic_bytes": r.traffic_bytes,
-                     "peak_extra_bytes": r.peak_extra_bytes, "line": r.line()})
-    return {"tensors": len(targets), "params": sum(t.merged.numel() for t in targets), "runs": runs}
-
-
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shape", default="7b", choices=sorted(models.SHAPES))
@@ -112,7 +83,7 @@ def main(argv=None) -> None:
         runs["bare"].append(bench_bare(vs, image, instruction, args.max_new_tokens))
         runs["stream"].append(bench_stream(vs, image, instruction, args.max_new_tokens))
     peak = torch.cuda.max_memory_allocated() if cuda else None
-    live = time_live_lambda(vs)
+    lam = bench_live_lambda(vs, folder)
 
     def med(path, n, i):
         return statistics.median(r[n][i] for r in runs[path])
@@ -134,7 +105,7 @@ def main(argv=None) -> None:
         "zerogpu_slice": slice_name, "zerogpu_xlarge_threshold_bytes": int(XLARGE_THRESHOLD_GIB * 2**30),
         "max_new_tokens": args.max_new_tokens, "repeats": args.repeats, "per_variant": rows,
         "wall_bare_sequential_s": round(walls["bare"], 3), "wall_stream_s": round(walls["stream"], 3),
-        "gpu_duration_estimate_s": est, "live_lambda": live,
+        "gpu_duration_estimate_s": est, **lam,
     }
     print(json.dumps(res, indent=1), flush=True)
     if args.json:
@@ -148,9 +119,32 @@ def main(argv=None) -> None:
               f"{r['stream_tok_s']:>12.1f}")
     print(f"all three answers: bare one after another {walls['bare']:.2f} s, app stream {walls['stream']:.2f} s "
           f"(x{walls['stream'] / walls['bare']:.2f}); the app's ZeroGPU duration estimate {est} s")
-    if live:
-        print(f"live λ over {live['tensors']} tensors ({live['params'] / 1e9:.2f}B parameters): "
-              + "; ".join(r["line"] for r in live["runs"]))
+    print(f"live λ recompute (VariantSet.set_lambda): median {lam['lambda_recompute_s'] * 1e3:.1f} ms, "
+          f"{gb(lam['lambda_traffic_bytes'])} read + written, extra memory {gb(lam['lambda_peak_extra_bytes'])}")
+
+
+def bench_live_lambda(vs, folder: Path, repeats: int = 5) -> dict:
+    """The merged column's live λ at this shape: the app's recompute (VariantSet.set_lambda) of
+    every backbone tensor from the two resident backbones. The variants here are one checkpoint,
+    so lerp(x, x, λ) = x and the load-time bitwise check passes; the work is the same as with
+    real sources. The recipe is the one `viscodex merge` writes for task arithmetic."""
+    from viscodex.app.live_lambda import live_lambda
+    from viscodex.engine import arch
+    from viscodex.engine.recipe import Recipe
+
+    cfg = vs.variants["merged"].model.config
+    vision_rows = sorted({getattr(cfg, f) for f in arch.VISION_TOKEN_ID_FIELDS if isinstance(getattr(cfg, f, None), int)})
+    recipe = Recipe(vlm=str(folder), coder=str(folder), lam=0.7,
+                    records={"policy_used": {"shared_vocab_rows": cfg.get_text_config().vocab_size,
+                                             "vision_token_rows_from_vlm": vision_rows}})
+    vs.live = live_lambda(vs.variants, recipe=recipe)
+    if not vs.live.enabled:
+        raise SystemExit(f"live λ is off: {vs.live.reason}")
+    times = [vs.set_lambda(x) for x in [0.3, 0.9] * repeats]
+    last = vs.live.last
+    return {"lambda_recompute_s": round(statistics.median(times), 5), "lambda_recompute_all_s": [round(t, 5) for t in times],
+            "lambda_tensors": len(vs.live.targets), "lambda_traffic_bytes": last.traffic_bytes,
+            "lambda_peak_extra_bytes": last.peak_extra_bytes, "lambda_peak_measured": last.measured_peak}
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import torch
 
 from .._util.sizes import human_size
 from ..engine import arch
+from ..errors import ViscodexError
 
 log = logging.getLogger(__name__)
 CHUNK_BYTES = 64 * 1024**2  # bound on the temporary of one recompute step
@@ -104,6 +105,7 @@ class LiveLambda:
 
             raise AppError(f"λ cannot be changed: {self.reason}")
         lam = float(lam)
+        self.current = None  # until every tensor is written: a failure half-way forces a full recompute
         dev = self.targets[0].merged.device
         cuda = dev.type == "cuda"
         if cuda:
@@ -207,7 +209,10 @@ def read_recipe(spec: str):
         f = Path(f) if f else None
     if f is None or not f.is_file():
         return None
-    return Recipe.load(f)
+    try:
+        return Recipe.load(f)
+    except ViscodexError as e:
+        raise ViscodexError(f"its {RECIPE_FILE} cannot be read ({e})") from None
 
 
 def _canonical(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
@@ -216,16 +221,20 @@ def _canonical(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
     return {arch.to_canonical(k, layout): p for k, p in params.items()}
 
 
-def live_lambda(variants: dict, persistent: bool = True) -> LiveLambda:
+def live_lambda(variants: dict, persistent: bool = True, recipe=None) -> LiveLambda:
     """The merged variant's live λ from the loaded `variants` (name -> Variant), or a disabled one
-    whose `reason` the slider shows. Call before the models move to a ZeroGPU device: the load-time
-    check runs on whatever device the weights are on."""
+    whose `reason` the slider shows. `recipe`: how the merged model was made (default: its
+    viscodex_recipe.yaml). Call before the models move to a ZeroGPU device: the load-time check
+    runs on whatever device the weights are on."""
     from ..engine.methods import get_method
     from ..engine.plan import tensor_policy
 
     if "merged" not in variants:
         return LiveLambda(reason="no merged variant is loaded")
-    recipe = read_recipe(variants["merged"].spec)
+    try:
+        recipe = recipe or read_recipe(variants["merged"].spec)
+    except ViscodexError as e:  # the app still serves the merged model, at its own weights
+        return LiveLambda(reason=str(e))
     if recipe is None:
         return LiveLambda(reason="the merged model has no viscodex_recipe.yaml, so how it was merged is unknown")
     lam = float(recipe.lam)

@@ -29,7 +29,7 @@ from . import request, sources, toy_examples, uploads
 from .assets import ASSETS_DIR, example_paths
 from .sources import LABELS
 from .tasks import TASKS
-from .variants import COMPARE_KEY, VariantSet, load_variants
+from .variants import COMPARE_KEY, StreamStats, VariantSet, load_variants
 
 log = logging.getLogger(__name__)
 CONCURRENCY = int(os.environ.get("VISCODEX_CONCURRENCY", "2"))
@@ -128,12 +128,10 @@ def create_app(variants: dict[str, str | os.PathLike | None] | None = None, *, d
         """The only function that computes on the GPU: one vision pass, the streams, and the merged
         weights at the requested λ (recomputed here: on ZeroGPU nothing says they persist)."""
         vs.live.forget()
-        from .variants import StreamStats
-
         stats = StreamStats()
         for texts in vs.stream(image, instruction, max_new_tokens=int(max_new_tokens), temperature=float(temperature),
                                min_interval=0.05, lam=lam, lam_b=lam_b, stats=stats):
-            yield texts, "".join(f" (λ {r.lam:g} recomputed in {r.seconds * 1e3:.0f} ms)" for r in stats.recomputes)
+            yield texts, "".join(f" (λ {r.lam:g} recomputed in {r.seconds * 1e3:.1f} ms)" for r in stats.recomputes)
 
     app = ComparisonApp(None, vs, specs, footprint, generate)
     app.demo = build_demo(vs, specs, footprint, lambda *a: app.generate(*a))
@@ -288,7 +286,8 @@ def lambda_controls(live, merged: bool):
     on = live.enabled
     info = ("the merged column is recomputed at this λ before it answers (the VLM's task vector weight; the coder "
             "gets 1 − λ)") if on else f"fixed: {live.reason}"
-    lam = gr.Slider(0.0, 1.0, value=value, step=0.01, label="λ (merged column)", info=info, interactive=on,
+    label = "λ (merged column)" if live.recipe_lam is not None else "λ (merged column: not known, no recipe)"
+    lam = gr.Slider(0.0, 1.0, value=value, step=0.01, label=label, info=info, interactive=on,
                     elem_id="viscodex-lambda")
     compare = gr.Checkbox(False, label="Compare λ: the merged column answers again at a second λ", interactive=on,
                           elem_id="viscodex-compare")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -168,6 +169,18 @@ class SpacePlan:
     warnings: list[str] = field(default_factory=list)
     url: str | None = None
     commit: str | None = None
+
+    @property
+    def app_url(self) -> str:
+        """The app itself, outside the Hub's page frame (what a shared result or `?example=` link uses)."""
+        return direct_url(self.repo_id)
+
+
+def direct_url(repo_id: str) -> str:
+    """https://<owner>-<name>.hf.space: the Hub's subdomain rule (lower case, runs of anything but
+    letters and digits become one '-')."""
+    sub = re.sub(r"[^a-z0-9]+", "-", repo_id.lower()).strip("-")
+    return f"https://{sub}.hf.space"
 
 
 def unreachable(e: BaseException) -> bool:
