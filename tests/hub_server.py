@@ -912,6 +912,15 @@ def hub(tmp_path_factory):
         server.stop()
 
 
+@pytest.fixture(autouse=True)
+def _hub_faults_end_with_the_test(request):
+    """A test's injected faults and stalls that were not consumed must not leak into the next test
+    (the server lives for the session): cleared after every test that used the fake Hub."""
+    yield
+    if "hub" in request.fixturenames:
+        request.getfixturevalue("hub").clear_faults()
+
+
 def unique(name: str) -> str:
     """A repo name no other test uses."""
     return f"{name}-{secrets.token_hex(3)}"
