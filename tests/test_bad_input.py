@@ -91,12 +91,48 @@ def test_sizes_mean_what_they_say():
     (["--read-threads", "-1"], "--read-threads (threads=) -1"),
     (["--compute-threads", "-1"], "--compute-threads (compute_threads=) -1: give at least 1"),
     (["--device", "tpu9"], "--device (device=) 'tpu9': not a torch device"),
+    (["--device", "meta"], "--device (device=) 'meta': merges run on cpu, cuda or mps"),
+    (["--device", "cuda:99"], "--device (device=) 'cuda:99': "),  # no CUDA here, or too few devices
 ])
 def test_bad_merge_options(trio, tmp_path, args, needle):
     code, out = run_cli("merge", "--vlm", trio["vlm"], "--coder", trio["coder"], "--base", trio["base"],
                         "--out", tmp_path / "o", *args)
     one_line_error(code, out, needle)
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("fields,needle", [
+    ({"learning_rate": 0}, "--lr (learning_rate=) 0: must be positive"),
+    ({"batch_size": 0}, "--batch-size (batch_size=) 0: must be at least 1"),
+    ({"lora_r": 0}, "--lora-r (lora_r=) 0: must be at least 1"),
+    ({"merge_lora": True}, "--merge-lora (merge_lora=) needs --lora-r (lora_r=)"),
+    ({"warmup_ratio": 1.0}, "--warmup-ratio (warmup_ratio=) 1.0: must be in [0, 1)"),
+    ({"truncation": "cut"}, "--truncation (truncation=) 'cut': must be one of"),
+    ({"projector_lr": 1e-4}, "--projector-lr (projector_lr=) 0.0001: needs --train-projector (train_projector=)"),
+    ({"eval_split": "1.5"}, "--eval-split (eval_split=) '1.5': a fraction must be in (0, 1)"),
+    ({"optim": "adam_wrong"}, "unknown --optim (optim=) 'adam_wrong'"),
+    ({"lr_scheduler": "zigzag"}, "unknown --lr-scheduler (lr_scheduler=) 'zigzag'"),
+    ({"packing": True, "attn_implementation": "paged_attention"},
+     "--packing (packing=) needs an attention implementation that separates packed records"),
+])
+def test_train_config_errors_name_the_flag_and_the_argument(fields, needle):
+    """TrainConfig.validate is the library's check (viscodex.train(...) and `viscodex train` both
+    run it): its errors name the CLI flag and the Python argument, as the recipe's errors do."""
+    from viscodex.errors import ViscodexError
+    from viscodex.training.trainer import TrainConfig
+
+    with pytest.raises(ViscodexError) as e:
+        TrainConfig("model", "data.jsonl", "out", **fields).validate()
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_train_flag_names_are_the_cli_flags():
+    """The names errors use (training.flags) are the ones `viscodex train --help` offers."""
+    from viscodex.training.flags import FLAG_NAMES
+
+    out = CliRunner().invoke(app, ["train", "--help"], terminal_width=200).output
+    for spellings in FLAG_NAMES.values():
+        assert all(s in out for s in spellings), spellings
 
 
 # ------------------------------------------------------------------ safetensors headers and indexes

@@ -143,5 +143,5 @@ def test_packing_refuses_unknown_attention():
     assert packing_note("flash_attention_2") is None and "whole packed row" in packing_note(None)
     check_packing(None)
     check_packing("flash_attention_2")
-    with pytest.raises(Exception, match="--packing needs an attention implementation .* got --attn-implementation paged"):
+    with pytest.raises(Exception, match=r"--packing \(packing=\) needs an attention implementation .* got --attn-implementation \(attn_implementation=\) 'paged'"):
         check_packing("paged")

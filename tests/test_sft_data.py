@@ -236,7 +236,7 @@ def test_data_errors(processor, tmp_path):
     (tmp_path / "bad.json").write_text("[{")
     with pytest.raises(DataError, match="not valid JSON"):
         open_data(str(tmp_path / "bad.json"))
-    with pytest.raises(DataError, match="--images"):
+    with pytest.raises(DataError, match=r"--images \(images=\) '.*nope': not a folder"):
         open_data(str(tmp_path / "bad.json"), images=str(tmp_path / "nope"))
     import copy
 

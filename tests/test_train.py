@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 import torch
-from train_helpers import merge_tiny, tensors
+from train_helpers import merged_fixture, tensors
 from typer.testing import CliRunner
 
 from viscodex.engine.recipe import Recipe
@@ -25,9 +25,7 @@ def role(name: str) -> str:
     return arch.role_of(name).role
 
 
-@pytest.fixture(scope="module")
-def merged(trio, tmp_path_factory):
-    return merge_tiny(trio, tmp_path_factory.mktemp("train"))
+merged = merged_fixture("train")
 
 
 @pytest.fixture(scope="module")

@@ -8,25 +8,19 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from train_helpers import merge_tiny, tensors
+from conftest import free_port
+from train_helpers import merged_fixture, tensors
 
 from viscodex.engine.recipe import Recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def torchrun(args: list[str], cwd: Path, launcher: list[str] | None = None, **env) -> subprocess.CompletedProcess:
@@ -36,9 +30,7 @@ def torchrun(args: list[str], cwd: Path, launcher: list[str] | None = None, **en
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
-@pytest.fixture(scope="module")
-def merged(trio, tmp_path_factory):
-    return merge_tiny(trio, tmp_path_factory.mktemp("dist"))
+merged = merged_fixture("dist")
 
 
 @pytest.fixture(scope="module")

@@ -5,24 +5,17 @@ from __future__ import annotations
 
 import pytest
 import torch
-from train_helpers import merge_tiny, small_config, tensors
+from train_helpers import merged_fixture, small_config, tensors, toy_data_fixture
 from typer.testing import CliRunner
 
 from viscodex.engine.recipe import Recipe
-from viscodex.training.data import write_toy_dataset
 from viscodex.training.trainer import run_train
 
 LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
-@pytest.fixture(scope="module")
-def merged(trio, tmp_path_factory):
-    return merge_tiny(trio, tmp_path_factory.mktemp("lora"))
-
-
-@pytest.fixture(scope="module")
-def data(merged):
-    return write_toy_dataset(merged.parent / "toy", n=12, seed=4)
+merged = merged_fixture("lora")
+data = toy_data_fixture(n=12, seed=4)
 
 
 def config(merged, data, out, **kw):
@@ -84,11 +77,11 @@ def test_lora_flag_errors(merged, data, tmp_path):
     from viscodex.cli import app
 
     r = CliRunner().invoke(app, ["train", str(merged), "--data", str(data), "--out", str(tmp_path / "o"), "--merge-lora"])
-    assert r.exit_code == 2 and "--merge-lora needs --lora-r" in r.output
+    assert r.exit_code == 2 and "--merge-lora (merge_lora=) needs --lora-r (lora_r=)" in r.output
     r = CliRunner().invoke(app, ["train", str(merged), "--data", str(data), "--out", str(tmp_path / "o"), "--lora-r", "0"])
-    assert r.exit_code == 2 and "--lora-r must be at least 1" in r.output
+    assert r.exit_code == 2 and "--lora-r (lora_r=) 0: must be at least 1" in r.output
     if not torch.cuda.is_available():
         r = CliRunner().invoke(app, ["train", str(merged), "--data", str(data), "--out", str(tmp_path / "o"),
                                      "--lora-r", "4", "--qlora", "--checkpoint-dir", str(tmp_path / "ck")])
-        assert r.exit_code == 2 and "--qlora needs a CUDA GPU" in r.output
+        assert r.exit_code == 2 and "--qlora (qlora=) needs a CUDA GPU" in r.output
     assert not (tmp_path / "o").exists()

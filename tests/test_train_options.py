@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from train_helpers import merge_tiny, small_config, tensors
+from train_helpers import merged_fixture, small_config, tensors, toy_data_fixture
 from typer.testing import CliRunner
 
 from viscodex.engine.recipe import Recipe
@@ -14,14 +14,8 @@ from viscodex.training.trainer import run_train
 config = small_config
 
 
-@pytest.fixture(scope="module")
-def merged(trio, tmp_path_factory):
-    return merge_tiny(trio, tmp_path_factory.mktemp("opts"))
-
-
-@pytest.fixture(scope="module")
-def data(merged):
-    return write_toy_dataset(merged.parent / "toy", n=20, seed=6)
+merged = merged_fixture("opts")
+data = toy_data_fixture(n=20, seed=6)
 
 
 def test_eval_split_fraction_holds_records_out(merged, data, tmp_path):
@@ -77,16 +71,17 @@ def test_option_errors(merged, data, tmp_path):
         return CliRunner().invoke(app, ["train", str(merged), "--data", str(data), "--out", str(tmp_path / "o"), *extra])
 
     cases = [
-        (["--eval-split", "1.5"], "a fraction must be in (0, 1)"),
+        (["--eval-split", "1.5"], "--eval-split (eval_split=) '1.5': a fraction must be in (0, 1)"),
         (["--eval-split", "nope.json"], "neither a fraction in (0, 1) nor an existing data file"),
-        (["--optim", "adam_wrong"], "unknown --optim 'adam_wrong'"),
-        (["--projector-lr", "1e-4"], "--projector-lr needs --train-projector"),
-        (["--train-projector", "--lora-r", "4"], "--train-projector with --lora-r is not supported"),
+        (["--optim", "adam_wrong"], "unknown --optim (optim=) 'adam_wrong'"),
+        (["--projector-lr", "1e-4"], "--projector-lr (projector_lr=) 0.0001: needs --train-projector"),
+        (["--train-projector", "--lora-r", "4"],
+         "--train-projector (train_projector=) with --lora-r (lora_r=) is not supported"),
     ]
     try:
         import bitsandbytes  # noqa: F401
     except ImportError:
-        cases.append((["--optim", "adamw_8bit"], "--optim adamw_8bit needs bitsandbytes"))
+        cases.append((["--optim", "adamw_8bit"], "--optim (optim=) 'adamw_8bit' needs bitsandbytes"))
     for extra, msg in cases:
         r = run(*extra)
         assert r.exit_code == 2 and msg in r.output, (extra, r.output)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors import safe_open
 
@@ -32,3 +33,23 @@ def small_config(merged, data, out, **kw):
     base = dict(model=str(merged), data=str(data), out=str(out), global_batch=2, batch_size=2, max_steps=2,
                 learning_rate=1e-3, warmup_ratio=0.0, save_steps=100, logging_steps=1, seed=0, progress=False)
     return TrainConfig(**{**base, **kw})
+
+
+def merged_fixture(folder: str):
+    """A module-scoped `merged` fixture: the tiny trio merged once per test module, under `folder`."""
+    @pytest.fixture(scope="module")
+    def merged(trio, tmp_path_factory) -> Path:
+        return merge_tiny(trio, tmp_path_factory.mktemp(folder))
+
+    return merged
+
+
+def toy_data_fixture(n: int, seed: int):
+    """A module-scoped `data` fixture: `n` toy image->code records next to the `merged` model."""
+    @pytest.fixture(scope="module")
+    def data(merged) -> Path:
+        from viscodex.training.data import write_toy_dataset
+
+        return write_toy_dataset(merged.parent / "toy", n=n, seed=seed)
+
+    return data

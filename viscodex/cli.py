@@ -13,7 +13,9 @@ from ._util.sizes import human_size
 from ._version import __version__
 from .cli_options import derive, parse_key_values
 from .engine.options import DEFAULT_SHARD_SIZE, MergeOptions
+from .engine.options import FLAG_NAMES as MERGE_FLAGS
 from .errors import RecipeError, ViscodexError
+from .training.flags import FLAG_NAMES as TRAIN_FLAGS
 from .training.trainer import TrainConfig  # the train options' model (imports torch)
 
 # `viscodex --help` lists the commands in the order a user needs them: try the demo, look at the
@@ -72,7 +74,7 @@ MERGE_HELP = {
 
 
 @app.command()
-@derive(MergeOptions, help=MERGE_HELP, skip=("progress",), names={"threads": ("--read-threads",)},
+@derive(MergeOptions, help=MERGE_HELP, skip=("progress",), names=MERGE_FLAGS,
         show_default={"shard_size": str(DEFAULT_SHARD_SIZE)})
 def merge(
     recipe: Annotated[Optional[Path], typer.Argument(help="Recipe YAML (or a merged folder holding viscodex_recipe.yaml).")] = None,
@@ -210,8 +212,7 @@ TRAIN_HELP = {
 
 @app.command()
 @derive(TrainConfig, help=TRAIN_HELP, arguments=("model",), skip=("progress",),
-        names={"out": ("--out", "-o"), "learning_rate": ("--lr",), "extra_args": ("--extra-arg",),
-               "workers": ("--loader-workers",)})
+        names=TRAIN_FLAGS)
 def train(cfg: TrainConfig) -> None:
     """Fine-tune a merged model (SFT) with the vision encoder and projector frozen. The options are
     TrainConfig's fields (`viscodex.train(model, data, out, **fields)` from Python)."""

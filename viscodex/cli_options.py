@@ -21,6 +21,8 @@ from typing import Annotated, Any, Optional, Union
 
 import typer
 
+from ._util.flags import cli_flag
+
 
 def field_comments(cls: type) -> dict[str, str]:
     """`name: type = default  # comment` -> {name: comment}: the fallback help of a field."""
@@ -42,7 +44,7 @@ def _unwrap(tp: Any) -> tuple[Any, bool]:
 
 
 def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+    return cli_flag(name)
 
 
 def parse_key_values(items: list[str] | None, flag: str) -> dict[str, Any]:
@@ -105,7 +107,7 @@ def derive(cls: type, *, help: dict[str, str], names: dict[str, tuple[str, ...]]
         def command(**kw):
             values = {k: kw.pop(k) for k in derived}
             for k in dict_fields:
-                values[k] = parse_key_values(values[k], names.get(k, (_flag(k),))[0])
+                values[k] = parse_key_values(values[k], cli_flag(k, names))
             for k in list(values):
                 if values[k] is None and _field_default(cls, k) is not None:
                     del values[k]  # a container or an option left unset: the dataclass's default

@@ -24,6 +24,13 @@ class HubRef:
         ref, rev = spec.rsplit("@", 1)
         return cls(ref, rev or None)
 
+    def pinned(self, revision: str | None) -> "HubRef":
+        """This reference at `revision` unless it already names one (or is a local path, which has
+        no revisions): how re-running a written recipe pins the revisions it resolved."""
+        if self.revision or not revision or Path(self.ref).expanduser().exists():
+            return self
+        return HubRef(self.ref, revision)
+
     @property
     def is_hub_id(self) -> bool:
         """Whether `ref` looks like a Hub id (namespace/name) rather than a local path."""

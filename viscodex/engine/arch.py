@@ -24,10 +24,13 @@ LAYOUT_RULES: dict[str, tuple[tuple[str, str], ...]] = {
 }
 
 
+_LANGUAGE_MODEL_PREFIXES = tuple(old for old, _ in LAYOUT_RULES["language_model"])
+
+
 def detect_layout(keys) -> str:
     """Name of the key layout a checkpoint uses (see LAYOUT_RULES)."""
     for k in keys:
-        if k.startswith("model.language_model.") or k.startswith("model.visual."):
+        if k.startswith(_LANGUAGE_MODEL_PREFIXES):
             return "language_model"
     return "legacy"
 
@@ -37,6 +40,11 @@ def to_canonical(key: str, layout: str) -> str:
         if key.startswith(old):
             return new + key[len(old):]
     return key
+
+
+def canonical_name(name: str) -> str:
+    """One key (or in-memory parameter name) in the canonical layout, whichever layout it is in."""
+    return to_canonical(name, detect_layout([name]))
 
 
 # Roles: every canonical tensor name of the VLM matches exactly one rule, first match wins.
@@ -63,8 +71,19 @@ VARIANT_POLICIES: dict[str, dict[str, str]] = {
 }
 VARIANTS = tuple(VARIANT_POLICIES)
 
-EMBEDDING_KEYS = ("model.embed_tokens.weight", "lm_head.weight")
-TIED_ALIAS = {"lm_head.weight": "model.embed_tokens.weight"}
+EMBED_KEY = "model.embed_tokens.weight"  # token embedding (canonical name)
+LM_HEAD_KEY = "lm_head.weight"  # output head; absent from checkpoints that tie it to the embedding
+EMBEDDING_KEYS = (EMBED_KEY, LM_HEAD_KEY)
+TIED_ALIAS = {LM_HEAD_KEY: EMBED_KEY}
+# The same two tensors in any layout and under any prefix (a PEFT wrapper's, a sub-model's), as
+# regexes for the methods that leave them to a row-wise fallback.
+EMBEDDING_PATTERNS = (r"(^|\.)embed_tokens\.", r"(^|\.)lm_head\.")
+
+VISION_PREFIX = "visual."  # canonical prefix of the vision encoder + projector
+VISION_MODULE = "visual"  # attribute of the in-memory model that holds the vision tower
+PROJECTOR_MODULE = "visual.merger"  # the vision->language projector (Qwen2.5-VL's PatchMerger)
+# Modules that 4-bit loading (QLoRA) keeps unquantised: the vision tower and the output head.
+UNQUANTISED_MODULES = (VISION_MODULE, LM_HEAD_KEY.rsplit(".", 1)[0])
 
 # Config fields (of the VLM's text_config and the LLMs' config) that must agree for a merge.
 COMPAT_CONFIG_FIELDS = (
@@ -125,5 +144,15 @@ def vision_model_type(tensor_names) -> str | None:
 
 def param_role(name: str) -> str | None:
     """Role of an in-memory parameter name of a Qwen2.5-VL model (either key layout)."""
-    m = role_of(to_canonical(name, detect_layout([name])))
+    m = role_of(canonical_name(name))
     return m.role if m else None
+
+
+def is_vision_key(key: str) -> bool:
+    """Whether a canonical tensor name belongs to the vision encoder or projector."""
+    return key.startswith(VISION_PREFIX)
+
+
+def is_projector(name: str) -> bool:
+    """Whether a parameter name (any layout, any wrapper prefix) belongs to the projector."""
+    return f".{PROJECTOR_MODULE}." in f".{name}"

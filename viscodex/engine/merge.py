@@ -26,7 +26,9 @@ from tqdm.auto import tqdm
 from .._version import __version__
 from . import arch
 from .._util.atomic import OutputFolder
+from .._util.hubref import HubRef
 from ..errors import MergeError, RecipeError, SourceError
+from .options import arg
 from .plan import MergePlan, PlanItem, build_plan
 from .recipe import RECIPE_FILE, Recipe
 from .hashing import InputHasher
@@ -59,9 +61,7 @@ def open_sources(recipe: Recipe) -> dict[str, Source]:
         specs["base"] = recipe.base
     out = {}
     for role, spec in specs.items():
-        rev = (pinned.get(role) or {}).get("revision")
-        if rev and "@" not in spec and not Path(spec).expanduser().exists():
-            spec = f"{spec}@{rev}"  # re-running a written recipe pins the revisions it resolved
+        spec = str(HubRef.parse(spec).pinned((pinned.get(role) or {}).get("revision")))
         weights = True
         if role == "base":
             m = get_method(recipe.method)
@@ -344,18 +344,18 @@ def merge_device(device: str) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as e:
-        raise RecipeError(f"--device (device=) {device!r}: not a torch device ({str(e).splitlines()[0]}); use cpu, cuda, "
+        raise RecipeError(f"{arg('device')} {device!r}: not a torch device ({str(e).splitlines()[0]}); use cpu, cuda, "
                           f"cuda:N or mps") from None
     if dev.type == "cuda":
         n = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if n == 0:
-            raise RecipeError(f"--device {device}: no CUDA device is available; use --device cpu")
+            raise RecipeError(f"{arg('device')} {device!r}: no CUDA device is available; use --device cpu (device='cpu')")
         if dev.index is not None and dev.index >= n:
-            raise RecipeError(f"--device {device}: only {n} CUDA device(s) (cuda:0..cuda:{n - 1})")
+            raise RecipeError(f"{arg('device')} {device!r}: only {n} CUDA device(s) (cuda:0..cuda:{n - 1})")
     elif dev.type == "mps" and not torch.backends.mps.is_available():
-        raise RecipeError(f"--device {device}: MPS is not available; use --device cpu")
+        raise RecipeError(f"{arg('device')} {device!r}: MPS is not available; use --device cpu (device='cpu')")
     elif dev.type not in ("cpu", "cuda", "mps"):
-        raise RecipeError(f"--device {device}: merges run on cpu, cuda or mps")
+        raise RecipeError(f"{arg('device')} {device!r}: merges run on cpu, cuda or mps")
     return dev
 
 
@@ -384,10 +384,10 @@ def run_merge(recipe: Recipe, out: str | os.PathLike, *, device: str = "cpu", sh
     out = folder.out
     dev = merge_device(device)
     if threads is None or isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise RecipeError(f"--read-threads (threads=) {threads!r}: give the number of reader threads, at least 1")
+        raise RecipeError(f"{arg('threads')} {threads!r}: give the number of reader threads, at least 1")
     if compute_threads is not None and (isinstance(compute_threads, bool) or not isinstance(compute_threads, int)
                                         or compute_threads < 1):
-        raise RecipeError(f"--compute-threads (compute_threads=) {compute_threads!r}: give at least 1, or omit it "
+        raise RecipeError(f"{arg('compute_threads')} {compute_threads!r}: give at least 1, or omit it "
                           f"for the default")
     shard_bytes = parse_size(shard_size)
     sources = sources or open_sources(recipe)

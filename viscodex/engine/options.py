@@ -7,7 +7,17 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from .._util.flags import named
 from .._util.sizes import DEFAULT_SHARD_SIZE  # "5GB", transformers' default; engine.merge uses the same (checked by a test)
+
+# CLI flags of the fields that are not --field-name: `viscodex merge` is derived with these (cli.py)
+# and run_merge's errors name them, so the two cannot disagree.
+FLAG_NAMES: dict[str, tuple[str, ...]] = {"threads": ("--read-threads",)}
+
+
+def arg(field: str) -> str:
+    """How an error names a merge option: 'threads' -> '--read-threads (threads=)'."""
+    return named(field, FLAG_NAMES)
 
 
 @dataclass

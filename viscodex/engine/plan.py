@@ -173,7 +173,7 @@ def build_plan(recipe: Recipe, sources: dict[str, Source]) -> MergePlan:
                 problems.append(f"config {f}: vlm {vlm.name} has {want}, {role} {s.name} has {got}")
 
     # --- vocabulary ---
-    rows = {r: s.info("model.embed_tokens.weight").shape[0] for r, s in sources.items() if s.has("model.embed_tokens.weight")}
+    rows = {r: s.info(arch.EMBED_KEY).shape[0] for r, s in sources.items() if s.has(arch.EMBED_KEY)}
     shared_rows = min(rows.values()) if rows else None
     vocab_vlm = _tokenizer_vocab(vlm)
     for role, s in llms.items():
@@ -268,7 +268,7 @@ def build_plan(recipe: Recipe, sources: dict[str, Source]) -> MergePlan:
             problems.append(f"{role} {s.name} has extra tensor {k} {list(s.tensors[k].shape)} that the vlm backbone lacks")
         if len(extra) > 20:
             problems.append(f"{role} {s.name}: ... and {len(extra) - 20} more extra tensors")
-        if vlm.tied and "lm_head.weight" in s.tensors and not s.tied:
+        if vlm.tied and arch.LM_HEAD_KEY in s.tensors and not s.tied:
             notes.append(f"{role} {s.name} has its own lm_head but the vlm ties embeddings: the output stays tied")
     if shared_rows is not None and any(n != shared_rows for n in rows.values()):
         notes.append(f"embedding rows differ ({rows}); rows past {shared_rows} are kept from the vlm")

@@ -67,7 +67,7 @@ class Recipe:
         method = get_method(m.method)  # raises RecipeError for unknown methods
         params = method.validate_params(m.params)
         if method.needs_base([m.lam, 1.0 - m.lam], params) and not m.base and m.variant == "merged":
-            raise RecipeError(f"method {m.method!r} needs a `base` (--base): the LLM both experts were fine-tuned from")
+            raise RecipeError(f"method {m.method!r} needs recipe field `base` (CLI --base): the LLM both experts were fine-tuned from")
         for role in self.roles:
             if role not in {r for _, r in arch.ROLE_RULES}:
                 raise RecipeError(f"policy for unknown role {role!r}")

@@ -32,11 +32,9 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
 
 def display_name(spec: str) -> str:
     """What a recipe or card shows: the Hub id, or a local folder's name (never an absolute path)."""
-    ref, rev = parse_spec(spec)
-    p = Path(ref).expanduser()
-    if p.exists():
-        return p.resolve().name
-    return ref + (f"@{rev}" if rev else "")
+    h = HubRef.parse(spec)
+    p = Path(h.ref).expanduser()
+    return p.resolve().name if p.exists() else str(h)
 
 
 @dataclass
@@ -224,7 +222,7 @@ def open_source(spec: str, role: str, weights: bool = True) -> Source:
     if src.layout != "legacy":
         src.tensors = {arch.to_canonical(k, src.layout): v for k, v in src.tensors.items()}
     tie = src.text_config.get("tie_word_embeddings", config.get("tie_word_embeddings", False))
-    src.tied = bool(tie) and "lm_head.weight" not in src.tensors
+    src.tied = bool(tie) and arch.LM_HEAD_KEY not in src.tensors
     return src
 
 

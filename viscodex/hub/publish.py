@@ -27,7 +27,7 @@ from typing import Callable, TypeVar
 from .._util.sizes import human_size
 from ..errors import PublishError, SourceError
 from ..engine.recipe import RECIPE_FILE
-from ..engine.sources import HUB_ID
+from .._util.hubref import HUB_ID
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

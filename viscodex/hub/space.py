@@ -27,13 +27,13 @@ from pathlib import Path
 import yaml
 
 from ..engine import arch
+from .._util.hubref import HUB_ID, HubRef
 from .._util.atomic import OWNER_FILE
 from .._util.sizes import human_size
 from .._util.zerogpu import XLARGE_THRESHOLD_GIB, zerogpu_slice
 from ..errors import SpaceError
 from .publish import (PublishError, RetryPolicy, commit_folder, created_or_removed, hub_error, hub_timeouts,
                       resolve_token, upload_files, with_retry)
-from ..engine.sources import HUB_ID
 
 log = logging.getLogger(__name__)
 
@@ -121,9 +121,9 @@ def tensor_bytes(spec: str) -> dict[str, int]:
     else:
         from huggingface_hub import get_safetensors_metadata
 
-        ref, _, rev = spec.partition("@")
+        h = HubRef.parse(spec)
         try:
-            meta = get_safetensors_metadata(ref, revision=rev or None)
+            meta = get_safetensors_metadata(h.ref, revision=h.revision)
         except Exception as e:  # noqa: BLE001
             raise SpaceError(f"{spec}: cannot read its safetensors headers from the Hub ({type(e).__name__}: {e})") from e
         raw = {}
@@ -217,9 +217,9 @@ def resolve_base_vlm(model: str) -> str:
 
     from ..engine.recipe import RECIPE_FILE, Recipe
 
-    ref, _, rev = model.partition("@")
+    h = HubRef.parse(model)
     try:
-        path = hf_hub_download(ref, RECIPE_FILE, revision=rev or None)
+        path = hf_hub_download(h.ref, RECIPE_FILE, revision=h.revision)
     except Exception as e:  # noqa: BLE001
         if unreachable(e):
             raise SpaceError(f"{model}: the Hub cannot be reached ({type(e).__name__}: no network, or HF_HUB_OFFLINE "
@@ -229,8 +229,8 @@ def resolve_base_vlm(model: str) -> str:
     r = Recipe.load(path)
     rec = (r.records.get("sources") or {}).get("vlm") or {}
     vlm = rec.get("repo_id")
-    if not vlm and HUB_ID.match(r.vlm.split("@")[0]) and not os.path.isabs(r.vlm):
-        vlm = r.vlm.split("@")[0]
+    if not vlm and HUB_ID.match(HubRef.parse(r.vlm).ref) and not os.path.isabs(r.vlm):
+        vlm = HubRef.parse(r.vlm).ref
     if not vlm:
         raise SpaceError(f"{model} was merged from a local VLM folder; pass --base-vlm with its Hub id")
     return vlm
@@ -252,7 +252,7 @@ def build_space(folder: str | os.PathLike, *, model: str, repo_id: str, base_vlm
     app_dir = Path(app_dir).expanduser().resolve() if app_dir else default_app_dir()
     cfg, cdir = load_config(app_dir)
     for spec, what in ((model, "--model"), (repo_id, "--repo"), (base_vlm, "--base-vlm"), (swapped, "--swapped")):
-        if spec is not None and not HUB_ID.match(spec.split("@")[0]):
+        if spec is not None and not HUB_ID.match(HubRef.parse(spec).ref):
             raise SpaceError(f"{what} {spec!r}: expected a Hub id namespace/name (the Space downloads it)")
     missing = [f for f in cfg["copy"] if not (app_dir / f).is_file()]
     if missing:
@@ -283,7 +283,7 @@ def build_space(folder: str | os.PathLike, *, model: str, repo_id: str, base_vlm
     if flavor == "zero-a10g" and "gpu_size" in names:
         variables[names["gpu_size"]] = fp.slice
 
-    model_ids = list(dict.fromkeys(m.split("@")[0] for m in models.values()))
+    model_ids = list(dict.fromkeys(HubRef.parse(m).ref for m in models.values()))
     extra = {k: cfg[k] for k in ("emoji", "colorFrom", "colorTo", "pinned") if k in cfg}
     if cfg.get("preload_from_hub"):
         extra["preload_from_hub"] = list(model_ids)  # a copy: a shared list would be dumped as a YAML alias
@@ -304,8 +304,8 @@ def build_space(folder: str | os.PathLike, *, model: str, repo_id: str, base_vlm
     else:
         note = f"{_gib(fp.total)} of weights on `{flavor}`."
     ctx = dict(
-        card_data=data.to_yaml(), title=cfg["title"], merged=model.split("@")[0], hardware=flavor,
-        models=[{"variant": v, "id": m.split("@")[0], "role": roles.get(v, v)} for v, m in models.items()],
+        card_data=data.to_yaml(), title=cfg["title"], merged=HubRef.parse(model).ref, hardware=flavor,
+        models=[{"variant": v, "id": HubRef.parse(m).ref, "role": roles.get(v, v)} for v, m in models.items()],
         footprint={"parts": [{"name": n, "size": _gib(b)} for n, b in fp.parts], "total": _gib(fp.total), "note": note},
         variables=[{"key": k, "value": v} for k, v in variables.items()],
     )

@@ -26,6 +26,7 @@ from types import SimpleNamespace
 import torch
 
 from ..errors import ViscodexError
+from .flags import arg
 from .data import IGNORE_INDEX, SFTCollator
 
 # Attention implementations that honour packed position ids (block-diagonal mask or cu_seqlens).
@@ -150,8 +151,8 @@ class PackedCollator:
 def check_packing(attn_implementation: str | None) -> None:
     impl = attn_implementation or "sdpa"
     if impl not in PACKING_ATTN:
-        raise ViscodexError(f"--packing needs an attention implementation that separates packed records "
-                            f"({', '.join(PACKING_ATTN)}); got --attn-implementation {impl}")
+        raise ViscodexError(f"{arg('packing')} needs an attention implementation that separates packed records "
+                            f"({', '.join(PACKING_ATTN)}); got {arg('attn_implementation')} {impl!r}")
 
 
 def packing_note(attn_implementation: str | None) -> str | None:

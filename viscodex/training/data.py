@@ -25,7 +25,6 @@ import io
 import json
 import logging
 import os
-import re
 import shutil
 import zipfile
 from collections import Counter
@@ -38,6 +37,7 @@ import torch
 
 from .._util.hubref import HubRef
 from ..errors import DataError, ViscodexError
+from .flags import arg
 
 log = logging.getLogger(__name__)
 
@@ -285,7 +285,7 @@ class Encoder:
         self.min_pixels = int(min_pixels or get("shortest_edge") or get("min_pixels") or 56 * 56)
         self.max_pixels = int(max_pixels or get("longest_edge") or get("max_pixels") or 28 * 28 * 1280)
         if self.min_pixels > self.max_pixels:
-            raise ViscodexError(f"--min-pixels {self.min_pixels} is larger than --max-pixels {self.max_pixels}")
+            raise ViscodexError(f"{arg('min_pixels')} {self.min_pixels} is larger than {arg('max_pixels')} {self.max_pixels}")
         self.merge = int(getattr(ip, "merge_size", 2))
         self.image_token_id = int(processor.image_token_id)
         pad = self.tokenizer.pad_token_id
@@ -487,16 +487,13 @@ def _records_from_files(files: list[Path]) -> list[Any]:
     return out
 
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
-
-
 def open_data(data: str, images: str | os.PathLike | None = None, split: str = "train") -> DataSource:
     """Resolve --data: a .json/.jsonl file, a folder (its top-level .json/.jsonl files, images in
     --images, a sub-folder, or .zip archives there), or a Hub dataset id[@revision]."""
     p = Path(data).expanduser()
     img_root = Path(images).expanduser() if images else None
     if img_root is not None and not img_root.is_dir():
-        raise DataError(f"--images {images}: not a folder")
+        raise DataError(f"{arg('images')} {str(images)!r}: not a folder")
     if p.is_file():
         if p.suffix not in DATA_FILE_SUFFIXES:
             raise DataError(f"{data}: expected a .json or .jsonl file")
@@ -512,9 +509,9 @@ def open_data(data: str, images: str | os.PathLike | None = None, split: str = "
             if len(zips) > 1:
                 log.warning("%s holds %d zip files; pass --images with the extracted images", data, len(zips))
         return DataSource(_records_from_files(files), root, p.name, "local-folder")
-    if _HUB_ID.match(data) and not data.startswith((".", "/", "~")):
+    if HubRef.parse(data).is_hub_id:
         return _open_hub(data, img_root, split)
-    raise DataError(f"--data {data}: no such file or folder (and not a Hub dataset id like owner/name)")
+    raise DataError(f"{arg('data')} {data!r}: no such file or folder (and not a Hub dataset id like owner/name)")
 
 
 def _open_hub(spec: str, img_root: Path | None, split: str) -> DataSource:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from .data import DataIndex, DataSource, Encoder, build_index
 
-log = logging.getLogger("viscodex")
+log = logging.getLogger(__name__)
 INDEX_DIR = "viscodex_data_index"
 DONE = "index.json"
 

@@ -13,17 +13,17 @@ from pathlib import Path
 
 import torch
 
+from ..engine import arch
 from ..errors import ViscodexError
+from .flags import arg
 
-log = logging.getLogger("viscodex")
+log = logging.getLogger(__name__)
 
 
 def backbone_linear_names(model) -> list[str]:
     """Full names of the nn.Linear modules of the language backbone (role `backbone`)."""
-    from ..engine.arch import param_role
-
     names = [n for n, m in model.named_modules()
-             if isinstance(m, torch.nn.Linear) and param_role(f"{n}.weight") == "backbone"]
+             if isinstance(m, torch.nn.Linear) and arch.param_role(f"{n}.weight") == "backbone"]
     if not names:
         raise ViscodexError("no linear layers of the language backbone found to put LoRA adapters on")
     return names
@@ -47,16 +47,16 @@ def add_lora(model, r: int, alpha: int | None = None, dropout: float = 0.0):
 def quantization_config():
     """4-bit NF4 weights for QLoRA (bitsandbytes, CUDA only)."""
     if not torch.cuda.is_available():
-        raise ViscodexError("--qlora needs a CUDA GPU (bitsandbytes 4-bit kernels); use --lora-r without --qlora on CPU")
+        raise ViscodexError(f"{arg('qlora')} needs a CUDA GPU (bitsandbytes 4-bit kernels); use --lora-r without --qlora on CPU")
     try:
         import bitsandbytes  # noqa: F401
     except ImportError:
-        raise ViscodexError("--qlora needs bitsandbytes: pip install bitsandbytes") from None
+        raise ViscodexError(f"{arg('qlora')} needs bitsandbytes: pip install bitsandbytes") from None
     from transformers import BitsAndBytesConfig
 
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                               bnb_4bit_compute_dtype=torch.bfloat16,
-                              llm_int8_skip_modules=["visual", "lm_head"])  # the tower and head stay unquantised
+                              llm_int8_skip_modules=list(arch.UNQUANTISED_MODULES))  # the tower and head stay unquantised
 
 
 def merge_adapter(base: Path, adapter: Path, dest: Path) -> None:

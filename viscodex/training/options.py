@@ -7,10 +7,11 @@ from pathlib import Path
 
 import torch
 
+from ..engine import arch
 from ..errors import ViscodexError
+from .flags import arg
 from .data import DataIndex
 
-PROJECTOR = ".visual.merger."  # the vision->language projector (Qwen2.5-VL's PatchMerger)
 BNB_OPTIMIZERS = ("8bit", "bnb", "paged", "lion", "ademamix")  # parts of optimizer names bitsandbytes provides
 
 
@@ -24,10 +25,10 @@ def parse_eval_split(value: str | None) -> float | Path | None:
     except ValueError:
         p = Path(value).expanduser()
         if not p.exists():
-            raise ViscodexError(f"--eval-split {value}: neither a fraction in (0, 1) nor an existing data file") from None
+            raise ViscodexError(f"{arg('eval_split')} {value!r}: neither a fraction in (0, 1) nor an existing data file") from None
         return p
     if not 0 < frac < 1:
-        raise ViscodexError(f"--eval-split {value}: a fraction must be in (0, 1), e.g. 0.01")
+        raise ViscodexError(f"{arg('eval_split')} {value!r}: a fraction must be in (0, 1), e.g. 0.01")
     return frac
 
 
@@ -36,7 +37,7 @@ def split_index(index: DataIndex, frac: float, seed: int) -> tuple[DataIndex, Da
     n = len(index.valid)
     k = max(1, round(n * frac))
     if k >= n:
-        raise ViscodexError(f"--eval-split {frac} leaves no training records out of {n}")
+        raise ViscodexError(f"{arg('eval_split')} {frac!r} leaves no training records out of {n}")
     held = set(random.Random(seed).sample(range(n), k))
 
     def part(keep) -> DataIndex:
@@ -53,30 +54,26 @@ def check_optim(name: str) -> None:
     try:
         OptimizerNames(name)
     except ValueError:
-        raise ViscodexError(f"unknown --optim {name!r}; e.g. adamw_torch, adamw_torch_fused, adamw_8bit, adafactor, "
+        raise ViscodexError(f"unknown {arg('optim')} {name!r}; e.g. adamw_torch, adamw_torch_fused, adamw_8bit, adafactor, "
                             f"sgd (all: {', '.join(o.value for o in OptimizerNames)})") from None
     if any(part in name for part in BNB_OPTIMIZERS) and not name.startswith(("adamw_torch", "adamw_apex")):
         try:
             import bitsandbytes  # noqa: F401
         except ImportError:
-            raise ViscodexError(f"--optim {name} needs bitsandbytes: pip install bitsandbytes "
+            raise ViscodexError(f"{arg('optim')} {name!r} needs bitsandbytes: pip install bitsandbytes "
                                 f"(or use adamw_torch / adamw_torch_fused)") from None
 
 
 # ---------------------------------------------------------------- projector
-def is_projector(name: str) -> bool:
-    return PROJECTOR in f".{name}"
-
-
 def unfreeze_projector(model) -> int:
     """Make the projector trainable again after freeze_for_sft; returns its parameter count."""
     n = 0
     for name, p in model.named_parameters():
-        if is_projector(name):
+        if arch.is_projector(name):
             p.requires_grad_(True)
             n += p.numel()
     if not n:
-        raise ViscodexError("--train-projector: this model has no projector parameters (visual.merger.*)")
+        raise ViscodexError(f"{arg('train_projector')}: this model has no projector parameters ({arch.PROJECTOR_MODULE}.*)")
     return n
 
 
@@ -90,7 +87,7 @@ def encoder_without_grad(visual) -> None:
 def split_projector_groups(optimizer, model, lr: float) -> None:
     """Move the projector's parameters into their own param groups (same settings, learning rate
     `lr`), before the scheduler is made (it records each group's initial lr)."""
-    proj = {id(p) for n, p in model.named_parameters() if is_projector(n) and p.requires_grad}
+    proj = {id(p) for n, p in model.named_parameters() if arch.is_projector(n) and p.requires_grad}
     for g in list(optimizer.param_groups):
         mine = [p for p in g["params"] if id(p) in proj]
         if not mine:
@@ -100,5 +97,5 @@ def split_projector_groups(optimizer, model, lr: float) -> None:
     optimizer.param_groups[:] = [g for g in optimizer.param_groups if g["params"]]
 
 
-__all__ = ["check_optim", "encoder_without_grad", "is_projector", "parse_eval_split", "split_index",
+__all__ = ["check_optim", "encoder_without_grad", "parse_eval_split", "split_index",
            "split_projector_groups", "unfreeze_projector"]

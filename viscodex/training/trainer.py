@@ -34,6 +34,7 @@ from ..engine import arch
 from ..engine.arch import param_role
 from ..errors import ViscodexError
 from ..engine.recipe import RECIPE_FILE, Recipe
+from .flags import arg
 
 log = logging.getLogger(__name__)
 torch = lazy_module("torch")  # on first use: the CLI imports this module for TrainConfig alone
@@ -109,48 +110,41 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         from .data import TRUNCATION
 
+        def need(ok: bool, field: str, what: str) -> None:
+            if not ok:
+                raise ViscodexError(f"{arg(field)} {getattr(self, field)!r}: {what}")
+
         for name in ("global_batch", "batch_size", "max_len", "save_steps", "logging_steps", "prepare_chunk"):
-            if int(getattr(self, name)) < 1:
-                raise ViscodexError(f"--{name.replace('_', '-')} must be at least 1")
-        if self.lora_r is not None and self.lora_r < 1:
-            raise ViscodexError("--lora-r must be at least 1")
+            need(int(getattr(self, name)) >= 1, name, "must be at least 1")
+        for name in ("lora_r", "eval_steps", "prepare_procs", "max_steps"):  # None: not set
+            need(getattr(self, name) is None or getattr(self, name) >= 1, name, "must be at least 1")
         if (self.merge_lora or self.qlora) and self.lora_r is None:
-            raise ViscodexError(f"--{'merge-lora' if self.merge_lora else 'qlora'} needs --lora-r (the adapter rank)")
+            raise ViscodexError(f"{arg('merge_lora' if self.merge_lora else 'qlora')} needs {arg('lora_r')} "
+                                f"(the adapter rank)")
         from .options import check_optim, parse_eval_split
 
         parse_eval_split(self.eval_split)
         check_optim(self.optim)
-        if self.eval_steps is not None and self.eval_steps < 1:
-            raise ViscodexError("--eval-steps must be at least 1")
         if self.train_projector and self.lora_r:
-            raise ViscodexError("--train-projector with --lora-r is not supported: the adapter output would not "
-                                "hold the projector; train the projector with full fine-tuning")
-        if self.projector_lr is not None and (not self.train_projector or self.projector_lr <= 0):
-            raise ViscodexError("--projector-lr needs --train-projector and must be positive")
-        if self.prepare_procs is not None and self.prepare_procs < 1:
-            raise ViscodexError("--prepare-procs must be at least 1")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ViscodexError("--max-steps must be at least 1")
-        if self.epochs <= 0:
-            raise ViscodexError("--epochs must be positive")
-        if self.learning_rate <= 0:
-            raise ViscodexError("--lr must be positive")
-        if self.truncation not in TRUNCATION:
-            raise ViscodexError(f"--truncation must be one of {', '.join(TRUNCATION)}")
-        if self.dtype not in TRAIN_DTYPES:
-            raise ViscodexError(f"--dtype must be one of {', '.join(TRAIN_DTYPES)}")
+            raise ViscodexError(f"{arg('train_projector')} with {arg('lora_r')} is not supported: the adapter output "
+                                f"would not hold the projector; train the projector with full fine-tuning")
+        need(self.projector_lr is None or (self.train_projector and self.projector_lr > 0), "projector_lr",
+             f"needs {arg('train_projector')} and must be positive")
+        need(self.epochs > 0, "epochs", "must be positive")
+        need(self.learning_rate > 0, "learning_rate", "must be positive")
+        need(self.truncation in TRUNCATION, "truncation", f"must be one of {', '.join(TRUNCATION)}")
+        need(self.dtype in TRAIN_DTYPES, "dtype", f"must be one of {', '.join(TRAIN_DTYPES)}")
         if self.packing:
             from .collate import check_packing
 
             check_packing(self.attn_implementation)
-        if not 0 <= self.warmup_ratio < 1:
-            raise ViscodexError("--warmup-ratio must be in [0, 1)")
+        need(0 <= self.warmup_ratio < 1, "warmup_ratio", "must be in [0, 1)")
         from transformers import SchedulerType
 
         try:
             SchedulerType(self.lr_scheduler)
         except ValueError:
-            raise ViscodexError(f"unknown --lr-scheduler {self.lr_scheduler!r}; choose from "
+            raise ViscodexError(f"unknown {arg('lr_scheduler')} {self.lr_scheduler!r}; choose from "
                                 f"{', '.join(s.value for s in SchedulerType)}") from None
         return self
 
@@ -184,8 +178,8 @@ def freeze_for_sft(model, freeze_embeddings: bool = False) -> dict:
         log.warning("%d parameter(s) with no known role stay trainable, e.g. %s", len(unknown), unknown[0])
     vision = [n for n, p in model.named_parameters() if param_role(n) == "vision"]
     if not vision:
-        raise ViscodexError("the model has no vision parameters (visual.*): is it a Qwen2.5-VL model?")
-    modules = ["visual (vision encoder and projector)"] + (["embeddings (embed_tokens, lm_head)"] if freeze_embeddings else [])
+        raise ViscodexError(f"the model has no vision parameters ({arch.VISION_PREFIX}*): is it a Qwen2.5-VL model?")
+    modules = [f"{arch.VISION_MODULE} (vision encoder and projector)"] + (["embeddings (embed_tokens, lm_head)"] if freeze_embeddings else [])
     return {"modules": modules, "trainable_params": n_train, "frozen_params": n_frozen}
 
 
@@ -195,11 +189,11 @@ def vision_without_grad(model, keep_projector: bool = False) -> None:
     tower would otherwise be recorded, recomputed and back-propagated through for nothing.
     `keep_projector`: only the encoder, so a trainable projector still gets gradients."""
     inner = model
-    while not hasattr(inner, "visual") and hasattr(inner, "model"):
+    while not hasattr(inner, arch.VISION_MODULE) and hasattr(inner, "model"):
         inner = inner.model
-    visual = getattr(inner, "visual", None)
+    visual = getattr(inner, arch.VISION_MODULE, None)
     if visual is None:
-        raise ViscodexError("cannot find the vision tower (`visual`) of this model")
+        raise ViscodexError(f"cannot find the vision tower (`{arch.VISION_MODULE}`) of this model")
     if keep_projector:
         from .options import encoder_without_grad
 
@@ -310,8 +304,7 @@ def load_renamed_checkpoint(model, folder: Path) -> None:
     own = model.state_dict()
     by_canonical = {}
     for k in own:
-        layout = "language_model" if k.startswith(("model.language_model.", "model.visual.")) else "legacy"
-        by_canonical[arch.to_canonical(k, layout)] = k
+        by_canonical[arch.canonical_name(k)] = k
     files = sorted(folder.glob("*.safetensors"))
     if not files:
         raise ViscodexError(f"{folder}: no model weights (*.safetensors) in this checkpoint")
@@ -325,7 +318,7 @@ def load_renamed_checkpoint(model, folder: Path) -> None:
         seen |= set(sd)
     missing = set(own) - seen
     if model.config.get_text_config().tie_word_embeddings:
-        missing.discard("lm_head.weight")
+        missing.discard(arch.LM_HEAD_KEY)
     if missing:
         raise ViscodexError(f"{folder}: checkpoint lacks {len(missing)} tensor(s), e.g. {min(missing)}")
 
@@ -371,7 +364,7 @@ def load_index(cfg: TrainConfig, source, encoder, work: Path, rank: int = 0, wor
 
 def _input_dtype(src) -> torch.dtype:
     for name, t in src.tensors.items():
-        if name.startswith("visual."):
+        if arch.is_vision_key(name):
             return t.torch_dtype
     return next(iter(src.tensors.values())).torch_dtype
 
@@ -454,7 +447,7 @@ def run_train(cfg: TrainConfig) -> TrainResult:
     check_out(out, cfg.force, sources=[cfg.model, cfg.data, cfg.images, cfg.checkpoint_dir])
     work = Path(cfg.checkpoint_dir).expanduser().absolute() if cfg.checkpoint_dir else out.parent / f"{out.name}-checkpoints"
     if cfg.resume and cfg.resume != "auto" and not Path(cfg.resume).expanduser().is_dir():
-        raise ViscodexError(f"--resume {cfg.resume}: no such checkpoint folder")
+        raise ViscodexError(f"{arg('resume')} {cfg.resume!r}: no such checkpoint folder")
     bf16 = auto_bf16() if cfg.bf16 is None else cfg.bf16
     if cfg.packing and packing_note(cfg.attn_implementation):
         log.warning(packing_note(cfg.attn_implementation))
@@ -542,7 +535,7 @@ def run_train(cfg: TrainConfig) -> TrainResult:
         from .options import unfreeze_projector
 
         n = unfreeze_projector(model)
-        frozen["modules"][0] = "visual encoder (the projector visual.merger trains)"
+        frozen["modules"][0] = f"{arch.VISION_MODULE} encoder (the projector {arch.PROJECTOR_MODULE} trains)"
         frozen = {**frozen, "trainable_params": frozen["trainable_params"] + n, "frozen_params": frozen["frozen_params"] - n}
     vision_without_grad(model, keep_projector=cfg.train_projector)
     if cfg.lora_r:
@@ -661,7 +654,7 @@ def _eval_data(cfg: TrainConfig, source, encoder, work: Path, rank: int, world: 
     ev_source = open_data(str(ev), cfg.images)
     ev_index = load_index(replace(cfg, data=str(ev), max_records=None), ev_source, encoder, work, rank, world)
     if not ev_index.valid:
-        raise ViscodexError(f"--eval-split {ev}: no usable records")
+        raise ViscodexError(f"{arg('eval_split')} {str(ev)!r}: no usable records")
     return SFTDataset(ev_source, ev_index, encoder), ev_source.name
 
 
@@ -692,7 +685,7 @@ def _resume_path(cfg: TrainConfig, work: Path):
 
         last = get_last_checkpoint(str(work)) if work.is_dir() else None
         if last is None:
-            raise ViscodexError(f"--resume auto: no checkpoint-* folder in {work}")
+            raise ViscodexError(f"{arg('resume')} 'auto': no checkpoint-* folder in {work}")
         return last
     return str(Path(cfg.resume).expanduser().absolute())
 

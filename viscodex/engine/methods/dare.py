@@ -14,9 +14,9 @@ import weakref
 import torch
 
 from .basic import task_arithmetic
-from .registry import Method, Param, register
+from .registry import SCALE, Method, Param, register
 from .taskvectors import apply, weighted_task_vectors
-from .ties import DENSITY, SCALE, ties, ties_task_vector
+from .ties import DENSITY, ties, ties_task_vector
 
 _CPU_TWINS: weakref.WeakKeyDictionary[torch.Generator, torch.Generator] = weakref.WeakKeyDictionary()
 

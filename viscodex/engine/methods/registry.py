@@ -16,6 +16,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from .. import arch
 from ...errors import RecipeError
 
 MethodFn = Callable[..., torch.Tensor]
@@ -106,6 +107,8 @@ FALLBACK_SCALE = Param("fallback_scale", float, None,
                        "scale of the fallback (1-D tensors and embeddings); unset: the method's `scale`",
                        min=-10.0, max=10.0)
 
+SCALE = Param("scale", float, 1.0, "global scale on the merged task vector", min=-10.0, max=10.0)
+
 METHODS: dict[str, Method] = {}
 
 
@@ -114,6 +117,14 @@ def register(method: Method) -> Method:
         raise ValueError(f"method {method.name!r} registered twice")
     METHODS[method.name] = method
     return method
+
+
+def register_matrix_method(name: str, fn: MethodFn, reference: str, *params: Param) -> Method:
+    """A whole-matrix method (SVD, optimisation): 2-D tensors only, the embeddings (whose rows
+    differ between sources) and 1-D tensors go to task_arithmetic; `scale` and `fallback_scale`
+    follow the method's own parameters."""
+    return register(Method(name=name, fn=fn, reference=reference, params=(*params, SCALE, FALLBACK_SCALE),
+                           matrix_only=True, exclude=arch.EMBEDDING_PATTERNS, fallback="task_arithmetic"))
 
 
 def get_method(name: str) -> Method:

@@ -14,18 +14,8 @@ from collections.abc import Sequence
 import torch
 
 from ...errors import MergeError
-from .registry import FALLBACK_SCALE, Method, Param, register
-from .taskvectors import (
-    active,
-    apply,
-    nonzero_task_vectors,
-    require_matrix,
-    single_expert,
-    weighted_task_vectors,
-)
-
-EMBEDDINGS = (r"(^|\.)embed_tokens\.", r"(^|\.)lm_head\.")
-
+from .registry import Param, register_matrix_method
+from .taskvectors import apply, merge_interfering, nonzero_task_vectors, require_matrix, weighted_task_vectors
 
 def thin_svd(a: torch.Tensor):
     """(U, S, Vh) of a thin SVD in float32."""
@@ -60,17 +50,16 @@ def tsv_factors(taus: Sequence[torch.Tensor], keep: int | None = None):
     return polar(u_cat), s_cat, polar(v_cat)
 
 
+def tsv_task_vector(taus: Sequence[torch.Tensor]) -> torch.Tensor:
+    """TSV-M's merged task vector: U S V^T from the orthogonalised per-task factors."""
+    u, s, v = tsv_factors(taus)
+    return (u * s) @ v.T
+
+
 def tsv(base, experts, weights, *, generator=None, scale: float = 1.0,
         fallback_scale: float | None = None) -> torch.Tensor:
     """theta_0 + scale * TSV-M(w_i tau_i). One expert: its task vector, unchanged."""
-    require_matrix("tsv", base)
-    if active(weights) <= 1:
-        return single_expert(base, experts, weights, scale)
-    taus = nonzero_task_vectors(base, experts, weights)
-    if len(taus) <= 1:
-        return apply(base, taus[0], scale) if taus else base.clone()
-    u, s, v = tsv_factors(taus)
-    return apply(base, (u * s) @ v.T, scale)
+    return merge_interfering("tsv", base, experts, weights, scale, tsv_task_vector)
 
 
 # ----------------------------------------------------------------- Iso-C / Iso-CTS
@@ -132,34 +121,11 @@ def iso_cts(base, experts, weights, *, generator=None, common_space_fraction: fl
     return apply(base, iso_cts_task_vector(taus, common_space_fraction), scale)
 
 
-SCALE = Param("scale", float, 1.0, "global scale on the merged task vector", min=-10.0, max=10.0)
-_MATRIX = {"matrix_only": True, "exclude": EMBEDDINGS, "fallback": "task_arithmetic"}
-
-register(Method(
-    name="tsv",
-    fn=tsv,
-    reference="Gargiulo et al. 2025, Task Singular Vectors: Reducing Task Interference in Model Merging "
-              "(CVPR 2025, arXiv 2412.00081) - TSV-M",
-    params=(SCALE, FALLBACK_SCALE),
-    **_MATRIX,
-))
-register(Method(
-    name="iso_c",
-    fn=iso_c,
-    reference="Marczak et al. 2025, No Task Left Behind: Isotropic Model Merging with Common and Task-Specific "
-              "Subspaces (ICML 2025, arXiv 2502.04959) - Iso-C",
-    params=(SCALE, FALLBACK_SCALE),
-    **_MATRIX,
-))
-register(Method(
-    name="iso_cts",
-    fn=iso_cts,
-    reference="Marczak et al. 2025, No Task Left Behind: Isotropic Model Merging with Common and Task-Specific "
-              "Subspaces (ICML 2025, arXiv 2502.04959) - Iso-CTS",
-    params=(
-        Param("common_space_fraction", float, 0.8, "share of the rank given to the common subspace", min=0.0, max=1.0),
-        SCALE,
-        FALLBACK_SCALE,
-    ),
-    **_MATRIX,
-))
+ISO = ("Marczak et al. 2025, No Task Left Behind: Isotropic Model Merging with Common and Task-Specific "
+       "Subspaces (ICML 2025, arXiv 2502.04959)")
+register_matrix_method("tsv", tsv, "Gargiulo et al. 2025, Task Singular Vectors: Reducing Task Interference in Model "
+                                   "Merging (CVPR 2025, arXiv 2412.00081) - TSV-M")
+register_matrix_method("iso_c", iso_c, f"{ISO} - Iso-C")
+register_matrix_method(
+    "iso_cts", iso_cts, f"{ISO} - Iso-CTS",
+    Param("common_space_fraction", float, 0.8, "share of the rank given to the common subspace", min=0.0, max=1.0))

@@ -12,7 +12,7 @@ vector unchanged, `single_expert` gives the result exactly (see `task_arithmetic
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -55,6 +55,20 @@ def single_expert(base, experts, weights, scale: float) -> torch.Tensor:
 def apply(base: torch.Tensor, tau_m: torch.Tensor, scale: float) -> torch.Tensor:
     """theta_0 + scale * tau_m (in place on tau_m)."""
     return tau_m.mul_(scale).add_(base)
+
+
+def merge_interfering(name: str, base, experts, weights, scale: float,
+                      combine: Callable[[list[torch.Tensor]], torch.Tensor]) -> torch.Tensor:
+    """theta_0 + scale * combine(taus) for the matrix methods that resolve interference between
+    task vectors (TSV, WUDI, OptMerge). With one active expert, or one nonzero task vector on this
+    tensor, there is nothing to resolve: that task vector is used unchanged (exact at scale 1)."""
+    require_matrix(name, base)
+    if active(weights) <= 1:
+        return single_expert(base, experts, weights, scale)
+    taus = nonzero_task_vectors(base, experts, weights)
+    if len(taus) <= 1:
+        return apply(base, taus[0], scale) if taus else base.clone()
+    return apply(base, combine(taus), scale)
 
 
 def require_matrix(name: str, t: torch.Tensor) -> None:

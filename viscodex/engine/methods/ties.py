@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 import torch
 
 from ...errors import MergeError
-from .registry import Method, Param, register
+from .registry import SCALE, Method, Param, register
 from .taskvectors import apply, weighted_task_vectors
 
 
@@ -189,7 +189,6 @@ def _prepass(params: dict):
 
 
 DENSITY = Param("density", float, 0.2, "fraction of each task vector's entries kept (largest magnitudes)", min=0.0, max=1.0)
-SCALE = Param("scale", float, 1.0, "global scale on the merged task vector", min=-10.0, max=10.0)
 
 register(Method(
     name="ties",

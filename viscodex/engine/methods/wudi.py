@@ -35,15 +35,8 @@ from dataclasses import dataclass
 import torch
 
 from ...errors import MergeError
-from .registry import FALLBACK_SCALE, Method, Param, register
-from .spectral import EMBEDDINGS
-from .taskvectors import (
-    active,
-    apply,
-    nonzero_task_vectors,
-    require_matrix,
-    single_expert,
-)
+from .registry import Param, register_matrix_method
+from .taskvectors import merge_interfering
 
 
 # ----------------------------------------------------------------- the quadratic
@@ -206,15 +199,11 @@ def wudi(base, experts, weights, *, generator=None, steps: int = 300, optimizer:
          momentum: float = 0.9, init: str = "sum", scale: float = 1.0,
         fallback_scale: float | None = None) -> torch.Tensor:
     """theta_0 + scale * WUDI(w_i tau_i)."""
-    require_matrix("wudi", base)
-    if active(weights) <= 1:
-        return single_expert(base, experts, weights, scale)
-    taus = nonzero_task_vectors(base, experts, weights)
-    if len(taus) <= 1:
-        return apply(base, taus[0], scale) if taus else base.clone()
-    q = InterferenceQuadratic.build(*wudi_parts(taus))
-    x = optimise(q, init_vector(taus, init), steps=steps, optimizer=optimizer, lr=lr, momentum=momentum)
-    return apply(base, x, scale)
+    def combine(taus):
+        return optimise(InterferenceQuadratic.build(*wudi_parts(taus)), init_vector(taus, init), steps=steps,
+                        optimizer=optimizer, lr=lr, momentum=momentum)
+
+    return merge_interfering("wudi", base, experts, weights, scale, combine)
 
 
 def optmerge(base, experts, weights, *, generator=None, steps: int = 300, optimizer: str = "sgd", lr: float = 1e-4,
@@ -222,15 +211,11 @@ def optmerge(base, experts, weights, *, generator=None, steps: int = 300, optimi
              scale: float = 1.0,
         fallback_scale: float | None = None) -> torch.Tensor:
     """theta_0 + scale * OptMerge(w_i tau_i)."""
-    require_matrix("optmerge", base)
-    if active(weights) <= 1:
-        return single_expert(base, experts, weights, scale)
-    taus = nonzero_task_vectors(base, experts, weights)
-    if len(taus) <= 1:
-        return apply(base, taus[0], scale) if taus else base.clone()
-    q = InterferenceQuadratic.build(*optmerge_parts(taus, rank_fraction, center))
-    x = optimise(q, init_vector(taus, init), steps=steps, optimizer=optimizer, lr=lr, momentum=momentum)
-    return apply(base, x, scale)
+    def combine(taus):
+        return optimise(InterferenceQuadratic.build(*optmerge_parts(taus, rank_fraction, center)),
+                        init_vector(taus, init), steps=steps, optimizer=optimizer, lr=lr, momentum=momentum)
+
+    return merge_interfering("optmerge", base, experts, weights, scale, combine)
 
 
 def optmerge_closed_form(base, experts, weights, *, generator=None, rank_fraction: float = 0.0, center: bool = False,
@@ -247,17 +232,14 @@ def optmerge_closed_form(base, experts, weights, *, generator=None, rank_fractio
     alpha plays the same role, Jin et al. 2023, arXiv 2212.09849) keeps those directions at x0.
     A result whose largest entry still exceeds max_ratio times the largest weighted task-vector
     entry is refused (MergeError) rather than written."""
-    require_matrix("optmerge_closed_form", base)
-    if active(weights) <= 1:
-        return single_expert(base, experts, weights, scale)
-    taus = nonzero_task_vectors(base, experts, weights)
-    if len(taus) <= 1:
-        return apply(base, taus[0], scale) if taus else base.clone()
-    dt = torch.float64 if precision == "float64" else torch.float32
-    q = InterferenceQuadratic.build(*optmerge_parts(taus, rank_fraction, center), dtype=dt)
-    x = q.solve(init_vector(taus, init), rcond=rcond, ridge=ridge).to(torch.float32)
-    check_update(x, taus, max_ratio)
-    return apply(base, x, scale)
+    def combine(taus):
+        dt = torch.float64 if precision == "float64" else torch.float32
+        q = InterferenceQuadratic.build(*optmerge_parts(taus, rank_fraction, center), dtype=dt)
+        x = q.solve(init_vector(taus, init), rcond=rcond, ridge=ridge).to(torch.float32)
+        check_update(x, taus, max_ratio)
+        return x
+
+    return merge_interfering("optmerge_closed_form", base, experts, weights, scale, combine)
 
 
 def check_update(x: torch.Tensor, taus: Sequence[torch.Tensor], max_ratio: float) -> None:
@@ -281,70 +263,44 @@ def optmerge_loss(tau_m: torch.Tensor, taus: Sequence[torch.Tensor], rank_fracti
 
 
 # ----------------------------------------------------------------- registry
-_MATRIX = {"matrix_only": True, "exclude": EMBEDDINGS, "fallback": "task_arithmetic"}
-SCALE = Param("scale", float, 1.0, "global scale on the merged task vector", min=-10.0, max=10.0)
 STEPS = Param("steps", int, 300, "optimisation steps per matrix", min=0, max=100000)
 MOMENTUM = Param("momentum", float, 0.9, "SGD momentum", min=0.0, max=0.999)
 RANK = Param("rank_fraction", float, 0.0,
              "rank kept per task vector as a fraction of min(m, n); 0 = 1/T as in the paper, 1 = no truncation (WUDI's loss)",
              min=0.0, max=1.0)
 CENTER = Param("center", bool, False, "truncate tau_i - mean and add the mean back (the reference's full fine-tuning variant)")
+# sum: the weighted task vectors already carry the recipe's weights (0.7 / 0.3), so their sum is
+# the VisCodex update; OptMerge's paper takes the mean of unweighted vectors, which would halve it
+INIT = Param("init", str, "sum", "starting point: sum or mean of the weighted task vectors", choices=("sum", "mean"))
 
-register(Method(
-    name="wudi",
-    fn=wudi,
-    reference="Cheng et al. 2025, Whoever Started the Interference Should End It: Guiding Data-Free Model Merging "
-              "via Task Vectors (ICML 2025, arXiv 2503.08099)",
-    params=(
-        STEPS,
-        Param("optimizer", str, "adam", "torch.optim optimiser", choices=("adam", "sgd")),
-        Param("lr", float, 1e-5, "learning rate", min=0.0, max=1.0),
-        MOMENTUM,
-        Param("init", str, "sum", "starting point: sum or mean of the weighted task vectors", choices=("sum", "mean")),
-        SCALE,
-        FALLBACK_SCALE,
-    ),
-    **_MATRIX,
-))
-register(Method(
-    name="optmerge",
-    fn=optmerge,
-    reference="Wei et al. 2025, OptMerge: Unifying Multimodal LLM Capabilities and Modalities via Model Merging "
-              "(arXiv 2505.19892)",
-    params=(
-        STEPS,
-        Param("optimizer", str, "sgd", "torch.optim optimiser", choices=("adam", "sgd")),
-        Param("lr", float, 1e-4, "learning rate", min=0.0, max=1.0),
-        MOMENTUM,
-        # sum: the weighted task vectors already carry the recipe's weights (0.7 / 0.3), so their
-        # sum is the VisCodex update; the paper's mean of unweighted vectors would halve it
-        Param("init", str, "sum", "starting point: sum or mean of the weighted task vectors", choices=("sum", "mean")),
-        RANK,
-        CENTER,
-        SCALE,
-        FALLBACK_SCALE,
-    ),
-    **_MATRIX,
-))
-register(Method(
-    name="optmerge_closed_form",
-    fn=optmerge_closed_form,
-    reference="Exact minimiser (D C^-1) of the OptMerge/WUDI quadratic loss; Wei et al. 2025 (arXiv 2505.19892), "
-              "Cheng et al. 2025 (arXiv 2503.08099)",
-    params=(
-        RANK,
-        CENTER,
-        Param("init", str, "sum", "the point the ridge regularises toward (sum or mean of the weighted task vectors)",
-              choices=("sum", "mean")),
-        Param("rcond", float, 1e-6, "eigenvalues of C below rcond * max are treated as zero", min=0.0, max=1.0),
-        Param("ridge", float, 0.1, "Tikhonov weight toward init, relative to C's mean eigenvalue (0 = exact minimiser)",
-              min=0.0, max=1e6),
-        Param("max_ratio", float, 4.0, "refuse updates larger than this multiple of the largest task-vector entry "
-              "(0 = no check)", min=0.0, max=1e6),
-        Param("precision", str, "float64", "dtype of the solve (float64 is exact; float32 is faster on consumer GPUs)",
-              choices=("float64", "float32")),
-        SCALE,
-        FALLBACK_SCALE,
-    ),
-    **_MATRIX,
-))
+
+def descent(optimizer: str, lr: float) -> tuple[Param, ...]:
+    """The gradient-descent parameters of WUDI and OptMerge (their papers' optimiser and lr differ)."""
+    return (STEPS, Param("optimizer", str, optimizer, "torch.optim optimiser", choices=("adam", "sgd")),
+            Param("lr", float, lr, "learning rate", min=0.0, max=1.0), MOMENTUM, INIT)
+
+
+register_matrix_method(
+    "wudi", wudi, "Cheng et al. 2025, Whoever Started the Interference Should End It: Guiding Data-Free Model "
+                  "Merging via Task Vectors (ICML 2025, arXiv 2503.08099)",
+    *descent("adam", 1e-5))
+register_matrix_method(
+    "optmerge", optmerge, "Wei et al. 2025, OptMerge: Unifying Multimodal LLM Capabilities and Modalities via Model "
+                          "Merging (arXiv 2505.19892)",
+    *descent("sgd", 1e-4), RANK, CENTER)
+register_matrix_method(
+    "optmerge_closed_form", optmerge_closed_form,
+    "Exact minimiser (D C^-1) of the OptMerge/WUDI quadratic loss; Wei et al. 2025 (arXiv 2505.19892), "
+    "Cheng et al. 2025 (arXiv 2503.08099)",
+    RANK,
+    CENTER,
+    Param("init", str, "sum", "the point the ridge regularises toward (sum or mean of the weighted task vectors)",
+          choices=("sum", "mean")),
+    Param("rcond", float, 1e-6, "eigenvalues of C below rcond * max are treated as zero", min=0.0, max=1.0),
+    Param("ridge", float, 0.1, "Tikhonov weight toward init, relative to C's mean eigenvalue (0 = exact minimiser)",
+          min=0.0, max=1e6),
+    Param("max_ratio", float, 4.0, "refuse updates larger than this multiple of the largest task-vector entry "
+          "(0 = no check)", min=0.0, max=1e6),
+    Param("precision", str, "float64", "dtype of the solve (float64 is exact; float32 is faster on consumer GPUs)",
+          choices=("float64", "float32")),
+)
