@@ -30,7 +30,7 @@ from viscodex.evaluation.design2code import (
     text_similarity,
 )
 from viscodex.evaluation.chartmimic import ChartMimic
-from viscodex.evaluation.mmcode import MMCode, stdout_matches
+from viscodex.evaluation.mmcode import MMCode
 from viscodex.evaluation.records import card_entry, merge_entries
 from viscodex.evaluation.similarity import image_similarity
 from viscodex.evaluation.tasks import SAMPLES_DIR, extract_code
@@ -99,31 +99,24 @@ def test_mmcode_correct_programs_pass_wrong_fail_loops_time_out(mm):
     problems = [json.loads(x) for x in (SAMPLES_DIR / "mmcode_sample.jsonl").read_text().splitlines()]
     for p, s in zip(problems, samples):  # every reference solution, fenced as a model would answer
         r = task.score(f"Sure.\n```python\n{p['solutions'][0]}```\n", s)
-        assert r == {"score": 1.0, "passed": 1.0, "tests": 3.0, "timeout": 0.0, "message": ""}, s.id
+        assert r == {"score": 1.0, "passed": 1.0, "tests": 3.0, "timeout": 0.0, "verdicts": [1, 1, 1], "message": ""}, s.id
     grid, tri, lattice = samples
     wrong = task.score("```python\nn, m = map(int, input().split())\nfor _ in range(n): input()\nprint(19)\n```", grid)
     assert wrong["score"] == 0.0 and wrong["passed"] == pytest.approx(1 / 3) and wrong["message"] == "test 2: wrong answer"
-    loop = MMCode(timeout=2.0).score(LOOP, grid)
-    assert loop["score"] == 0.0 and loop["timeout"] == 1.0
-    assert loop["message"] == "test 1: the code ran longer than 2 s and was stopped"
+    loop = MMCode(timeout=2.0).score(LOOP, grid)  # the whole problem's deadline (the benchmark's 21 s, here 2 s)
+    assert loop["score"] == 0.0 and loop["timeout"] == 1.0 and loop["verdicts"] == [-1, -1, -1]
+    assert loop["message"].startswith("the code ran longer than 3 s")
     crash = task.score("```python\nprint(1/0)\n```", lattice)
-    assert crash["score"] == 0.0 and crash["message"].startswith("test 1: the code raised ZeroDivisionError")
-    net = task.score("import socket\nsocket.create_connection(('127.0.0.1', 9))\n", lattice)
+    assert crash["score"] == 0.0 and crash["message"].startswith("test 1: ZeroDivisionError")
+    net = task.score("```python\nimport socket\nsocket.create_connection(('127.0.0.1', 9))\n```", lattice)
     assert net["score"] == 0.0 and "network access is blocked" in net["message"]
     # call-based: a plain function, a LeetCode-style class; a wrong formula fails
     assert task.score("class Solution:\n    def area(self, a, b):\n        return a * b / 2\n", tri)["score"] == 1.0
     bad = task.score("def area(a, b):\n    return a + b\n", tri)
     assert bad["score"] == 0.0 and bad["message"] == "test 1: wrong answer"
     missing = task.score("def surface(a, b):\n    return a * b / 2\n", tri)
-    assert missing["score"] == 0.0 and "defines no function 'area'" in missing["message"]
+    assert missing["score"] == 0.0 and missing["message"] == "the program did not load: AttributeError: module 'tmp_sol' has no attribute 'area'"
     assert task.score("I cannot solve this.", grid)["score"] == 0.0
-
-
-def test_stdout_comparison():
-    assert stdout_matches("19\n", "19") and stdout_matches("1 2  \n3\n\n", "1 2\n3")
-    assert stdout_matches("0.3333333\n", "0.33333331") and not stdout_matches("0.33\n", "0.3334")
-    assert stdout_matches("a\nb\n", ["a", "b"]) and not stdout_matches("1 2", "1 2 3")
-    assert stdout_matches("nan", "nan ") and not stdout_matches("inf", "1e999")  # text, not numbers
 
 
 # ---------------------------------------------------------------- image similarity and chartmimic

@@ -333,8 +333,9 @@ def app_cmd(
 
 @app.command("eval")
 def eval_cmd(
-    model: Annotated[str, typer.Argument(help="Model to evaluate: local folder or Hub id.")],
+    model: Annotated[Optional[str], typer.Argument(help="Model to evaluate: local folder or Hub id (omit with --predictions).")] = None,
     task: Annotated[list[str], typer.Option("--task", "-t", help="mmcode, chartmimic, design2code, toy_grounding, toy_coding, toy_image_code (repeatable).")] = ...,
+    predictions: Annotated[Optional[Path], typer.Option("--predictions", help="Score answers made elsewhere, no model: JSONL of {\"id\": <benchmark sample id>, \"response\": <full text>} (one --task).")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Results JSON.")] = Path("results.json"),
     limit: Annotated[Optional[int], typer.Option(help="Evaluate only the first N samples of each task.")] = None,
     source: Annotated[Optional[str], typer.Option(help="Where samples come from: omit for the Hub, 'sample' for the tiny offline sample, or a local copy.")] = None,
@@ -349,15 +350,30 @@ def eval_cmd(
 ) -> None:
     """Score a model on multimodal code benchmarks (generated code runs only in the sandbox)."""
     from .evaluation.records import card_entry, write_to_recipe
-    from .evaluation.runner import evaluate_many, write_json
+    from .evaluation.runner import evaluate_many, score_predictions, write_json
+    from .errors import EvalError
 
     def run():
+        if (model is None) == (predictions is None):
+            raise EvalError("give a MODEL to evaluate or --predictions FILE to score answers made elsewhere (one of the two)")
+        if predictions is not None and (len(task) != 1 or write_recipe):
+            raise EvalError("--predictions scores one --task (ids are per benchmark) and records nothing in a recipe")
         _sandbox_header(unsafe_executor)
-        cache = cache_dir or out.with_name(out.stem + ".samples")
-        reports = evaluate_many(model, task, source=source, limit=limit, cache_dir=cache, batch_size=batch_size,
-                                max_new_tokens=max_new_tokens, device=device, workers=workers, resume=resume)
-        write_json(out, {"model": model, "results": reports})
+        if predictions is not None:
+            reports = [score_predictions(task[0], predictions, source=source, limit=limit, workers=workers)]
+        else:
+            cache = cache_dir or out.with_name(out.stem + ".samples")
+            reports = evaluate_many(model, task, source=source, limit=limit, cache_dir=cache, batch_size=batch_size,
+                                    max_new_tokens=max_new_tokens, device=device, workers=workers, resume=resume)
+        write_json(out, {"model": model if model is not None else f"predictions: {predictions}", "results": reports})
         for r in reports:
+            if r.get("missing_predictions"):
+                miss = r["missing_predictions"]
+                typer.echo(f"{len(miss)} sample{'s' if len(miss) > 1 else ''} without a prediction (counted as failed): "
+                           + ", ".join(miss[:20]) + (" ..." if len(miss) > 20 else ""))
+            if r.get("unknown_predictions"):
+                typer.echo(f"{len(r['unknown_predictions'])} prediction id(s) are not {r['task']} samples and were ignored: "
+                           + ", ".join(r["unknown_predictions"][:20]))
             typer.echo(f"{r['task']:16s} {100 * r['score']:6.2f}%  {r['metric_name'] or r['metric']} over {r['n']} samples "
                        f"({r['generated']} generated, {r['cached']} cached)")
         typer.echo(f"wrote {out}")

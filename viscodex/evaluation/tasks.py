@@ -45,6 +45,7 @@ class Task:
     split: str = "test"
     metric: str = "score"  # model-index metric.type of the headline `score`
     metric_name: str = ""  # human label of the headline metric
+    official: bool = False  # True only when `score` is computed the way the benchmark's own code computes it
     max_new_tokens: int = 1024
     uses_images: bool = True
     version: int = 1  # bump when prompts or scoring change: invalidates cached per-sample results
@@ -74,7 +75,8 @@ class Task:
 
     def describe(self) -> dict[str, Any]:
         return {"task": self.name, "title": self.title, "dataset": self.dataset_id, "dataset_name": self.dataset_name,
-                "split": self.split, "metric": self.metric, "metric_name": self.metric_name or self.metric}
+                "split": self.split, "metric": self.metric, "metric_name": self.metric_name or self.metric,
+                "official": self.official}
 
 
 TASKS: dict[str, Callable[[], Task]] = {}
