@@ -277,12 +277,14 @@ def test_toy_tasks_score_targets():
 # ---------------------------------------------------------------- records -> card
 def test_card_entries_replace_older_ones():
     rep = {"task": "mmcode", "dataset": "likaixin/MMCode", "dataset_name": "MMCode", "split": "test", "metric": "pass@1",
-           "metric_name": "pass@1", "score": 0.1234, "n": 200, "limit": 200, "source": "hub", "max_new_tokens": 1024}
+           "metric_name": "pass@1", "official": True, "score": 0.1234, "n": 200, "limit": 200, "source": "hub",
+           "max_new_tokens": 2048}
     e = card_entry(rep)
-    assert (e["dataset_type"], e["dataset_name"], e["metric_type"], e["metric_value"]) == \
-        ("likaixin/MMCode", "MMCode (first 200)", "pass@1", 12.34)
-    s = card_entry({**rep, "source": "sample", "limit": None})
-    assert s["dataset_type"] == "viscodex/mmcode-sample" and "tiny sample" in s["dataset_name"]
+    assert (e["dataset_type"], e["dataset_name"], e["dataset_split"], e["metric_type"], e["metric_value"]) == \
+        ("likaixin/MMCode", "MMCode (first 200 samples of test)", "test[:200]", "pass@1", 12.34)
+    s = card_entry({**rep, "source": "sample", "limit": None, "n": 3})
+    assert s["dataset_type"] == "viscodex/mmcode-sample" and s["dataset_name"] == "MMCode (viscodex tiny sample, 3 samples)"
+    assert s["metric_type"] == "viscodex/mmcode/pass@1" and s["dataset_split"] == "sample"
     assert card_entry({**rep, "source": "/home/me/data/mmcode_test.jsonl.gz"})["viscodex"]["source"] == "mmcode_test.jsonl.gz"
     old = [{**e, "metric_value": 1.0}, {"benchmark": "ChartMimic", "value": 70}, {**e, "variant": "swapped"}]
     merged = merge_entries(old, [e])
@@ -316,11 +318,14 @@ def test_sweep_writes_table_plot_results(sweep_run, trio, tmp_path):
     data = json.loads((out / "results.json").read_text())
     assert data["lambdas"] == [0.0, 0.5, 1.0] and data["tasks"] == [TOY] and data["selected_by"] == TOY
     scores = {k: v[TOY] for k, v in data["scores"].items()}
-    assert data["best_lambda"] == max([0.0, 0.5, 1.0], key=lambda x: (scores[f"{x:g}"], -x))
+    tied = [x for x in (0.0, 0.5, 1.0) if scores[f"{x:g}"] == max(scores.values())]
+    assert data["best_lambda"] == (tied[0] if len(tied) == 1 else None)  # a tie at the top is "no signal"
+    assert (data["no_signal"] is None) == (len(tied) == 1)
     table = (out / "table.md").read_text().splitlines()
     assert table[0] == f"| λ | {TOY} attribute accuracy (%) |"
     assert [row.split("|")[1].strip(" *") for row in table[2:5]] == ["0", "0.5", "1"]
-    assert f"best lambda: {data['best_lambda']:g}" in output
+    assert (f"best lambda: {data['best_lambda']:g} (by {TOY})" if data["best_lambda"] is not None
+            else f"best lambda: none ({data['no_signal']})") in output
     with Image.open(out / "plot.png") as im:
         assert im.format == "PNG" and im.size == (600, 400)
     assert not (out / ".merges").exists(), "scratch merges are deleted"
@@ -389,6 +394,7 @@ def test_sweep_results_flow_into_the_card(sweep_run, tmp_path):
     [res] = meta["model-index"][0]["results"]
     assert res["dataset"]["type"] == f"viscodex/{TOY}" and res["metrics"][0]["value"] == entry["metric_value"]
     assert "## Evaluation" in build.card.text and f"{entry['metric_value']}" in build.card.text
+    assert entry["metric_type"] == f"viscodex/{TOY}/accuracy" and "are viscodex's own scores" in build.card.text
     # a folder merged at a lambda the sweep did not evaluate is refused, with the way out
     other = tmp_path / "tiny-0.7"
     shutil.copytree(folder, other)
@@ -396,7 +402,7 @@ def test_sweep_results_flow_into_the_card(sweep_run, tmp_path):
     d["lambda"] = 0.7
     (other / RECIPE_FILE).write_text(yaml.safe_dump(d, sort_keys=False))
     res = CliRunner().invoke(app, [*args[:-1], str(other)])
-    assert res.exit_code == 2 and "merged with lambda 0.7, which the sweep did not evaluate (0, 0.5, 1)" in res.output
+    assert res.exit_code == 2 and "merged with lambda 0.7, which the sweep does not evaluate (0, 0.5, 1)" in res.output
     with pytest.raises(Exception, match="--lambdas: 'x' is not a number"):
         parse_lambdas("0.5,x")
 

@@ -388,7 +388,9 @@ def eval_cmd(
 def sweep(
     recipe: Annotated[Path, typer.Argument(help="Recipe YAML (or a merged folder holding viscodex_recipe.yaml).")],
     lambdas: Annotated[str, typer.Option("--lambdas", help="Comma-separated lambdas, e.g. 0.5,0.6,0.7,0.8,0.9.")] = ...,
-    task: Annotated[list[str], typer.Option("--task", "-t", help="Task(s) to evaluate; the first one picks the best lambda.")] = ...,
+    task: Annotated[list[str], typer.Option("--task", "-t", help="Task(s) to evaluate (see --select).")] = ...,
+    select: Annotated[str, typer.Option("--select", help="How the best lambda is picked: mean (of the tasks' scores), min, or a task name.")] = "mean",
+    warn_drop: Annotated[float, typer.Option("--warn-drop", help="Warn when the chosen lambda scores another task this much (0.05 = 5 points) below its best.")] = 0.05,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for table.md, plot.png, results.json and per-lambda caches.")] = ...,
     limit: Annotated[Optional[int], typer.Option(help="Evaluate only the first N samples of each task.")] = None,
     source: Annotated[Optional[str], typer.Option(help="Omit for the Hub, 'sample' for the tiny offline sample, or a local copy.")] = None,
@@ -408,9 +410,13 @@ def sweep(
     def run():
         res = run_sweep(Recipe.load(recipe), parse_lambdas(lambdas), task, out, source=source, limit=limit, keep=keep,
                         scratch=scratch, device=device, merge_device=merge_device, batch_size=batch_size,
-                        max_new_tokens=max_new_tokens, workers=workers, write_recipe=write_recipe)
+                        max_new_tokens=max_new_tokens, workers=workers, write_recipe=write_recipe, select=select,
+                        warn_drop=warn_drop)
         typer.echo(res.table.read_text(), nl=False)
-        typer.echo(f"best lambda: {res.best_lambda:g} ({res.selected_by} {100 * res.scores[res.best_lambda][res.selected_by]:.2f}%)")
+        if res.best_lambda is None:
+            typer.echo(f"best lambda: none ({res.no_signal})")
+        else:
+            typer.echo(f"best lambda: {res.best_lambda:g} (by {res.selected_by})")
         typer.echo(f"wrote {res.table}, {res.plot}, {res.results}")
         if res.recipe_written:
             typer.echo(f"recorded the results in {res.recipe_written}")
