@@ -141,7 +141,7 @@ def charts():
     return task, task.load("sample")
 
 
-def test_chartmimic_scores_rendered_code(charts):
+def test_chartmimic_scores_traced_code(charts):
     from concurrent.futures import ThreadPoolExecutor
 
     task, (bar, line) = charts
@@ -151,24 +151,28 @@ def test_chartmimic_scores_rendered_code(charts):
         "other": f"```python\n{line.reference['code']}```",
         "empty": "import matplotlib.pyplot as plt\nplt.figure(figsize=(4, 3))\nplt.axis('off')\n",
         "error": "```python\nimport matplotlib.pyplot as plt\nplt.plot([1, 2], [3])\n```",
+        "prose": "I would draw a bar chart.",
     }
     with ThreadPoolExecutor(3) as pool:  # each score is its own sandboxed process, as in `viscodex eval`
         loop_f = pool.submit(ChartMimic(timeout=2.0).score, LOOP, bar)
         got = dict(zip(answers, pool.map(lambda a: task.score(a, bar), answers.values())))
         loop = loop_f.result()
-    assert got["good"]["executed"] == 1.0 and got["good"]["score"] > 0.97, got["good"]
-    assert got["other"]["executed"] == 1.0 and got["other"]["score"] < 0.5
-    assert got["empty"]["score"] < 0.2
+    assert got["good"] == {"score": 1.0, "executed": 1.0, "text": 1.0, "layout": 1.0, "type": 1.0, "color": 1.0}
+    assert got["other"]["executed"] == 1.0 and got["other"]["type"] == 0.0 and got["other"]["score"] < 0.5
+    assert got["prose"]["score"] == 0.0 and got["prose"]["message"].startswith("the code raised SyntaxError")
+    # a figure with nothing drawn keeps only the layout F1 (one 1x1 axes on both sides), as in the benchmark
+    assert {k: got["empty"][k] for k in ("text", "layout", "type", "color", "score")} == \
+        {"text": 0.0, "layout": 1.0, "type": 0.0, "color": 0.0, "score": 0.25}
     err = got["error"]
     assert err["score"] == 0.0 and err["executed"] == 0.0 and err["message"].startswith("the code raised ValueError")
-    assert loop["score"] == 0.0 and loop["timeout"] == 1.0 and "longer than 2 s" in loop["message"]
+    assert loop["score"] == 0.0 and "longer than 2 s" in loop["message"]
 
 
 def test_chartmimic_reads_the_release_archive(tmp_path, monkeypatch):
     import tarfile
 
     monkeypatch.setenv("VISCODEX_CACHE", str(tmp_path / "cache"))
-    sub = tmp_path / "release" / "dataset" / "direct_600"
+    sub = tmp_path / "release" / "dataset" / "ori_500"
     sub.mkdir(parents=True)
     for f in ("line_1.py", "line_1.png", "bar_1.py", "bar_1.png"):
         shutil.copy(SAMPLES_DIR / "chartmimic" / f, sub / f)
@@ -176,7 +180,7 @@ def test_chartmimic_reads_the_release_archive(tmp_path, monkeypatch):
     with tarfile.open(archive, "w:gz") as tf:
         tf.add(tmp_path / "release" / "dataset", arcname="dataset")
     got = get_task("chartmimic").load(str(archive))
-    assert [s.id for s in got] == ["bar_1", "line_1"]  # subset direct_600 found inside the archive
+    assert [s.id for s in got] == ["bar_1", "line_1"]  # subset ori_500 (the default) found inside the archive
     assert got[1].reference["image"] == (SAMPLES_DIR / "chartmimic" / "line_1.png").read_bytes()
     assert len(list((tmp_path / "cache" / "eval").glob("chartmimic-*/.complete"))) == 1  # extracted once
 
@@ -190,9 +194,9 @@ def test_chartmimic_folder_without_figures_renders_the_ground_truth(tmp_path):
     assert image_similarity(got[0].reference["image"], (SAMPLES_DIR / "chartmimic" / "bar_1.png").read_bytes())["visual"] > 0.97
     with pytest.raises(EvalError, match="broken_1.py: the ground-truth script does not render"):
         task.load(str(tmp_path))
-    with pytest.raises(EvalError, match="no folder 'direct_600' in the ChartMimic data"):
+    with pytest.raises(EvalError, match="no folder 'ori_500' in the ChartMimic data"):
         empty = tmp_path / "release"
-        (empty / "ori_500").mkdir(parents=True)
+        (empty / "direct_600").mkdir(parents=True)
         task.load(str(empty))
 
 
