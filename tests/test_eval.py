@@ -191,6 +191,7 @@ def test_chartmimic_folder_without_figures_renders_the_ground_truth(tmp_path):
     task = get_task("chartmimic")
     got = task.load(str(tmp_path), limit=1)
     assert got[0].id == "bar_1" and (tmp_path / "bar_1.viscodex.png").is_file()
+    assert task.describe()["split"] == tmp_path.name  # the result names the folder actually read
     assert image_similarity(got[0].reference["image"], (SAMPLES_DIR / "chartmimic" / "bar_1.png").read_bytes())["visual"] > 0.97
     with pytest.raises(EvalError, match="broken_1.py: the ground-truth script does not render"):
         task.load(str(tmp_path))

@@ -132,25 +132,30 @@ class ChartMimic(Task):
 
     def __init__(self, subset: str = DEFAULT_SUBSET, timeout: float = TIMEOUT, mem_mb: int = MEM_MB):
         self.split, self.timeout, self.mem_mb = subset, timeout, mem_mb
+        self.read_subset: str | None = None  # the folder the last load read (the result's split)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "split": self.read_subset or self.split}
 
     def load(self, source: str | None = None, limit: int | None = None) -> list[EvalSample]:
+        folder = self._folder(source)
+        self.read_subset = None if source == SAMPLE_SOURCE else folder.name
+        return load_folder(folder, limit)
+
+    def _folder(self, source: str | None) -> Path:
         if source == SAMPLE_SOURCE:
-            return load_folder(SAMPLE_DIR, limit)
+            return SAMPLE_DIR
         if source:
             path = Path(source).expanduser()
             if path.is_file() and path.name.endswith((".tar.gz", ".tgz")):
-                return load_folder(find_subset(extract_archive(path), self.split), limit)
+                return find_subset(extract_archive(path), self.split)
             if not path.is_dir():
                 raise EvalError(f"{path}: not a ChartMimic folder or archive")
-            if any(path.glob("*.py")):
-                self.split = path.name  # a subset folder given directly: record what was read
-            else:
-                path = find_subset(path, self.split)
-            return load_folder(path, limit)
+            return path if any(path.glob("*.py")) else find_subset(path, self.split)
         from huggingface_hub import hf_hub_download
 
         archive = Path(hf_hub_download(HUB_ID, archive_for(self.split), repo_type="dataset"))
-        return load_folder(find_subset(extract_archive(archive), self.split), limit)
+        return find_subset(extract_archive(archive), self.split)
 
     @contextlib.contextmanager
     def scorer(self):
