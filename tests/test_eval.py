@@ -262,6 +262,24 @@ def test_design2code_scores_rendered_pages_without_js_or_network():
         srv.shutdown()
 
 
+def test_empty_or_prose_answers_score_zero_on_every_task():
+    """No metric floor (issue 15): an empty answer, prose, or 13 characters of garbage score 0."""
+    for name in task_names():
+        if name == "design2code" and not browser_available():
+            continue
+        task = get_task(name)
+        sample = task.load("sample", limit=1)[0]
+        with task.scorer() as score:
+            for answer in ("", "I am not sure.", "qwzx plmk rty"):
+                assert score(answer, sample)["score"] == 0.0, (name, answer)
+    if browser_available():  # garbage inside a tag: no block of the reference, no credit for colours
+        page = get_task("design2code").load("sample", limit=1)[0]
+        with get_task("design2code").scorer() as score:
+            got = score("<p>qwzx plmk rty</p>", page)
+        assert got["score"] == 0.0 and got["blocks"] == 0.0 and got["message"] == \
+            "none of the reference page's text was reproduced"
+
+
 # ---------------------------------------------------------------- toy tasks
 def test_toy_tasks_score_targets():
     for name in ("toy_grounding", "toy_coding", "toy_image_code"):

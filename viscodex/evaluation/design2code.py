@@ -15,7 +15,11 @@ Scoring (simpler than the benchmark's block matching and CLIP score; documented 
   blocks  F1 of text blocks: each block (text of a block-level element) matched to its most
           similar block on the other side (difflib ratio); recall over the reference's blocks,
           precision over the generated ones
-  score = (visual + text + blocks) / 3, or visual alone when the reference HTML is not available.
+  score = (visual + text + blocks) / 3, or visual alone when the reference HTML is not available;
+          0 for an answer with no HTML, and 0 when none of the reference's text is reproduced (no
+          floor from colours or layout alone). Blocks pair only from text similarity 0.5 up.
+This is viscodex's own metric (recorded as `viscodex/design2code/...`), not the benchmark's
+Block-Match / Text / Position / Color / CLIP scores.
 """
 from __future__ import annotations
 
@@ -38,6 +42,9 @@ HUB_SPLIT = "train"
 SAMPLE_DIR = SAMPLES_DIR / "design2code"
 MAX_HEIGHT = 4096
 MAX_BLOCKS = 150
+MATCH_MIN = 0.5  # a block pairs with another only from this text similarity up (the benchmark's filter)
+_HTML = re.compile(r"<\s*(!doctype|html|head|body|div|p|h[1-6]|span|table|section|main|header|footer|nav|ul|ol|img|a|"
+                   r"button|form)\b", re.I)
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 PROMPT = ("This is a screenshot of a web page. Write the HTML (with CSS in a <style> element) that reproduces "
@@ -198,7 +205,7 @@ def block_similarity(gen: list[str], ref: list[str]) -> float:
             top = max(top, sm.ratio())
             if top == 1.0:
                 break
-        return top
+        return top if top >= MATCH_MIN else 0.0
 
     recall = sum(best(r, gen) for r in ref) / len(ref)
     precision = sum(best(g, ref) for g in gen) / len(gen)
@@ -206,6 +213,8 @@ def block_similarity(gen: list[str], ref: list[str]) -> float:
 
 
 def score_html(doc: str, reference_png: bytes, reference_html: str | None, renderer: HtmlRenderer) -> dict:
+    if not _HTML.search(doc or ""):
+        return {"score": 0.0, "rendered": 0.0, "visual": 0.0, "text": 0.0, "blocks": 0.0, "message": "no HTML in the answer"}
     ref = to_rgb(reference_png)
     width = min(max(ref.width, 320), 1920)
     try:
@@ -222,6 +231,8 @@ def score_html(doc: str, reference_png: bytes, reference_html: str | None, rende
         out["text"] = round(text_similarity(gen_b, ref_b), 6)
         out["blocks"] = round(block_similarity(gen_b, ref_b), 6)
         out["score"] = round((out["visual"] + out["text"] + out["blocks"]) / 3, 6)
+        if ref_b and out["text"] == 0 and out["blocks"] == 0:  # none of the page's text: no credit for looks alone
+            out["score"], out["message"] = 0.0, "none of the reference page's text was reproduced"
     else:
         out["score"] = out["visual"]
     return out
