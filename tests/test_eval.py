@@ -417,7 +417,7 @@ def test_sweep_results_flow_into_the_card(sweep_run, tmp_path):
     [res] = meta["model-index"][0]["results"]
     assert res["dataset"]["type"] == f"viscodex/{TOY}" and res["metrics"][0]["value"] == entry["metric_value"]
     assert "## Evaluation" in build.card.text and f"{entry['metric_value']}" in build.card.text
-    assert entry["metric_type"] == f"viscodex/{TOY}/accuracy" and "are viscodex's own scores" in build.card.text
+    assert entry["metric_type"] == f"viscodex/{TOY}/attribute_accuracy" and "are viscodex's own scores" in build.card.text
     # a folder merged at a lambda the sweep did not evaluate is refused, with the way out
     other = tmp_path / "tiny-0.7"
     shutil.copytree(folder, other)

@@ -17,17 +17,14 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import gzip
 import io
 import json
-import math
-from pathlib import Path
-
 import re
+from pathlib import Path
 
 from .. import sandbox
 from . import mmcode_harness as harness
-from .tasks import SAMPLE_SOURCE, SAMPLES_DIR, EvalError, EvalSample, Task, limited, register
+from .tasks import SAMPLE_SOURCE, SAMPLES_DIR, EvalError, EvalSample, Task, iter_jsonl, limited, register
 
 HUB_ID = "likaixin/MMCode"
 HUB_FILE = "mmcode_test.jsonl.gz"
@@ -90,20 +87,7 @@ def parse_problem(p: dict) -> EvalSample:
 
 
 def read_jsonl(path: Path, split: str | None = "test") -> list[dict]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    out = []
-    with opener(path, "rt", encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                p = json.loads(line)
-            except ValueError as e:
-                raise EvalError(f"{path}:{n}: not JSON ({e})") from e
-            if split and p.get("data_split", split) != split:
-                continue
-            out.append(p)
-    return out
+    return [p for _, p in iter_jsonl(path) if not split or p.get("data_split", split) == split]
 
 
 def read_folder(root: Path, split: str | None = "test") -> list[dict]:

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from .generate import Generator, model_key
 from .catalog import get_task
-from .tasks import SAMPLE_SOURCE, EvalError, EvalSample, Task
+from .tasks import SAMPLE_SOURCE, EvalError, EvalSample, Task, iter_jsonl
 
 log = logging.getLogger(__name__)
 RESULTS_VERSION = 1
@@ -215,21 +215,14 @@ def read_predictions(path: str | os.PathLike) -> dict[str, str]:
     if not path.is_file():
         raise EvalError(f"{path}: no predictions file (a JSONL of {{\"id\": ..., \"response\": ...}} lines)")
     out: dict[str, str] = {}
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except ValueError as e:
-                raise EvalError(f"{path}:{n}: not JSON ({e})") from None
-            if not isinstance(rec, dict) or "id" not in rec or not isinstance(rec.get("response"), str):
-                raise EvalError(f"{path}:{n}: a prediction needs \"id\" and a string \"response\" "
-                                f"(got keys {sorted(rec) if isinstance(rec, dict) else type(rec).__name__})")
-            key = str(rec["id"])
-            if key in out:
-                raise EvalError(f"{path}:{n}: a second prediction for id {key!r}; keep one per sample (pass@1)")
-            out[key] = rec["response"]
+    for n, rec in iter_jsonl(path):
+        if not isinstance(rec, dict) or "id" not in rec or not isinstance(rec.get("response"), str):
+            raise EvalError(f"{path}:{n}: a prediction needs \"id\" and a string \"response\" "
+                            f"(got keys {sorted(rec) if isinstance(rec, dict) else type(rec).__name__})")
+        key = str(rec["id"])
+        if key in out:
+            raise EvalError(f"{path}:{n}: a second prediction for id {key!r}; keep one per sample (pass@1)")
+        out[key] = rec["response"]
     if not out:
         raise EvalError(f"{path}: no predictions")
     return out

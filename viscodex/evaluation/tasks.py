@@ -106,9 +106,26 @@ def extract_code(text: str, language: str) -> str:
     return text.strip()
 
 
+def iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, object) for every non-blank line of a JSONL file (.gz read as gzip); a line
+    that is not JSON is an error naming the file and line."""
+    import gzip
+    import json
+
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                yield n, json.loads(line)
+            except ValueError as e:
+                raise EvalError(f"{path}:{n}: not JSON ({e})") from None
+
+
 def limited(items: list, limit: int | None) -> list:
     return items if limit is None or limit <= 0 else items[:limit]
 
 
 __all__ = ["Task", "EvalSample", "EvalError", "Score", "TASKS", "register",
-           "extract_code", "SAMPLE_SOURCE", "SAMPLES_DIR"]
+           "extract_code", "iter_jsonl", "SAMPLE_SOURCE", "SAMPLES_DIR"]
