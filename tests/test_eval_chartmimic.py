@@ -58,3 +58,61 @@ def test_colour_similarity_is_ciede2000():
     assert color_similarity("viridis", "#FF0000") == 0.0
     # groups by chart type: a bar colour never pairs with a line colour
     assert color_f1(["bar--#FF0000"], ["line--#FF0000"]) == 0.0 and color_f1([], ["bar--#FF0000"]) == 0.0
+
+
+def test_high_level_score_comes_from_a_judge_at_the_given_endpoint(monkeypatch):
+    """--judge-url/--judge-model: the benchmark's judge request (its instruction, the reference
+    figure first, then the drawn chart) to an OpenAI-compatible endpoint; absent by default."""
+    import base64
+    import http.server
+    import json
+    import threading
+
+    from viscodex.evaluation import get_task
+    from viscodex.evaluation.chartmimic import ChartMimic, with_judge
+    from viscodex.evaluation.judge import ChartJudge, parse_score
+    from viscodex.errors import EvalError
+
+    seen = []
+
+    class Judge(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen.append((self.path, self.headers.get("Authorization"), body))
+            answer = {"choices": [{"message": {"content": "Comments:\n- Layout: fine, subscore 10\n\nScore: 85\n"}}]}
+            data = json.dumps(answer).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Judge)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    monkeypatch.setenv("JUDGE_KEY", "sk-test")
+    try:
+        task = ChartMimic()
+        sample = task.load("sample", limit=1)[0]
+        assert "high_level" not in task.score(f"```python\n{sample.reference['code']}```", sample)
+        [task] = with_judge([get_task("chartmimic")], f"http://127.0.0.1:{srv.server_port}/v1", "judge-model", "JUDGE_KEY")
+        got = task.score(f"```python\n{sample.reference['code']}```", sample)
+        assert got["high_level"] == 0.85 and got["judge_failed"] == 0.0 and got["score"] == 1.0
+        assert task.score("print('no chart')", sample)["high_level"] == 0.0  # nothing drawn: the judge is not asked
+    finally:
+        srv.shutdown()
+    [(path, auth, body)] = seen
+    assert path == "/v1/chat/completions" and auth == "Bearer sk-test" and body["model"] == "judge-model"
+    assert (body["temperature"], body["top_p"], body["max_tokens"]) == (0.1, 0.95, 4096)
+    text, ref, gen = body["messages"][0]["content"]
+    assert text["text"].startswith("You are an excellent judge at evaluating visualization chart plots.")
+    assert base64.b64decode(ref["image_url"]["url"].split(",", 1)[1]) == sample.reference["image"]
+    assert gen["image_url"]["url"].startswith("data:image/png;base64,")
+    assert parse_score("Score: **72**") == 0.72 and parse_score("no verdict") is None
+    with pytest.raises(EvalError, match="--judge-url needs --judge-model"):
+        ChartJudge("http://localhost:1/v1", "")
+    with pytest.raises(EvalError, match="add --task chartmimic"):
+        with_judge([get_task("mmcode")], "http://localhost:1/v1", "m")
+    with pytest.raises(EvalError, match=r"the judge at http://127.0.0.1:9/v1 did not answer"):
+        ChartJudge("http://127.0.0.1:9/v1", "m", timeout=5).judge(b"x", b"y")

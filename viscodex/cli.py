@@ -335,6 +335,9 @@ def app_cmd(
 def eval_cmd(
     model: Annotated[Optional[str], typer.Argument(help="Model to evaluate: local folder or Hub id (omit with --predictions).")] = None,
     task: Annotated[list[str], typer.Option("--task", "-t", help="mmcode, chartmimic, design2code, toy_grounding, toy_coding, toy_image_code (repeatable).")] = ...,
+    judge_url: Annotated[Optional[str], typer.Option("--judge-url", help="ChartMimic's high-level score: an OpenAI-compatible endpoint (e.g. http://localhost:8000/v1) that judges the drawn chart; off by default.")] = None,
+    judge_model: Annotated[Optional[str], typer.Option("--judge-model", help="The judge model's name at --judge-url (the benchmark used GPT-4o).")] = None,
+    judge_key_env: Annotated[str, typer.Option("--judge-key-env", help="Environment variable holding the judge's API key (sent as a Bearer token, never printed).")] = "OPENAI_API_KEY",
     predictions: Annotated[Optional[Path], typer.Option("--predictions", help="Score answers made elsewhere, no model: JSONL of {\"id\": <benchmark sample id>, \"response\": <full text>} (one --task).")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Results JSON.")] = Path("results.json"),
     limit: Annotated[Optional[int], typer.Option(help="Evaluate only the first N samples of each task.")] = None,
@@ -350,6 +353,8 @@ def eval_cmd(
 ) -> None:
     """Score a model on multimodal code benchmarks (generated code runs only in the sandbox)."""
     from .evaluation.records import card_entry, write_to_recipe
+    from .evaluation import get_task
+    from .evaluation.chartmimic import with_judge
     from .evaluation.runner import evaluate_many, score_predictions, write_json
     from .errors import EvalError
 
@@ -358,12 +363,13 @@ def eval_cmd(
             raise EvalError("give a MODEL to evaluate or --predictions FILE to score answers made elsewhere (one of the two)")
         if predictions is not None and (len(task) != 1 or write_recipe):
             raise EvalError("--predictions scores one --task (ids are per benchmark) and records nothing in a recipe")
+        tasks = with_judge([get_task(t) for t in task], judge_url, judge_model, judge_key_env)
         _sandbox_header(unsafe_executor)
         if predictions is not None:
-            reports = [score_predictions(task[0], predictions, source=source, limit=limit, workers=workers)]
+            reports = [score_predictions(tasks[0], predictions, source=source, limit=limit, workers=workers)]
         else:
             cache = cache_dir or out.with_name(out.stem + ".samples")
-            reports = evaluate_many(model, task, source=source, limit=limit, cache_dir=cache, batch_size=batch_size,
+            reports = evaluate_many(model, tasks, source=source, limit=limit, cache_dir=cache, batch_size=batch_size,
                                     max_new_tokens=max_new_tokens, device=device, workers=workers, resume=resume)
         write_json(out, {"model": model if model is not None else f"predictions: {predictions}", "results": reports})
         for r in reports:

@@ -13,7 +13,8 @@ Prompt: the benchmark's DirectAgent instruction, with figsize = the figure's siz
 Scoring (chart_metrics.py): the generated script and the ground-truth script each run once in the
 sandbox under a tracer of matplotlib's drawing calls; text, layout, chart-type and colour F1 are
 computed here from the two traces, as the benchmark's evaluators compute them; `score` is their mean
-(the benchmark's "low-level" score). The high-level (GPT-4o judge) score is not computed. What
+(the benchmark's "low-level" score). The high-level score (the benchmark's GPT-4o judge) is added
+as `high_level` when a judge is given (judge.py: any OpenAI-compatible endpoint). What
 still differs from the benchmark's own code is listed in docs/eval.md; until those differences are
 closed the number is recorded as viscodex's own (`viscodex/chartmimic/low_level`), not as the
 benchmark's.
@@ -30,6 +31,7 @@ from pathlib import Path
 from .. import sandbox
 from .._util.cache import cache_root
 from . import chart_metrics
+from .judge import ChartJudge
 from .similarity import to_rgb
 from .tasks import SAMPLE_SOURCE, SAMPLES_DIR, EvalError, EvalSample, Task, extract_code, limited, register
 
@@ -130,9 +132,13 @@ class ChartMimic(Task):
     max_new_tokens = 1536
     version = 2
 
-    def __init__(self, subset: str = DEFAULT_SUBSET, timeout: float = TIMEOUT, mem_mb: int = MEM_MB):
-        self.split, self.timeout, self.mem_mb = subset, timeout, mem_mb
+    def __init__(self, subset: str = DEFAULT_SUBSET, timeout: float = TIMEOUT, mem_mb: int = MEM_MB,
+                 judge: ChartJudge | None = None):
+        self.split, self.timeout, self.mem_mb, self.judge = subset, timeout, mem_mb, judge
         self.read_subset: str | None = None  # the folder the last load read (the result's split)
+
+    def cache_settings(self) -> dict:
+        return {"judge": [self.judge.url, self.judge.model]} if self.judge is not None else {}
 
     def describe(self) -> dict:
         return {**super().describe(), "split": self.read_subset or self.split}
@@ -164,7 +170,8 @@ class ChartMimic(Task):
 
     def score(self, output: str, sample: EvalSample) -> dict:
         code = extract_code(output, "python")
-        zero = {"score": 0.0, "executed": 0.0, **{m: 0.0 for m in chart_metrics.METRICS}}
+        zero = {"score": 0.0, "executed": 0.0, **{m: 0.0 for m in chart_metrics.METRICS},
+                **({"high_level": 0.0, "judge_failed": 0.0} if self.judge is not None else {})}
         if not code.strip():
             return {**zero, "message": "no code in the answer"}
         gen = chart_metrics.trace(code, timeout=self.timeout, mem_mb=self.mem_mb)
@@ -176,7 +183,34 @@ class ChartMimic(Task):
                 raise EvalError(f"ChartMimic {sample.id}: the ground-truth script fails under the tracer ({ref['error']})")
             sample.reference["trace"] = ref
         m = chart_metrics.low_level(gen, sample.reference["trace"])
-        return {"score": m.pop("low_level"), "executed": 1.0, **m}
+        out = {"score": m.pop("low_level"), "executed": 1.0, **m}
+        if self.judge is not None:
+            out.update(self.high_level(code, sample))
+        return out
+
+    def high_level(self, code: str, sample: EvalSample) -> dict:
+        """The judge's score of the drawn chart against the reference figure (0 when nothing is drawn;
+        `judge_failed` when the judge's answer holds no score: then the sample has no high_level)."""
+        r = sandbox.render_chart(code, timeout=self.timeout, mem_mb=self.mem_mb)
+        if r.png is None:
+            return {"high_level": 0.0, "judge_failed": 0.0}
+        value, _ = self.judge.judge(sample.reference["image"], r.png)
+        return {"judge_failed": 1.0} if value is None else {"high_level": round(value, 6), "judge_failed": 0.0}
+
+
+def with_judge(tasks: list[Task], url: str | None, model: str | None, key_env: str = "OPENAI_API_KEY") -> list[Task]:
+    """The tasks with ChartMimic given the judge (`--judge-url`/`--judge-model`), if any."""
+    if url is None and model is None:
+        return list(tasks)
+    if not url:
+        raise EvalError("--judge-model needs --judge-url (the OpenAI-compatible endpoint serving it)")
+    judge = ChartJudge(url, model or "", key_env)
+    if not any(isinstance(t, ChartMimic) for t in tasks):
+        raise EvalError("--judge-url scores ChartMimic's high level; add --task chartmimic")
+    for t in tasks:
+        if isinstance(t, ChartMimic):
+            t.judge = judge
+    return list(tasks)
 
 
 register(ChartMimic, "chartmimic", "chart_mimic")

@@ -158,7 +158,7 @@ def evaluate_many(model: str | os.PathLike | Generator, tasks: list[str | Task],
             mnt = int(max_new_tokens or task.max_new_tokens)
             run_key = _sha({"model": mkey, "task": task.name, "version": task.version, "split": task.split,
                             "source": None if task.generated else source, "max_new_tokens": mnt,
-                            "decoding": "greedy", "v": RESULTS_VERSION})
+                            "decoding": "greedy", "v": RESULTS_VERSION, **task.cache_settings()})
             cache = ResultCache(Path(cache_dir) / f"{task.name}.jsonl" if cache_dir else None, run_key)
             done = cache.load() if resume else {}
             hashes = {s.id: prompt_hash(task, s) for s in samples}

@@ -73,6 +73,10 @@ class Task:
     # scoring may run in a few threads (each call starts its own sandboxed subprocess)
     parallel_scoring: bool = True
 
+    def cache_settings(self) -> dict[str, Any]:
+        """Scoring settings that change per-sample results (part of the resume cache's key)."""
+        return {}
+
     def describe(self) -> dict[str, Any]:
         return {"task": self.name, "title": self.title, "dataset": self.dataset_id, "dataset_name": self.dataset_name,
                 "split": self.split, "metric": self.metric, "metric_name": self.metric_name or self.metric,
