@@ -129,4 +129,18 @@ def test_predictions_are_scored_without_a_model(mini, tmp_path):
     outcome = {x["id"]: x["scores"]["score"] for x in rep["samples"]}
     assert outcome == {"sum-list": 1.0, "total": 1.0, "pairs": 0.0, "third": 1.0, "slow": 0.0, "echo-all": 1.0}
     assert "1 sample without a prediction (counted as failed): slow" in res.output
+    assert "66.67%  pass@1 over 6 samples (predictions made elsewhere)" in res.output
     assert rep["official"] is True and rep["source_kind"] == "local"
+    # bad input: one clear line naming the file and the problem
+    bad = tmp_path / "bad.jsonl"
+    for text, msg in [('{"id": "total"}\n', 'bad.jsonl:1: a prediction needs "id" and a string "response"'),
+                      ("not json\n", "bad.jsonl:1: not JSON"),
+                      ('{"id": "x", "response": ""}\n', "none of its 1 ids is a mmcode sample id"),
+                      ('{"id": "total", "response": ""}\n{"id": "total", "response": ""}\n',
+                       "bad.jsonl:2: a second prediction for id 'total'")]:
+        bad.write_text(text)
+        res = CliRunner().invoke(app, ["eval", "--task", "mmcode", "--source", str(mini), "--predictions", str(bad),
+                                       "--out", str(tmp_path / "r.json")])
+        assert res.exit_code == 2 and msg in res.output, res.output
+    res = CliRunner().invoke(app, ["eval", "--task", "mmcode", "--out", str(tmp_path / "r.json")])
+    assert res.exit_code == 2 and "give a MODEL to evaluate or --predictions FILE" in res.output

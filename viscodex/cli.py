@@ -380,8 +380,8 @@ def eval_cmd(
             if r.get("unknown_predictions"):
                 typer.echo(f"{len(r['unknown_predictions'])} prediction id(s) are not {r['task']} samples and were ignored: "
                            + ", ".join(r["unknown_predictions"][:20]))
-            typer.echo(f"{r['task']:16s} {100 * r['score']:6.2f}%  {r['metric_name'] or r['metric']} over {r['n']} samples "
-                       f"({r['generated']} generated, {r['cached']} cached)")
+            how = "predictions made elsewhere" if predictions is not None else f"{r['generated']} generated, {r['cached']} cached"
+            typer.echo(f"{r['task']:16s} {100 * r['score']:6.2f}%  {r['metric_name'] or r['metric']} over {r['n']} samples ({how})")
         typer.echo(f"wrote {out}")
         if write_recipe:
             path = write_to_recipe(model, [card_entry(r) for r in reports])
