@@ -54,7 +54,7 @@ def type_f1(gen: dict[str, int], ref: dict[str, int]) -> float:
 
 
 # ---------------------------------------------------------------- colours
-def _lab(hexcolor: str) -> tuple[float, float, float]:
+def hex_to_lab(hexcolor: str) -> tuple[float, float, float]:
     """sRGB (D65) -> CIE L*a*b*."""
     rgb = [int(hexcolor[i:i + 2], 16) / 255 for i in (1, 3, 5)]
     lin = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in rgb]
@@ -101,7 +101,7 @@ def ciede2000(lab1, lab2) -> float:
 def color_similarity(c1: str, c2: str) -> float:
     """color_utils.calculate_similarity_single: hex colours by CIEDE2000, names by equality."""
     if c1.startswith("#") and c2.startswith("#"):
-        return max(0.0, 1 - ciede2000(_lab(c1), _lab(c2)) / 100)
+        return max(0.0, 1 - ciede2000(hex_to_lab(c1), hex_to_lab(c2)) / 100)
     if not c1.startswith("#") and not c2.startswith("#"):
         return float(c1 == c2)
     return 0.0

@@ -18,8 +18,10 @@ Scoring (simpler than the benchmark's block matching and CLIP score; documented 
   score = (visual + text + blocks) / 3, or visual alone when the reference HTML is not available;
           0 for an answer with no HTML, and 0 when none of the reference's text is reproduced (no
           floor from colours or layout alone). Blocks pair only from text similarity 0.5 up.
-This is viscodex's own metric (recorded as `viscodex/design2code/...`), not the benchmark's
-Block-Match / Text / Position / Color / CLIP scores.
+This headline is viscodex's own metric (recorded as `viscodex/design2code/...`). Next to it, when
+the reference HTML is known, each sample also reports the benchmark's low-level scores as its repo
+computes them (d2c_blocks.py): `d2c_block_match`, `d2c_text`, `d2c_position`, `d2c_color`; the
+benchmark's CLIP score is not computed.
 """
 from __future__ import annotations
 
@@ -238,6 +240,18 @@ def score_html(doc: str, reference_png: bytes, reference_html: str | None, rende
     return out
 
 
+def benchmark_scores(doc: str, reference: dict, renderer: HtmlRenderer) -> dict[str, float]:
+    """The benchmark's Block-Match, Text, Position and Color (d2c_blocks.py), prefixed `d2c_`;
+    the reference page's blocks are found once per sample."""
+    from . import d2c_blocks
+
+    render = lambda page: renderer.render(page, width=1280, height=720)  # noqa: E731 - the benchmark's viewport
+    if "blocks" not in reference:
+        reference["blocks"] = d2c_blocks.blocks_of(reference["html"], render)
+    got = d2c_blocks.block_scores(d2c_blocks.blocks_of(doc, render), reference["blocks"])
+    return {f"d2c_{k}": round(v, 6) for k, v in got.items()}
+
+
 # ---------------------------------------------------------------- the task
 def _png_bytes(img) -> bytes:
     buf = io.BytesIO()
@@ -291,8 +305,14 @@ class Design2Code(Task):
     @contextlib.contextmanager
     def scorer(self) -> Iterator:
         with HtmlRenderer() as r:
-            yield lambda output, sample: score_html(extract_code(output, "html"), sample.reference["image"],
-                                                    sample.reference.get("html"), r)
+            def score(output: str, sample: EvalSample) -> dict:
+                doc = extract_code(output, "html")
+                out = score_html(doc, sample.reference["image"], sample.reference.get("html"), r)
+                if out.get("rendered") and sample.reference.get("html"):
+                    out.update(benchmark_scores(doc, sample.reference, r))
+                return out
+
+            yield score
 
     def score(self, output: str, sample: EvalSample) -> dict:
         with self.scorer() as s:

@@ -1,0 +1,68 @@
+"""Design2Code's low-level metrics as its repo computes them (issue 15), on hand-made HTML pairs
+with known outcomes: blocks found without OCR by re-colouring, matched, and scored for
+Block-Match, Text, Position and Color."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from viscodex.evaluation.d2c_blocks import as_page, block_scores, blocks_of, recolor, serialize, texts_with_color
+from viscodex.evaluation.design2code import HtmlRenderer, browser_available
+
+pytestmark = pytest.mark.skipif(not browser_available() and not os.environ.get("CI"),
+                                reason="needs chromium + playwright (bash tests/setup_browser.sh)")
+
+STYLE = "<style>body{margin:0;font:20px sans-serif} p{margin:0;position:absolute}</style>"
+
+
+def page(*paras):
+    """Absolutely placed paragraphs: (text, left px, top px, css colour)."""
+    body = "".join(f'<p style="left:{x}px;top:{y}px;color:{c}">{t}</p>' for t, x, y, c in paras)
+    return f"<html><head>{STYLE}</head><body>{body}</body></html>"
+
+
+REF = page(("Hello world", 100, 100, "#000000"), ("Second block here", 100, 300, "#000000"))
+
+
+@pytest.fixture(scope="module")
+def render():
+    with HtmlRenderer() as r:
+        yield lambda doc: r.render(doc, width=1280, height=720)
+
+
+def test_recolouring_gives_every_text_element_its_own_colour():
+    root = recolor('<html><body><div>a<span style="color: red">b</span></div><em>c</em></body></html>', 0)
+    # the span gets the next pool colour; <em> is not a text tag: it keeps the default black (no block)
+    assert texts_with_color(root) == [("a", "#FAFAFA"), ("b", "#FAFAEA"), ("c", "#000000")]
+    out = serialize(root)  # declarations appended as the benchmark's update_style appends them
+    assert '<div style="background-color: rgba(255, 255, 255, 0.0) !important;  color: #FAFAFA !important; ' \
+           'opacity: 1.0 !important">a' in out and '<em style="background-color: rgba(255, 255, 255, 0.0) !important">' in out
+    assert as_page("just text") == "<html><body><p>just text</p></body></html>"
+
+
+def test_identical_pages_score_one_and_blocks_have_boxes(render):
+    ref = blocks_of(REF, render)
+    assert [b["text"] for b in ref] == ["hello world", "second block here"]
+    x, y, w, h = ref[0]["bbox"]
+    assert x == pytest.approx(100 / 1280, abs=2 / 1280) and y == pytest.approx(100 / 720, abs=8 / 720)
+    assert ref[0]["color"] == (0, 0, 0) or max(ref[0]["color"]) < 60  # antialiased black text
+    assert block_scores(ref, ref) == {"block_match": 1.0, "text": 1.0, "position": 1.0, "color": 1.0}
+
+
+def test_moved_recoloured_missing_and_garbage_blocks(render):
+    ref = blocks_of(REF, render)
+    moved = block_scores(blocks_of(page(("Hello world", 100, 172, "#000000"), ("Second block here", 100, 300, "#000000")),
+                                   render), ref)
+    assert moved["text"] == 1.0 and moved["color"] == 1.0 and moved["block_match"] == pytest.approx(1.0, abs=0.02)
+    assert moved["position"] == pytest.approx(1 - 72 / 720 / 2, abs=0.01)  # one of two pairs shifted by 72 px of 720
+    red = block_scores(blocks_of(page(("Hello world", 100, 100, "#FF0000"), ("Second block here", 100, 300, "#000000")),
+                                 render), ref)
+    assert red["text"] == 1.0 and red["position"] == 1.0 and 0.6 < red["color"] < 0.9  # one pair far in CIEDE2000
+    half = block_scores(blocks_of(page(("Hello world", 100, 100, "#000000")), render), ref)
+    a0, a1 = (b["bbox"][2] * b["bbox"][3] for b in ref)
+    # matched area (the pair, counted on both sides) over all area (the unmatched reference block too)
+    assert half["text"] == 1.0 and half["block_match"] == pytest.approx(2 * a0 / (2 * a0 + a1), abs=1e-6)
+    assert block_scores(blocks_of(page(("qwzx plmk rty", 100, 100, "#000000")), render), ref) == \
+        {"block_match": 0.0, "text": 0.0, "position": 0.0, "color": 0.0}
+    assert block_scores([], ref)["block_match"] == 0.0
