@@ -25,7 +25,7 @@ def page(*paras):
 REF = page(("Hello world", 100, 100, "#000000"), ("Second block here", 100, 300, "#000000"))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture  # one browser per test: a second sync Playwright cannot start while one runs
 def render():
     with HtmlRenderer() as r:
         yield lambda doc: r.render(doc, width=1280, height=720)
@@ -66,3 +66,32 @@ def test_moved_recoloured_missing_and_garbage_blocks(render):
     assert block_scores(blocks_of(page(("qwzx plmk rty", 100, 100, "#000000")), render), ref) == \
         {"block_match": 0.0, "text": 0.0, "position": 0.0, "color": 0.0}
     assert block_scores([], ref)["block_match"] == 0.0
+
+
+def test_clip_score_and_final_score_with_a_given_checkpoint(tmp_path):
+    """--clip-model: the benchmark's fifth score from a CLIP checkpoint (here a tiny random one);
+    identical pages give cosine 1 and final = 0.2 x (1 + 1 + 1 + 1 + 1)."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    from viscodex.evaluation import get_task
+    from viscodex.evaluation.design2code import with_clip
+    from viscodex.errors import EvalError
+
+    cfg = CLIPConfig(text_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+                                  "num_attention_heads": 2, "vocab_size": 100},
+                     vision_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+                                    "num_attention_heads": 2, "image_size": 32, "patch_size": 8}, projection_dim=8)
+    CLIPModel(cfg).save_pretrained(tmp_path / "clip")
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(tmp_path / "clip")
+    [task] = with_clip([get_task("design2code")], str(tmp_path / "clip"))
+    sample = task.load("sample", limit=1)[0]
+    with task.scorer() as score:
+        same = score(f"```html\n{sample.reference['html']}```", sample)
+        other = score("<html><body><h1>Totally different</h1></body></html>", sample)
+    assert same["d2c_clip"] == pytest.approx(1.0, abs=1e-5) and same["d2c_final"] == pytest.approx(1.0, abs=1e-5)
+    assert other["d2c_block_match"] == 0.0 and other["d2c_final"] == pytest.approx(0.2 * other["d2c_clip"], abs=1e-6)
+    assert "d2c_clip" not in get_task("design2code").cache_settings() and task.cache_settings()["clip"]
+    with pytest.raises(EvalError, match="--clip-model .*: not a CLIP checkpoint"):
+        with_clip([get_task("design2code")], str(tmp_path / "nothing"))[0].scorer().__enter__()
+    with pytest.raises(EvalError, match="add --task design2code"):
+        with_clip([get_task("mmcode")], str(tmp_path / "clip"))

@@ -338,6 +338,7 @@ def eval_cmd(
     judge_url: Annotated[Optional[str], typer.Option("--judge-url", help="ChartMimic's high-level score: an OpenAI-compatible endpoint (e.g. http://localhost:8000/v1) that judges the drawn chart; off by default.")] = None,
     judge_model: Annotated[Optional[str], typer.Option("--judge-model", help="The judge model's name at --judge-url (the benchmark used GPT-4o).")] = None,
     judge_key_env: Annotated[str, typer.Option("--judge-key-env", help="Environment variable holding the judge's API key (sent as a Bearer token, never printed).")] = "OPENAI_API_KEY",
+    clip_model: Annotated[Optional[str], typer.Option("--clip-model", help="Design2Code's CLIP score: a CLIP checkpoint (folder or Hub id, e.g. openai/clip-vit-base-patch32); skipped when absent.")] = None,
     predictions: Annotated[Optional[Path], typer.Option("--predictions", help="Score answers made elsewhere, no model: JSONL of {\"id\": <benchmark sample id>, \"response\": <full text>} (one --task).")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Results JSON.")] = Path("results.json"),
     limit: Annotated[Optional[int], typer.Option(help="Evaluate only the first N samples of each task.")] = None,
@@ -355,6 +356,7 @@ def eval_cmd(
     from .evaluation.records import card_entry, write_to_recipe
     from .evaluation import get_task
     from .evaluation.chartmimic import with_judge
+    from .evaluation.design2code import with_clip
     from .evaluation.runner import evaluate_many, score_predictions, write_json
     from .errors import EvalError
 
@@ -363,7 +365,7 @@ def eval_cmd(
             raise EvalError("give a MODEL to evaluate or --predictions FILE to score answers made elsewhere (one of the two)")
         if predictions is not None and (len(task) != 1 or write_recipe):
             raise EvalError("--predictions scores one --task (ids are per benchmark) and records nothing in a recipe")
-        tasks = with_judge([get_task(t) for t in task], judge_url, judge_model, judge_key_env)
+        tasks = with_clip(with_judge([get_task(t) for t in task], judge_url, judge_model, judge_key_env), clip_model)
         _sandbox_header(unsafe_executor)
         if predictions is not None:
             reports = [score_predictions(tasks[0], predictions, source=source, limit=limit, workers=workers)]

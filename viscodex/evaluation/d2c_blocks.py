@@ -177,14 +177,19 @@ def as_page(doc: str) -> str:
 
 def blocks_of(doc: str, render) -> list[dict]:
     """get_blocks_ocr_free: [{'text', 'bbox': (x, y, w, h) page-relative, 'color': (r, g, b)}]."""
+    return page_blocks(doc, render)[0]
+
+
+def page_blocks(doc: str, render) -> tuple[list[dict], np.ndarray]:
+    """The page's blocks and its normal rendering (HxWx3)."""
     doc = as_page(doc)
     plain, p0 = _rgb(render(doc)), recolor(doc, 0)
     a, b = _rgb(render(serialize(p0))), _rgb(render(serialize(recolor(doc, 50))))
     if a.shape != b.shape or plain.shape != a.shape:
-        return []
+        return [], plain
     moved = (np.abs((a + 50) % 256 - b) <= 8).all(axis=-1)
     if not moved.any():
-        return []
+        return [], plain
     h, w = moved.shape
     out = []
     for text, color in texts_with_color(p0):
@@ -198,7 +203,7 @@ def blocks_of(doc: str, render) -> list[dict]:
         mean = tuple(int(v) for v in plain[ys, xs].mean(axis=0))
         out.append({"text": text.lower(), "bbox": (xs.min() / w, ys.min() / h, (xs.max() - xs.min() + 1) / w,
                                                    (ys.max() - ys.min() + 1) / h), "color": mean})
-    return merge_same_box(out)
+    return merge_same_box(out), plain
 
 
 def merge_same_box(blocks: list[dict]) -> list[dict]:
@@ -335,4 +340,52 @@ def block_scores(pred: list[dict], ref: list[dict]) -> dict[str, float]:
             "text": float(np.mean([s for _, _, s in kept])), "position": float(np.mean(pos)), "color": float(np.mean(col))}
 
 
-__all__ = ["as_page", "blocks_of", "block_scores", "recolor", "texts_with_color", "serialize", "parse", "merge_same_box"]
+# ---------------------------------------------------------------- CLIP
+def masked_square(shot: np.ndarray, blocks: list[dict]):
+    """rescale_and_mask: the text boxes painted over, then the page squeezed to a square of its
+    shorter side. The benchmark inpaints the boxes (OpenCV, Telea); viscodex fills each with the
+    median colour of the pixels just around it."""
+    from PIL import Image
+
+    img = shot.astype(np.uint8).copy()
+    h, w = img.shape[:2]
+    for blk in blocks:
+        x, y = int(blk["bbox"][0] * w), int(blk["bbox"][1] * h)
+        x1, y1 = x + int(blk["bbox"][2] * w), y + int(blk["bbox"][3] * h)
+        ring = np.concatenate([img[max(0, y - 1), x:x1], img[min(h - 1, y1), x:x1],
+                               img[y:y1, max(0, x - 1)], img[y:y1, min(w - 1, x1)]]).reshape(-1, 3)
+        if len(ring):
+            img[y:y1, x:x1] = np.median(ring, axis=0).astype(np.uint8)
+    side = min(w, h)
+    return Image.fromarray(img).resize((side, side), Image.LANCZOS)
+
+
+class ClipScore:
+    """Cosine similarity of CLIP image embeddings (the benchmark: ViT-B/32) of two masked pages,
+    with a CLIP checkpoint the user gives (a folder or Hub id loadable by transformers)."""
+
+    def __init__(self, checkpoint: str):
+        from ..errors import EvalError
+
+        try:
+            from transformers import CLIPImageProcessor, CLIPModel
+
+            self.model = CLIPModel.from_pretrained(checkpoint).eval()
+            self.processor = CLIPImageProcessor.from_pretrained(checkpoint)
+        except (OSError, ValueError) as e:
+            raise EvalError(f"--clip-model {checkpoint}: not a CLIP checkpoint transformers can load "
+                            f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); e.g. openai/clip-vit-base-patch32") from None
+
+    def __call__(self, shot_a: np.ndarray, blocks_a: list[dict], shot_b: np.ndarray, blocks_b: list[dict]) -> float:
+        import torch
+
+        pix = self.processor(images=[masked_square(shot_a, blocks_a), masked_square(shot_b, blocks_b)],
+                             return_tensors="pt")["pixel_values"]
+        with torch.no_grad():
+            out = self.model.get_image_features(pixel_values=pix)
+        feats = getattr(out, "pooler_output", out)
+        feats = feats / feats.norm(dim=-1, keepdim=True)
+        return float((feats[0] * feats[1]).sum())
+
+
+__all__ = ["ClipScore", "masked_square", "page_blocks", "as_page", "blocks_of", "block_scores", "recolor", "texts_with_color", "serialize", "parse", "merge_same_box"]

@@ -240,15 +240,21 @@ def score_html(doc: str, reference_png: bytes, reference_html: str | None, rende
     return out
 
 
-def benchmark_scores(doc: str, reference: dict, renderer: HtmlRenderer) -> dict[str, float]:
-    """The benchmark's Block-Match, Text, Position and Color (d2c_blocks.py), prefixed `d2c_`;
-    the reference page's blocks are found once per sample."""
+def benchmark_scores(doc: str, reference: dict, renderer: HtmlRenderer, clip=None) -> dict[str, float]:
+    """The benchmark's Block-Match, Text, Position and Color (d2c_blocks.py), prefixed `d2c_`, plus
+    its CLIP score and final score (0.2 x the five) when a CLIP checkpoint is given; the reference
+    page's blocks are found once per sample."""
     from . import d2c_blocks
 
     render = lambda page: renderer.render(page, width=1280, height=720)  # noqa: E731 - the benchmark's viewport
     if "blocks" not in reference:
-        reference["blocks"] = d2c_blocks.blocks_of(reference["html"], render)
-    got = d2c_blocks.block_scores(d2c_blocks.blocks_of(doc, render), reference["blocks"])
+        reference["blocks"] = d2c_blocks.page_blocks(reference["html"], render)
+    ref_blocks, ref_shot = reference["blocks"]
+    blocks, shot = d2c_blocks.page_blocks(doc, render)
+    got = d2c_blocks.block_scores(blocks, ref_blocks)
+    if clip is not None:
+        got["clip"] = clip(shot, blocks, ref_shot, ref_blocks)
+        got["final"] = 0.2 * sum(got.values())
     return {f"d2c_{k}": round(v, 6) for k, v in got.items()}
 
 
@@ -283,6 +289,13 @@ class Design2Code(Task):
     max_new_tokens = 2048
     parallel_scoring = False  # one browser per run, used from one thread
 
+    def __init__(self, clip_model: str | None = None):
+        self.clip_model = clip_model  # a CLIP checkpoint for the benchmark's CLIP score (none: not computed)
+        self.clip = None
+
+    def cache_settings(self) -> dict:
+        return {"clip": self.clip_model} if self.clip_model else {}
+
     def load(self, source: str | None = None, limit: int | None = None) -> list[EvalSample]:
         if source == SAMPLE_SOURCE:
             return load_folder(SAMPLE_DIR, limit)
@@ -304,12 +317,16 @@ class Design2Code(Task):
 
     @contextlib.contextmanager
     def scorer(self) -> Iterator:
+        if self.clip_model and self.clip is None:
+            from .d2c_blocks import ClipScore
+
+            self.clip = ClipScore(self.clip_model)
         with HtmlRenderer() as r:
             def score(output: str, sample: EvalSample) -> dict:
                 doc = extract_code(output, "html")
                 out = score_html(doc, sample.reference["image"], sample.reference.get("html"), r)
                 if out.get("rendered") and sample.reference.get("html"):
-                    out.update(benchmark_scores(doc, sample.reference, r))
+                    out.update(benchmark_scores(doc, sample.reference, r, self.clip))
                 return out
 
             yield score
@@ -317,6 +334,17 @@ class Design2Code(Task):
     def score(self, output: str, sample: EvalSample) -> dict:
         with self.scorer() as s:
             return s(output, sample)
+
+
+def with_clip(tasks: list[Task], clip_model: str | None) -> list[Task]:
+    """The tasks with Design2Code given a CLIP checkpoint (`--clip-model`), if any."""
+    if clip_model:
+        if not any(isinstance(t, Design2Code) for t in tasks):
+            raise EvalError("--clip-model scores Design2Code's CLIP; add --task design2code")
+        for t in tasks:
+            if isinstance(t, Design2Code):
+                t.clip_model = clip_model
+    return list(tasks)
 
 
 register(Design2Code, "design2code", "design_2_code")
