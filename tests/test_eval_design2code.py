@@ -91,6 +91,8 @@ def test_clip_score_and_final_score_with_a_given_checkpoint(tmp_path):
     assert same["d2c_clip"] == pytest.approx(1.0, abs=1e-5) and same["d2c_final"] == pytest.approx(1.0, abs=1e-5)
     assert other["d2c_block_match"] == 0.0 and other["d2c_final"] == pytest.approx(0.2 * other["d2c_clip"], abs=1e-6)
     assert "d2c_clip" not in get_task("design2code").cache_settings() and task.cache_settings()["clip"]
+    assert "note" not in task.describe() and get_task("design2code").describe()["note"].startswith(
+        "Design2Code's CLIP score (and its final score) skipped: no CLIP checkpoint; give --clip-model")
     with pytest.raises(EvalError, match="--clip-model .*: not a CLIP checkpoint"):
         with_clip([get_task("design2code")], str(tmp_path / "nothing"))[0].scorer().__enter__()
     with pytest.raises(EvalError, match="add --task design2code"):

@@ -382,6 +382,8 @@ def eval_cmd(
             if r.get("unknown_predictions"):
                 typer.echo(f"{len(r['unknown_predictions'])} prediction id(s) are not {r['task']} samples and were ignored: "
                            + ", ".join(r["unknown_predictions"][:20]))
+            if r.get("note"):
+                typer.echo(f"note: {r['note']}")
             how = "predictions made elsewhere" if predictions is not None else f"{r['generated']} generated, {r['cached']} cached"
             typer.echo(f"{r['task']:16s} {100 * r['score']:6.2f}%  {r['metric_name'] or r['metric']} over {r['n']} samples ({how})")
         typer.echo(f"wrote {out}")

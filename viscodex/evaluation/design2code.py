@@ -296,6 +296,13 @@ class Design2Code(Task):
     def cache_settings(self) -> dict:
         return {"clip": self.clip_model} if self.clip_model else {}
 
+    def describe(self) -> dict:
+        out = super().describe()
+        if not self.clip_model:
+            out["note"] = ("Design2Code's CLIP score (and its final score) skipped: no CLIP checkpoint; "
+                           "give --clip-model openai/clip-vit-base-patch32 (or a local copy)")
+        return out
+
     def load(self, source: str | None = None, limit: int | None = None) -> list[EvalSample]:
         if source == SAMPLE_SOURCE:
             return load_folder(SAMPLE_DIR, limit)
