@@ -33,7 +33,7 @@ from .._util.cache import cache_root
 from . import chart_metrics
 from .judge import ChartJudge
 from .similarity import to_rgb
-from .tasks import SAMPLE_SOURCE, SAMPLES_DIR, EvalError, EvalSample, Task, extract_code, limited, register
+from .tasks import SAMPLE_SOURCE, SAMPLES_DIR, EvalError, EvalSample, Task, extract_code, limited, register, set_on
 
 log = logging.getLogger(__name__)
 
@@ -204,13 +204,7 @@ def with_judge(tasks: list[Task], url: str | None, model: str | None, key_env: s
         return list(tasks)
     if not url:
         raise EvalError("--judge-model needs --judge-url (the OpenAI-compatible endpoint serving it)")
-    judge = ChartJudge(url, model or "", key_env)
-    if not any(isinstance(t, ChartMimic) for t in tasks):
-        raise EvalError("--judge-url scores ChartMimic's high level; add --task chartmimic")
-    for t in tasks:
-        if isinstance(t, ChartMimic):
-            t.judge = judge
-    return list(tasks)
+    return set_on(tasks, ChartMimic, "--judge-url", judge=ChartJudge(url, model or "", key_env))
 
 
 register(ChartMimic, "chartmimic", "chart_mimic")

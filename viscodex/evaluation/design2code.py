@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .similarity import image_similarity, to_rgb
-from .tasks import SAMPLE_SOURCE, SAMPLES_DIR, EvalError, EvalSample, Task, extract_code, limited, register
+from .tasks import SAMPLE_SOURCE, SAMPLES_DIR, EvalError, EvalSample, Task, extract_code, limited, register, set_on
 
 HUB_ID = "SALT-NLP/Design2Code-hf"
 HUB_SPLIT = "train"
@@ -345,13 +345,7 @@ class Design2Code(Task):
 
 def with_clip(tasks: list[Task], clip_model: str | None) -> list[Task]:
     """The tasks with Design2Code given a CLIP checkpoint (`--clip-model`), if any."""
-    if clip_model:
-        if not any(isinstance(t, Design2Code) for t in tasks):
-            raise EvalError("--clip-model scores Design2Code's CLIP; add --task design2code")
-        for t in tasks:
-            if isinstance(t, Design2Code):
-                t.clip_model = clip_model
-    return list(tasks)
+    return set_on(tasks, Design2Code, "--clip-model", clip_model=clip_model) if clip_model else list(tasks)
 
 
 register(Design2Code, "design2code", "design_2_code")

@@ -127,9 +127,21 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
                 raise EvalError(f"{path}:{n}: not JSON ({e})") from None
 
 
+def set_on(tasks: list[Task], kind: type, flag: str, **attrs) -> list[Task]:
+    """Give the tasks of class `kind` a setting from a command-line flag; a flag for a task that is
+    not run is an error saying which --task it needs."""
+    if not any(isinstance(t, kind) for t in tasks):
+        raise EvalError(f"{flag} applies to {kind.name} only; add --task {kind.name}")
+    for t in tasks:
+        if isinstance(t, kind):
+            for k, v in attrs.items():
+                setattr(t, k, v)
+    return list(tasks)
+
+
 def limited(items: list, limit: int | None) -> list:
     return items if limit is None or limit <= 0 else items[:limit]
 
 
 __all__ = ["Task", "EvalSample", "EvalError", "Score", "TASKS", "register",
-           "extract_code", "iter_jsonl", "SAMPLE_SOURCE", "SAMPLES_DIR"]
+           "extract_code", "iter_jsonl", "set_on", "SAMPLE_SOURCE", "SAMPLES_DIR"]
