@@ -28,6 +28,7 @@ from viscodex import sandbox
 from viscodex.app import compare
 from viscodex.app.tasks import TASKS
 from viscodex.evaluation import chartmimic, mmcode
+from viscodex.evaluation.mmcode_harness import run_problem, stdio_matches
 from viscodex.sandbox import render_chart, run_python
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -371,22 +372,22 @@ socket.create_connection(("127.0.0.1", {port}), timeout=2)
 def test_an_mmcode_program_cannot_read_the_expected_answers():
     sample = mmcode.MMCode().load("sample", limit=1)[0]
     cheat = f"""
-import json, sys
+import io, json, sys
 data = sys.stdin.read()
-for line in open({str(mmcode.SAMPLE_FILE)!r}):
+for line in io.open({str(mmcode.SAMPLE_FILE)!r}):  # io.open: the harness's patched open() only echoes the input
     io = json.loads(json.loads(line)["input_output"])
     for i, o in zip(io["inputs"], io["outputs"]):
         if i == data:
             print(o)
 """
-    res = mmcode.run_tests(cheat, sample.reference)
+    res = run_problem(cheat, sample.reference)
     assert res["score"] == 0.0 and "PermissionError" in res["message"] and "mmcode_sample.jsonl" in res["message"]
     # the same program, given the answers file as its own input, would have passed: the test can fail
     answers = mmcode.SAMPLE_FILE.read_bytes()
     inp = sample.reference["inputs"][0]
     r = run_python(cheat.replace(repr(str(mmcode.SAMPLE_FILE)), "'answers.jsonl'"), stdin=inp,
                    files={"answers.jsonl": answers}, timeout=20)
-    assert mmcode.stdout_matches(r.stdout, sample.reference["outputs"][0])
+    assert stdio_matches(r.stdout.splitlines(), sample.reference["outputs"][0])
 
 
 def test_a_chart_program_cannot_copy_the_reference_image():
@@ -400,7 +401,7 @@ def test_legitimate_chart_and_mmcode_programs_still_work():
     im = Image.open(io.BytesIO(c.png)).convert("RGB")
     assert c.message == "" and im.size == (640, 480)
     for s in mmcode.MMCode().load("sample"):
-        res = mmcode.run_tests(s.reference["solutions"][0], s.reference)
+        res = run_problem(s.reference["solutions"][0], s.reference)
         assert res["score"] == 1.0 and res["passed"] == 1.0, (s.id, res)
 
 

@@ -336,8 +336,13 @@ def app_cmd(
 
 @app.command("eval")
 def eval_cmd(
-    model: Annotated[str, typer.Argument(help="Model to evaluate: local folder or Hub id.")],
+    model: Annotated[Optional[str], typer.Argument(help="Model to evaluate: local folder or Hub id (omit with --predictions).")] = None,
     task: Annotated[list[str], typer.Option("--task", "-t", help="mmcode, chartmimic, design2code, toy_grounding, toy_coding, toy_image_code (repeatable).")] = ...,
+    judge_url: Annotated[Optional[str], typer.Option("--judge-url", help="ChartMimic's high-level score: an OpenAI-compatible endpoint (e.g. http://localhost:8000/v1) that judges the drawn chart; off by default.")] = None,
+    judge_model: Annotated[Optional[str], typer.Option("--judge-model", help="The judge model's name at --judge-url (the benchmark used GPT-4o).")] = None,
+    judge_key_env: Annotated[str, typer.Option("--judge-key-env", help="Environment variable holding the judge's API key (sent as a Bearer token, never printed).")] = "OPENAI_API_KEY",
+    clip_model: Annotated[Optional[str], typer.Option("--clip-model", help="Design2Code's CLIP score: a CLIP checkpoint (folder or Hub id, e.g. openai/clip-vit-base-patch32); skipped when absent.")] = None,
+    predictions: Annotated[Optional[Path], typer.Option("--predictions", help="Score answers made elsewhere, no model: JSONL of {\"id\": <benchmark sample id>, \"response\": <full text>} (one --task).")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Results JSON.")] = Path("results.json"),
     limit: Annotated[Optional[int], typer.Option(help="Evaluate only the first N samples of each task.")] = None,
     source: Annotated[Optional[str], typer.Option(help="Where samples come from: omit for the Hub, 'sample' for the tiny offline sample, or a local copy.")] = None,
@@ -352,18 +357,40 @@ def eval_cmd(
 ) -> None:
     """Score a model on multimodal code benchmarks (generated code runs only in the sandbox)."""
     from .evaluation.records import card_entry, write_to_recipe
-    from .evaluation.runner import check_model_spec, evaluate_many, write_json
+    from .evaluation import get_task
+    from .evaluation.chartmimic import with_judge
+    from .evaluation.design2code import with_clip
+    from .evaluation.runner import check_model_spec, evaluate_many, score_predictions, write_json
+    from .errors import EvalError
 
     def run():
-        check_model_spec(model)  # a mistyped folder is the one line the user sees, before any header
+        if (model is None) == (predictions is None):
+            raise EvalError("give a MODEL to evaluate or --predictions FILE to score answers made elsewhere (one of the two)")
+        if predictions is not None and (len(task) != 1 or write_recipe):
+            raise EvalError("--predictions scores one --task (ids are per benchmark) and records nothing in a recipe")
+        if model is not None:
+            check_model_spec(model)  # a mistyped folder is the one line the user sees, before any header
+        tasks = with_clip(with_judge([get_task(t) for t in task], judge_url, judge_model, judge_key_env), clip_model)
         _sandbox_header(unsafe_executor)
-        cache = cache_dir or out.with_name(out.stem + ".samples")
-        reports = evaluate_many(model, task, source=source, limit=limit, cache_dir=cache, batch_size=batch_size,
-                                max_new_tokens=max_new_tokens, device=device, workers=workers, resume=resume)
-        write_json(out, {"model": model, "results": reports})
+        if predictions is not None:
+            reports = [score_predictions(tasks[0], predictions, source=source, limit=limit, workers=workers)]
+        else:
+            cache = cache_dir or out.with_name(out.stem + ".samples")
+            reports = evaluate_many(model, tasks, source=source, limit=limit, cache_dir=cache, batch_size=batch_size,
+                                    max_new_tokens=max_new_tokens, device=device, workers=workers, resume=resume)
+        write_json(out, {"model": model if model is not None else f"predictions: {predictions}", "results": reports})
         for r in reports:
-            typer.echo(f"{r['task']:16s} {100 * r['score']:6.2f}%  {r['metric_name'] or r['metric']} over {r['n']} samples "
-                       f"({r['generated']} generated, {r['cached']} cached)")
+            if r.get("missing_predictions"):
+                miss = r["missing_predictions"]
+                typer.echo(f"{len(miss)} sample{'s' if len(miss) > 1 else ''} without a prediction (counted as failed): "
+                           + ", ".join(miss[:20]) + (" ..." if len(miss) > 20 else ""))
+            if r.get("unknown_predictions"):
+                typer.echo(f"{len(r['unknown_predictions'])} prediction id(s) are not {r['task']} samples and were ignored: "
+                           + ", ".join(r["unknown_predictions"][:20]))
+            if r.get("note"):
+                typer.echo(f"note: {r['note']}")
+            how = "predictions made elsewhere" if predictions is not None else f"{r['generated']} generated, {r['cached']} cached"
+            typer.echo(f"{r['task']:16s} {100 * r['score']:6.2f}%  {r['metric_name'] or r['metric']} over {r['n']} samples ({how})")
         typer.echo(f"wrote {out}")
         if write_recipe:
             path = write_to_recipe(model, [card_entry(r) for r in reports])
@@ -376,7 +403,9 @@ def eval_cmd(
 def sweep(
     recipe: Annotated[Path, typer.Argument(help="Recipe YAML (or a merged folder holding viscodex_recipe.yaml).")],
     lambdas: Annotated[str, typer.Option("--lambdas", help="Comma-separated lambdas, e.g. 0.5,0.6,0.7,0.8,0.9.")] = ...,
-    task: Annotated[list[str], typer.Option("--task", "-t", help="Task(s) to evaluate; the first one picks the best lambda.")] = ...,
+    task: Annotated[list[str], typer.Option("--task", "-t", help="Task(s) to evaluate (see --select).")] = ...,
+    select: Annotated[str, typer.Option("--select", help="How the best lambda is picked: mean (of the tasks' scores), min, or a task name.")] = "mean",
+    warn_drop: Annotated[float, typer.Option("--warn-drop", help="Warn when the chosen lambda scores another task this much (0.05 = 5 points) below its best.")] = 0.05,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for table.md, plot.png, results.json and per-lambda caches.")] = ...,
     limit: Annotated[Optional[int], typer.Option(help="Evaluate only the first N samples of each task.")] = None,
     source: Annotated[Optional[str], typer.Option(help="Omit for the Hub, 'sample' for the tiny offline sample, or a local copy.")] = None,
@@ -396,9 +425,13 @@ def sweep(
     def run():
         res = run_sweep(Recipe.load(recipe), parse_lambdas(lambdas), task, out, source=source, limit=limit, keep=keep,
                         scratch=scratch, device=device, merge_device=merge_device, batch_size=batch_size,
-                        max_new_tokens=max_new_tokens, workers=workers, write_recipe=write_recipe)
+                        max_new_tokens=max_new_tokens, workers=workers, write_recipe=write_recipe, select=select,
+                        warn_drop=warn_drop)
         typer.echo(res.table.read_text(), nl=False)
-        typer.echo(f"best lambda: {res.best_lambda:g} ({res.selected_by} {100 * res.scores[res.best_lambda][res.selected_by]:.2f}%)")
+        if res.best_lambda is None:
+            typer.echo(f"best lambda: none ({res.no_signal})")
+        else:
+            typer.echo(f"best lambda: {res.best_lambda:g} (by {res.selected_by})")
         typer.echo(f"wrote {res.table}, {res.plot}, {res.results}")
         if res.recipe_written:
             typer.echo(f"recorded the results in {res.recipe_written}")

@@ -1,20 +1,23 @@
-"""ChartMimic-style chart-to-code (Direct Mimic): chart image -> matplotlib code.
+"""ChartMimic (Direct Mimic): chart image -> matplotlib code, scored by the benchmark's low-level metrics.
 
-Data: the Hub dataset `ChartMimic/ChartMimic`, archive `dataset-iclr.tar.gz` (the benchmark's v2
-release; its README lists the folders direct_600/, direct_1800/, customized_600/, customized_1800/).
-A Direct Mimic folder holds one `<name>.py` (the ground-truth matplotlib script) per chart, next to
-its figure. The benchmark ships figures as PDF; viscodex uses `<name>.png` when present and otherwise
-renders the ground-truth script in the sandbox (the figure the benchmark's PDF was made from), so
-no PDF tool is needed. `--source FOLDER` reads such a folder (e.g. the older release's ori_500/).
+Data: the Hub dataset `ChartMimic/ChartMimic`. By default the subset the VisCodex paper's table most
+likely used: `ori_500` of the first release (archive `dataset-old.tar.gz`); `ChartMimic(subset=
+"direct_600")` reads the ICLR release (`dataset-iclr.tar.gz`). A Direct Mimic folder holds one
+`<name>.py` (the ground-truth script) per chart, next to its figure; viscodex shows the model
+`<name>.png` when present and otherwise renders the ground-truth script in the sandbox (no PDF
+tool needed). `--source` takes the archive, the extracted folder or one subset folder; the
+result's `split` is the subset folder actually read.
 
-Scoring: the generated code runs in the sandbox (`viscodex.sandbox.render_chart`, no network, time
-and memory limits); code that fails or draws nothing scores 0. The reference image stays in this
-process: the child gets only the generated code, and the comparison happens here. Otherwise the
-headline `score` is
-the visual similarity of the rendered PNG to the reference image (see `similarity.py`). This is
-not the benchmark's own metric (its low-level scores compare the traced text, layout, chart type
-and colours of both scripts, and its high-level score asks GPT-4o), so numbers are comparable
-between viscodex runs, not with the paper's table.
+Prompt: the benchmark's DirectAgent instruction, with figsize = the figure's size in inches.
+
+Scoring (chart_metrics.py): the generated script and the ground-truth script each run once in the
+sandbox under a tracer of matplotlib's drawing calls; text, layout, chart-type and colour F1 are
+computed here from the two traces, as the benchmark's evaluators compute them; `score` is their mean
+(the benchmark's "low-level" score). The high-level score (the benchmark's GPT-4o judge) is added
+as `high_level` when a judge is given (judge.py: any OpenAI-compatible endpoint). What
+still differs from the benchmark's own code is listed in docs/eval.md; until those differences are
+closed the number is recorded as viscodex's own (`viscodex/chartmimic/low_level`), not as the
+benchmark's.
 """
 from __future__ import annotations
 
@@ -27,23 +30,28 @@ from pathlib import Path
 
 from .. import sandbox
 from .._util.cache import cache_root
-from .similarity import image_similarity, to_rgb
-from .tasks import SAMPLE_SOURCE, SAMPLES_DIR, EvalError, EvalSample, Task, extract_code, limited, register
+from . import chart_metrics
+from .judge import ChartJudge
+from .similarity import to_rgb
+from .tasks import SAMPLE_SOURCE, SAMPLES_DIR, EvalError, EvalSample, Task, extract_code, limited, register, set_on
 
 log = logging.getLogger(__name__)
 
 HUB_ID = "ChartMimic/ChartMimic"
-HUB_FILE = "dataset-iclr.tar.gz"
-DEFAULT_SUBSET = "direct_600"
+HUB_FILE = "dataset-iclr.tar.gz"  # the ICLR release: direct_600, direct_1800, customized_*
+OLD_HUB_FILE = "dataset-old.tar.gz"  # the first release: ori_500 (Direct Mimic), edit_500
+DEFAULT_SUBSET = "ori_500"
 SAMPLE_DIR = SAMPLES_DIR / "chartmimic"
 DPI = 100  # render_chart saves figures at 100 dpi: figsize in inches = pixels / 100
 TIMEOUT = 30.0
 MEM_MB = 1536
 
-PROMPT = ("You are an expert Python developer who writes matplotlib code from a picture of a chart. "
-          "Write the Python code that reproduces this chart as closely as possible: chart type, data, "
-          "colours, labels, legend and layout. Use figsize=({w:g}, {h:g}) so the figure has the size of the "
-          "original. Reply with one complete Python script in a ```python code block.")
+# the benchmark's DirectAgent instruction (prompts/DirectAgent/gpt-4-vision-preview.json)
+PROMPT = ("You are an expert Python developer who specializes in writing matplotlib code based on a given picture. "
+          "I found a very nice picture in a STEM paper, but there is no corresponding source code available. I need "
+          "your help to generate the Python code that can reproduce the picture based on the picture I provide.\n"
+          "Note that it is necessary to use figsize=({w:g}, {h:g}) to set the image size to match the original size.\n"
+          "Now, please give me the matplotlib code that reproduces the picture below.")
 
 
 def extract_archive(archive: Path) -> Path:
@@ -109,35 +117,51 @@ def load_folder(folder: Path, limit: int | None) -> list[EvalSample]:
     return out
 
 
+def archive_for(subset: str) -> str:
+    return OLD_HUB_FILE if subset in ("ori_500", "edit_500") else HUB_FILE
+
+
 class ChartMimic(Task):
     name = "chartmimic"
-    title = "ChartMimic-style chart to matplotlib code"
+    title = "ChartMimic direct mimic (chart image -> matplotlib code)"
     dataset_id = HUB_ID
     dataset_name = "ChartMimic (direct mimic)"
     split = DEFAULT_SUBSET
-    metric = "visual_similarity"
-    metric_name = "rendered-image similarity"
+    metric = "low_level"
+    metric_name = "low-level score (mean of text, layout, type, colour F1)"
     max_new_tokens = 1536
+    version = 2
 
-    def __init__(self, subset: str = DEFAULT_SUBSET, timeout: float = TIMEOUT, mem_mb: int = MEM_MB):
-        self.split, self.timeout, self.mem_mb = subset, timeout, mem_mb
+    def __init__(self, subset: str = DEFAULT_SUBSET, timeout: float = TIMEOUT, mem_mb: int = MEM_MB,
+                 judge: ChartJudge | None = None):
+        self.split, self.timeout, self.mem_mb, self.judge = subset, timeout, mem_mb, judge
+        self.read_subset: str | None = None  # the folder the last load read (the result's split)
+
+    def cache_settings(self) -> dict:
+        return {"judge": [self.judge.url, self.judge.model]} if self.judge is not None else {}
+
+    def describe(self) -> dict:
+        return {**super().describe(), "split": self.read_subset or self.split}
 
     def load(self, source: str | None = None, limit: int | None = None) -> list[EvalSample]:
+        folder = self._folder(source)
+        self.read_subset = None if source == SAMPLE_SOURCE else folder.name
+        return load_folder(folder, limit)
+
+    def _folder(self, source: str | None) -> Path:
         if source == SAMPLE_SOURCE:
-            return load_folder(SAMPLE_DIR, limit)
+            return SAMPLE_DIR
         if source:
             path = Path(source).expanduser()
             if path.is_file() and path.name.endswith((".tar.gz", ".tgz")):
-                return load_folder(find_subset(extract_archive(path), self.split), limit)
+                return find_subset(extract_archive(path), self.split)
             if not path.is_dir():
                 raise EvalError(f"{path}: not a ChartMimic folder or archive")
-            if not any(path.glob("*.py")):
-                path = find_subset(path, self.split)
-            return load_folder(path, limit)
+            return path if any(path.glob("*.py")) else find_subset(path, self.split)
         from huggingface_hub import hf_hub_download
 
-        archive = Path(hf_hub_download(HUB_ID, HUB_FILE, repo_type="dataset"))
-        return load_folder(find_subset(extract_archive(archive), self.split), limit)
+        archive = Path(hf_hub_download(HUB_ID, archive_for(self.split), repo_type="dataset"))
+        return find_subset(extract_archive(archive), self.split)
 
     @contextlib.contextmanager
     def scorer(self):
@@ -146,12 +170,41 @@ class ChartMimic(Task):
 
     def score(self, output: str, sample: EvalSample) -> dict:
         code = extract_code(output, "python")
+        zero = {"score": 0.0, "executed": 0.0, **{m: 0.0 for m in chart_metrics.METRICS},
+                **({"high_level": 0.0, "judge_failed": 0.0} if self.judge is not None else {})}
+        if not code.strip():
+            return {**zero, "message": "no code in the answer"}
+        gen = chart_metrics.trace(code, timeout=self.timeout, mem_mb=self.mem_mb)
+        if gen.get("error"):
+            return {**zero, "message": gen["error"]}
+        if "trace" not in sample.reference:  # the ground truth's trace, once per sample
+            ref = chart_metrics.trace(sample.reference["code"], timeout=self.timeout, mem_mb=self.mem_mb)
+            if ref.get("error"):
+                raise EvalError(f"ChartMimic {sample.id}: the ground-truth script fails under the tracer ({ref['error']})")
+            sample.reference["trace"] = ref
+        m = chart_metrics.low_level(gen, sample.reference["trace"])
+        out = {"score": m.pop("low_level"), "executed": 1.0, **m}
+        if self.judge is not None:
+            out.update(self.high_level(code, sample))
+        return out
+
+    def high_level(self, code: str, sample: EvalSample) -> dict:
+        """The judge's score of the drawn chart against the reference figure (0 when nothing is drawn;
+        `judge_failed` when the judge's answer holds no score: then the sample has no high_level)."""
         r = sandbox.render_chart(code, timeout=self.timeout, mem_mb=self.mem_mb)
         if r.png is None:
-            return {"score": 0.0, "executed": 0.0, "timeout": float(r.run.kind == "timeout"), "message": r.message}
-        sim = image_similarity(r.png, sample.reference["image"])
-        return {"score": sim["visual"], "executed": 1.0, "timeout": 0.0,
-                **{k: v for k, v in sim.items() if k != "visual"}}
+            return {"high_level": 0.0, "judge_failed": 0.0}
+        value, _ = self.judge.judge(sample.reference["image"], r.png)
+        return {"judge_failed": 1.0} if value is None else {"high_level": round(value, 6), "judge_failed": 0.0}
+
+
+def with_judge(tasks: list[Task], url: str | None, model: str | None, key_env: str = "OPENAI_API_KEY") -> list[Task]:
+    """The tasks with ChartMimic given the judge (`--judge-url`/`--judge-model`), if any."""
+    if url is None and model is None:
+        return list(tasks)
+    if not url:
+        raise EvalError("--judge-model needs --judge-url (the OpenAI-compatible endpoint serving it)")
+    return set_on(tasks, ChartMimic, "--judge-url", judge=ChartJudge(url, model or "", key_env))
 
 
 register(ChartMimic, "chartmimic", "chart_mimic")

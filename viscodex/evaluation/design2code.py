@@ -15,7 +15,13 @@ Scoring (simpler than the benchmark's block matching and CLIP score; documented 
   blocks  F1 of text blocks: each block (text of a block-level element) matched to its most
           similar block on the other side (difflib ratio); recall over the reference's blocks,
           precision over the generated ones
-  score = (visual + text + blocks) / 3, or visual alone when the reference HTML is not available.
+  score = (visual + text + blocks) / 3, or visual alone when the reference HTML is not available;
+          0 for an answer with no HTML, and 0 when none of the reference's text is reproduced (no
+          floor from colours or layout alone). Blocks pair only from text similarity 0.5 up.
+This headline is viscodex's own metric (recorded as `viscodex/design2code/...`). Next to it, when
+the reference HTML is known, each sample also reports the benchmark's low-level scores as its repo
+computes them (d2c_blocks.py): `d2c_block_match`, `d2c_text`, `d2c_position`, `d2c_color`; the
+benchmark's CLIP score is not computed.
 """
 from __future__ import annotations
 
@@ -31,13 +37,16 @@ from pathlib import Path
 from typing import Iterator
 
 from .similarity import image_similarity, to_rgb
-from .tasks import SAMPLE_SOURCE, SAMPLES_DIR, EvalError, EvalSample, Task, extract_code, limited, register
+from .tasks import SAMPLE_SOURCE, SAMPLES_DIR, EvalError, EvalSample, Task, extract_code, limited, register, set_on
 
 HUB_ID = "SALT-NLP/Design2Code-hf"
 HUB_SPLIT = "train"
 SAMPLE_DIR = SAMPLES_DIR / "design2code"
 MAX_HEIGHT = 4096
 MAX_BLOCKS = 150
+MATCH_MIN = 0.5  # a block pairs with another only from this text similarity up (the benchmark's filter)
+_HTML = re.compile(r"<\s*(!doctype|html|head|body|div|p|h[1-6]|span|table|section|main|header|footer|nav|ul|ol|img|a|"
+                   r"button|form)\b", re.I)
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 PROMPT = ("This is a screenshot of a web page. Write the HTML (with CSS in a <style> element) that reproduces "
@@ -198,7 +207,7 @@ def block_similarity(gen: list[str], ref: list[str]) -> float:
             top = max(top, sm.ratio())
             if top == 1.0:
                 break
-        return top
+        return top if top >= MATCH_MIN else 0.0
 
     recall = sum(best(r, gen) for r in ref) / len(ref)
     precision = sum(best(g, ref) for g in gen) / len(gen)
@@ -206,6 +215,8 @@ def block_similarity(gen: list[str], ref: list[str]) -> float:
 
 
 def score_html(doc: str, reference_png: bytes, reference_html: str | None, renderer: HtmlRenderer) -> dict:
+    if not _HTML.search(doc or ""):
+        return {"score": 0.0, "rendered": 0.0, "visual": 0.0, "text": 0.0, "blocks": 0.0, "message": "no HTML in the answer"}
     ref = to_rgb(reference_png)
     width = min(max(ref.width, 320), 1920)
     try:
@@ -222,9 +233,29 @@ def score_html(doc: str, reference_png: bytes, reference_html: str | None, rende
         out["text"] = round(text_similarity(gen_b, ref_b), 6)
         out["blocks"] = round(block_similarity(gen_b, ref_b), 6)
         out["score"] = round((out["visual"] + out["text"] + out["blocks"]) / 3, 6)
+        if ref_b and out["text"] == 0 and out["blocks"] == 0:  # none of the page's text: no credit for looks alone
+            out["score"], out["message"] = 0.0, "none of the reference page's text was reproduced"
     else:
         out["score"] = out["visual"]
     return out
+
+
+def benchmark_scores(doc: str, reference: dict, renderer: HtmlRenderer, clip=None) -> dict[str, float]:
+    """The benchmark's Block-Match, Text, Position and Color (d2c_blocks.py), prefixed `d2c_`, plus
+    its CLIP score and final score (0.2 x the five) when a CLIP checkpoint is given; the reference
+    page's blocks are found once per sample."""
+    from . import d2c_blocks
+
+    render = lambda page: renderer.render(page, width=1280, height=720)  # noqa: E731 - the benchmark's viewport
+    if "blocks" not in reference:
+        reference["blocks"] = d2c_blocks.page_blocks(reference["html"], render)
+    ref_blocks, ref_shot = reference["blocks"]
+    blocks, shot = d2c_blocks.page_blocks(doc, render)
+    got = d2c_blocks.block_scores(blocks, ref_blocks)
+    if clip is not None:
+        got["clip"] = clip(shot, blocks, ref_shot, ref_blocks)
+        got["final"] = 0.2 * sum(got.values())
+    return {f"d2c_{k}": round(v, 6) for k, v in got.items()}
 
 
 # ---------------------------------------------------------------- the task
@@ -258,6 +289,20 @@ class Design2Code(Task):
     max_new_tokens = 2048
     parallel_scoring = False  # one browser per run, used from one thread
 
+    def __init__(self, clip_model: str | None = None):
+        self.clip_model = clip_model  # a CLIP checkpoint for the benchmark's CLIP score (none: not computed)
+        self.clip = None
+
+    def cache_settings(self) -> dict:
+        return {"clip": self.clip_model} if self.clip_model else {}
+
+    def describe(self) -> dict:
+        out = super().describe()
+        if not self.clip_model:
+            out["note"] = ("Design2Code's CLIP score (and its final score) skipped: no CLIP checkpoint; "
+                           "give --clip-model openai/clip-vit-base-patch32 (or a local copy)")
+        return out
+
     def load(self, source: str | None = None, limit: int | None = None) -> list[EvalSample]:
         if source == SAMPLE_SOURCE:
             return load_folder(SAMPLE_DIR, limit)
@@ -279,13 +324,28 @@ class Design2Code(Task):
 
     @contextlib.contextmanager
     def scorer(self) -> Iterator:
+        if self.clip_model and self.clip is None:
+            from .d2c_blocks import ClipScore
+
+            self.clip = ClipScore(self.clip_model)
         with HtmlRenderer() as r:
-            yield lambda output, sample: score_html(extract_code(output, "html"), sample.reference["image"],
-                                                    sample.reference.get("html"), r)
+            def score(output: str, sample: EvalSample) -> dict:
+                doc = extract_code(output, "html")
+                out = score_html(doc, sample.reference["image"], sample.reference.get("html"), r)
+                if out.get("rendered") and sample.reference.get("html"):
+                    out.update(benchmark_scores(doc, sample.reference, r, self.clip))
+                return out
+
+            yield score
 
     def score(self, output: str, sample: EvalSample) -> dict:
         with self.scorer() as s:
             return s(output, sample)
+
+
+def with_clip(tasks: list[Task], clip_model: str | None) -> list[Task]:
+    """The tasks with Design2Code given a CLIP checkpoint (`--clip-model`), if any."""
+    return set_on(tasks, Design2Code, "--clip-model", clip_model=clip_model) if clip_model else list(tasks)
 
 
 register(Design2Code, "design2code", "design_2_code")

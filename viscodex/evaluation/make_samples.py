@@ -169,13 +169,14 @@ nav a { color: #fff; text-decoration: none; font-size: 18px; }
 def main(argv: list[str] | None = None) -> int:
     from .. import sandbox
     from .design2code import HtmlRenderer
-    from .mmcode import parse_problem, run_tests
+    from .mmcode import parse_problem
+    from .mmcode_harness import run_problem
 
     out = SAMPLES_DIR
     out.mkdir(parents=True, exist_ok=True)
     probs = mmcode_problems()
     for p in probs:
-        r = run_tests(p["solutions"][0], parse_problem(p).reference, timeout=20)
+        r = run_problem(p["solutions"][0], parse_problem(p).reference)
         if r["score"] != 1.0:
             raise SystemExit(f"{p['problem_id']}: the reference solution fails its tests: {r}")
     (out / "mmcode_sample.jsonl").write_text("".join(json.dumps(p) + "\n" for p in probs), encoding="utf-8")

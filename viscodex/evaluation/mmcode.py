@@ -1,66 +1,64 @@
 """MMCode (Li et al., EMNLP 2024): programming problems with images -> a Python program, pass@1.
 
-Data: the Hub dataset `likaixin/MMCode`, file `mmcode_test.jsonl.gz` (one JSON object per line;
-read the same way as the benchmark's own `utils.load_problems_from_jsonl`). Fields used:
-  problem_id, question (images referenced as markdown, e.g. ![image](1.png)), images (base64 PNGs),
-  input_output (JSON string or object: {"inputs": [...], "outputs": [...], "fn_name"?: str}),
-  starter_code (optional), data_split ("test" in the test file).
-The prompt follows the benchmark's `generate_prompt` (QUESTION / call format / ANSWER), plus a
-request for one ```python block.
+Data: the Hub dataset `likaixin/MMCode`, file `mmcode_test.jsonl.gz` (one JSON object per line,
+as the benchmark's `utils.load_problems_from_jsonl` reads it), or the benchmark's folder layout
+(`<problem_id>/data.json` + `<problem_id>/images/<n>.png`, `utils.load_problems_from_folder`).
+Fields used: problem_id, question (images as markdown, e.g. ![image](1.png)), images (base64
+PNGs), input_output (JSON: inputs, outputs, optional fn_name), starter_code, data_split.
 
-Scoring (greedy decoding, one program per problem): the program passes when every test passes.
-  - standard IO: each test is one run of the program in the sandbox with the input as stdin; the
-    output matches when its lines, stripped, are equal, or else when the whitespace-separated tokens
-    are equal with numbers compared to 1e-6 (relative or absolute).
-  - call-based (`fn_name`): the program is run once per test and a trusted driver, run after it,
-    calls `fn_name(*inputs)` (or `Solution().fn_name`) and writes the JSON result; it matches when
-    it equals the expected value or the expected value's single element (the benchmark's outputs
-    are often wrapped in a list); tuples count as lists.
-Tests stop at the first failure. Each run has its own time and memory limit (the sandbox's). The
-expected outputs never enter the sandbox: the child gets the program, its stdin (or call.json with
-the function name and arguments) and nothing else; the comparison happens here, in the parent.
+Posed as the benchmark's `generate.py` + `models.GPT4V` pose it: its system prompt, its instruction
+prefix before `generate_prompt`'s text, the images interleaved where the question's markdown
+references them (images shorter than 480 px upscaled to 480 px high), 2048 new tokens; the code is
+the first ```python block of the answer, else the whole answer (`extract_code`). Scored by
+mmcode_harness.py with the official harness's semantics. The benchmark samples at temperature
+0.001; viscodex decodes greedily (the same text up to ties in the top token).
 """
 from __future__ import annotations
 
 import base64
 import contextlib
-import gzip
 import io
 import json
-import math
+import re
 from pathlib import Path
 
 from .. import sandbox
-from .tasks import SAMPLE_SOURCE, SAMPLES_DIR, EvalError, EvalSample, Task, extract_code, limited, register
+from . import mmcode_harness as harness
+from .tasks import SAMPLE_SOURCE, SAMPLES_DIR, EvalError, EvalSample, Task, iter_jsonl, limited, register
 
 HUB_ID = "likaixin/MMCode"
 HUB_FILE = "mmcode_test.jsonl.gz"
 SAMPLE_FILE = SAMPLES_DIR / "mmcode_sample.jsonl"
-TEST_TIMEOUT = 6.0  # seconds per test run
-MEM_MB = 1024
+SYSTEM_PROMPT = ("You are a professional programming contester trying to solve algorithmic problems. The problems "
+                 "come with a description and some images, and you should write a Python solution.")
+INSTRUCTION = ("You are required to solve a programming problem. Please enclose your code inside a ```python``` block. "
+               " Do not write a main() function. If Call-Based format is used, return the result in an appropriate "
+               "place instead of printing it.\n\n")
+IMAGE_REF = re.compile(r"!\[image\]\(.*?\)")
+MIN_IMAGE_HEIGHT = 480  # models.resize(image, base_height=480): shorter images are upscaled
 
-CALL_DRIVER = r'''
-import json
-with open("call.json") as f:
-    call = json.load(f)
-fn, args = call["fn_name"], call["args"]
-g = user_globals
-if "Solution" in g and hasattr(g["Solution"], fn):
-    target = getattr(g["Solution"](), fn)
-elif fn in g:
-    target = g[fn]
-else:
-    raise NameError(f"the program defines no function {fn!r}")
-res = target(*args)
-def plain(x):
-    if isinstance(x, (tuple, list)):
-        return [plain(v) for v in x]
-    if isinstance(x, dict):
-        return {str(k): plain(v) for k, v in x.items()}
-    return x
-with open("result.json", "w") as f:
-    json.dump({"result": plain(res)}, f)
-'''
+
+def generate_prompt(p: dict, fn_name: str | None) -> str:
+    """The benchmark's `generate_prompt`, character for character (its "\\Please" and the missing
+    space before "The starter code" included: the paper's numbers were made with this text)."""
+    starter = p.get("starter_code") or None
+    prompt = "\nQUESTION:\n" + p["question"]
+    if not fn_name and not starter:
+        prompt += "\nPlease write your code using Standard IO, i.e. input() and print()."
+    else:
+        prompt += "\\Please write your code using Call-Based format."
+    if starter:
+        prompt += "The starter code is provided as below. Please finish the code.\n" + starter + "\n"
+    return prompt + "\nANSWER:\n"
+
+
+def _upscale(img):
+    from PIL import Image
+
+    w, h = img.size
+    if h >= MIN_IMAGE_HEIGHT:
+        return img
+    return img.resize((int(w * MIN_IMAGE_HEIGHT / h), MIN_IMAGE_HEIGHT), Image.LANCZOS)
 
 
 def parse_problem(p: dict) -> EvalSample:
@@ -78,103 +76,38 @@ def parse_problem(p: dict) -> EvalSample:
             images.append(Image.open(io.BytesIO(base64.b64decode(b64))).convert("RGB"))
         except Exception as e:  # noqa: BLE001 - name the problem and the image
             raise EvalError(f"MMCode problem {p.get('problem_id')}: image {i} cannot be decoded ({e})") from e
-    starter = p.get("starter_code") or ""
-    fn_name = io_spec.get("fn_name")
-    prompt = "\nQUESTION:\n" + p["question"]
-    if not fn_name and not starter:
-        prompt += "\nPlease write your code using Standard IO, i.e. input() and print()."
-    else:
-        prompt += "\nPlease write your code using Call-Based format."
-    if starter:
-        prompt += " The starter code is provided as below. Please finish the code.\n" + starter + "\n"
-    prompt += "\nReply with one complete Python program in a ```python code block.\nANSWER:\n"
+    fn_name = io_spec.get("fn_name") or None
+    prompt = INSTRUCTION + generate_prompt(p, fn_name)
+    # models.GPT4V places image i after the i-th text segment: one more image than references
+    # still fits (at the end); any beyond that is not shown
+    images = [_upscale(im) for im in images[:len(IMAGE_REF.split(prompt))]]
     return EvalSample(id=str(p["problem_id"]), prompt=prompt, images=images,
                       reference={"inputs": list(io_spec.get("inputs") or []), "outputs": list(io_spec.get("outputs") or []),
                                  "fn_name": fn_name, "solutions": list(p.get("solutions") or [])})
 
 
 def read_jsonl(path: Path, split: str | None = "test") -> list[dict]:
-    opener = gzip.open if path.suffix == ".gz" else open
+    return [p for _, p in iter_jsonl(path) if not split or p.get("data_split", split) == split]
+
+
+def read_folder(root: Path, split: str | None = "test") -> list[dict]:
+    """The benchmark's folder layout: one folder per problem (its name is the problem_id) holding
+    data.json and images/<n>.png, in sorted folder order."""
     out = []
-    with opener(path, "rt", encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                p = json.loads(line)
-            except ValueError as e:
-                raise EvalError(f"{path}:{n}: not JSON ({e})") from e
-            if split and p.get("data_split", split) != split:
-                continue
-            out.append(p)
-    return out
-
-
-# ---------------------------------------------------------------- comparing outputs
-def _num(tok: str) -> float | None:
-    try:
-        x = float(tok)
-    except ValueError:
-        return None
-    return x if math.isfinite(x) else None
-
-
-def stdout_matches(got: str, expected) -> bool:
-    if isinstance(expected, list):
-        expected = "\n".join(map(str, expected))
-    expected = str(expected)
-    lines = lambda s: [ln.strip() for ln in s.strip().splitlines()]  # noqa: E731
-    if lines(got) == lines(expected):
-        return True
-    a, b = got.split(), expected.split()
-    if len(a) != len(b):
-        return False
-    for x, y in zip(a, b):
-        if x == y:
+    for d in sorted(x for x in root.iterdir() if x.is_dir()):
+        data = d / "data.json"
+        if not data.is_file():
+            raise EvalError(f"{d}: no data.json (an MMCode problem folder holds data.json and images/)")
+        try:
+            p = json.loads(data.read_text(encoding="utf-8"))
+        except ValueError as e:
+            raise EvalError(f"{data}: not JSON ({e})") from e
+        if split and p.get("data_split", split) != split:
             continue
-        fx, fy = _num(x), _num(y)
-        if fx is None or fy is None or not math.isclose(fx, fy, rel_tol=1e-6, abs_tol=1e-6):
-            return False
-    return True
-
-
-def _plain(x):
-    if isinstance(x, (tuple, list)):
-        return [_plain(v) for v in x]
-    return x
-
-
-def call_matches(got, expected) -> bool:
-    got = _plain(got)
-    if got == _plain(expected):
-        return True
-    return isinstance(expected, list) and len(expected) == 1 and got == _plain(expected[0])
-
-
-def run_tests(code: str, reference: dict, *, timeout: float = TEST_TIMEOUT, mem_mb: int = MEM_MB) -> dict:
-    """Run a program on a problem's tests in the sandbox; stop at the first failure."""
-    inputs, outputs, fn = reference["inputs"], reference["outputs"], reference.get("fn_name")
-    if not inputs or len(inputs) != len(outputs):
-        return {"score": 0.0, "passed": 0.0, "tests": float(len(inputs)), "message": "the problem has no usable tests"}
-    passed, message, kind = 0, "", "ok"
-    for i, (inp, exp) in enumerate(zip(inputs, outputs)):
-        if fn:
-            r = sandbox.run_python(code, timeout=timeout, mem_mb=mem_mb, outputs=["result.json"],
-                                   files={"call.json": json.dumps({"fn_name": fn, "args": inp}).encode()},
-                                   teardown=CALL_DRIVER)
-            ok = r.ok and call_matches(json.loads(r.outputs["result.json"])["result"], exp)
-        else:
-            stdin = "\n".join(map(str, inp)) if isinstance(inp, list) else str(inp)
-            r = sandbox.run_python(code, timeout=timeout, mem_mb=mem_mb, stdin=stdin)
-            ok = r.ok and stdout_matches(r.stdout, exp)
-        if not ok:
-            kind = r.kind if not r.ok else "wrong_answer"
-            message = f"test {i + 1}: " + (r.message if not r.ok else "wrong answer")
-            break
-        passed += 1
-    n = len(inputs)
-    return {"score": float(passed == n), "passed": passed / n, "tests": float(n),
-            "timeout": float(kind == "timeout"), "message": message}
+        pngs = sorted((d / "images").glob("*.png"), key=lambda f: int(f.stem)) if (d / "images").is_dir() else []
+        p.update(problem_id=d.name, images=[base64.b64encode(f.read_bytes()).decode() for f in pngs])
+        out.append(p)
+    return out
 
 
 class MMCode(Task):
@@ -185,9 +118,11 @@ class MMCode(Task):
     split = "test"
     metric = "pass@1"
     metric_name = "pass@1"
-    max_new_tokens = 1024
+    official = True  # the official harness's semantics (mmcode_harness.py)
+    max_new_tokens = 2048
+    version = 2
 
-    def __init__(self, timeout: float = TEST_TIMEOUT, mem_mb: int = MEM_MB):
+    def __init__(self, timeout: float = harness.PROBLEM_TIMEOUT, mem_mb: int = harness.MEM_MB):
         self.timeout, self.mem_mb = timeout, mem_mb
 
     def load(self, source: str | None = None, limit: int | None = None) -> list[EvalSample]:
@@ -195,10 +130,16 @@ class MMCode(Task):
             path = SAMPLE_FILE
         elif source:
             path = Path(source).expanduser()
+            if path.is_dir() and not (path / HUB_FILE).is_file() and any(path.glob("*/data.json")):
+                problems = read_folder(path, split=self.split)
+                if not problems:
+                    raise EvalError(f"{path}: no problems of split {self.split!r}")
+                return [parse_problem(p) for p in limited(problems, limit)]
             if path.is_dir():
                 path = path / HUB_FILE
             if not path.is_file():
-                raise EvalError(f"{path}: no MMCode file (expected {HUB_FILE} or a .jsonl in its format)")
+                raise EvalError(f"{path}: no MMCode file (expected {HUB_FILE}, a .jsonl in its format, or the "
+                                "benchmark's folder of <problem_id>/data.json)")
         else:
             from huggingface_hub import hf_hub_download
 
@@ -208,17 +149,26 @@ class MMCode(Task):
             raise EvalError(f"{path}: no problems of split {self.split!r}")
         return [parse_problem(p) for p in limited(problems, limit)]
 
+    def messages(self, sample: EvalSample) -> list[dict]:
+        """The benchmark's (models.GPT4V): a system turn, then text and images interleaved where the
+        question references them."""
+        content: list[dict] = []
+        for i, segment in enumerate(IMAGE_REF.split(sample.prompt)):
+            if segment:
+                content.append({"type": "text", "text": segment})
+            if i < len(sample.images):
+                content.append({"type": "image"})
+        return [{"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]},
+                {"role": "user", "content": content}]
+
     @contextlib.contextmanager
     def scorer(self):
         sandbox.require()  # refuse before the model loads when generated code cannot be sandboxed
         yield self.score
 
     def score(self, output: str, sample: EvalSample) -> dict:
-        code = extract_code(output, "python")
-        if not code.strip():
-            return {"score": 0.0, "passed": 0.0, "tests": float(len(sample.reference["inputs"])), "timeout": 0.0,
-                    "message": "no code in the answer"}
-        return run_tests(code, sample.reference, timeout=self.timeout, mem_mb=self.mem_mb)
+        return harness.run_problem(harness.extract_code(output), sample.reference, problem_timeout=self.timeout,
+                                   mem_mb=self.mem_mb)
 
 
 register(MMCode, "mmcode")

@@ -7,10 +7,10 @@ the other keys are kept in the recipe for the record and ignored by the card):
     eval_results:
     - task_type: image-text-to-text
       dataset_type: likaixin/MMCode          # Hub dataset id (viscodex/<task>-sample for the tiny sample)
-      dataset_name: MMCode (first 200)       # "(first N)" when --limit cut the benchmark
-      dataset_split: test
-      metric_type: pass@1
-      metric_name: pass@1
+      dataset_name: MMCode (first 200 samples of test)
+      dataset_split: test[:200]              # the split actually run
+      metric_type: pass@1                    # official names only when computed the official way,
+      metric_name: pass@1                    # else viscodex/<task>/<metric>
       metric_value: 11.0                     # percent, 2 decimals
       viscodex: {task: mmcode, samples: 200, source: hub, max_new_tokens: 1024, decoding: greedy, date: ...}
 
@@ -29,25 +29,48 @@ from .tasks import SAMPLE_SOURCE, EvalError
 TASK_TYPE = "image-text-to-text"
 
 
+def is_official(report: dict[str, Any]) -> bool:
+    """The benchmark's own metric, computed its way, on the benchmark's data (the Hub or a local copy
+    in its format; not the tiny sample)."""
+    return bool(report.get("official")) and report.get("source_kind", _kind(report.get("source"))) in ("hub", "local")
+
+
+def _kind(source) -> str:
+    return "hub" if source in (None, "hub") else source if source in (SAMPLE_SOURCE, "generated") else "local"
+
+
 def card_entry(report: dict[str, Any], extra: dict | None = None) -> dict[str, Any]:
-    """One `eval_results` entry from an evaluation report (see runner.evaluate)."""
+    """One `eval_results` entry from an evaluation report (see runner.build_report).
+
+    Official metric names (e.g. `pass@1`) only for numbers computed the benchmark's way on its data;
+    anything else is `viscodex/<task>/<metric>`, named as viscodex's own. The split is the one
+    actually run (`test[:200]` when --limit cut it) and the name carries the sample count; the tiny
+    sample never borrows the benchmark's dataset id."""
+    n = report["n"]
     name = report.get("dataset_name") or report["task"]
     dtype = report.get("dataset") or f"viscodex/{report['task']}"
-    if report.get("source") == SAMPLE_SOURCE and report.get("dataset"):
-        dtype = f"viscodex/{report['task']}-sample"
-        name = f"{name} (viscodex tiny sample)"
+    split = str(report.get("split") or "")
+    kind = report.get("source_kind") or _kind(report.get("source"))
+    if kind == SAMPLE_SOURCE:
+        dtype, name, split = f"viscodex/{report['task']}-sample", f"{name} (viscodex tiny sample, {n} samples)", "sample"
     elif report.get("limit"):
-        name = f"{name} (first {report['n']})"
+        split, name = f"{split}[:{n}]", f"{name} (first {n} samples of {report.get('split')})"
+    metric, label = report.get("metric", "score"), report.get("metric_name") or report.get("metric")
+    official = is_official(report)
+    if not official:
+        metric, label = f"viscodex/{report['task']}/{metric}", f"{label} (viscodex's own metric, not the benchmark's)"
+        if kind != SAMPLE_SOURCE and not report.get("limit"):
+            name = f"{name} ({n} samples)"
     src = report.get("source") or "hub"
     if src not in ("hub", SAMPLE_SOURCE, "generated"):
         src = Path(src).name  # a local copy: its folder/file name, never this machine's path
-    meta = {"task": report["task"], "samples": report["n"], "source": src,
+    meta = {"task": report["task"], "samples": n, "source": src, "official_metric": official,
             "max_new_tokens": report.get("max_new_tokens"), "decoding": report.get("decoding", "greedy"),
             "date": _dt.date.today().isoformat()}
     meta.update(extra or {})
     return {
-        "task_type": TASK_TYPE, "dataset_type": dtype, "dataset_name": name, "dataset_split": report.get("split"),
-        "metric_type": report.get("metric", "score"), "metric_name": report.get("metric_name") or report.get("metric"),
+        "task_type": TASK_TYPE, "dataset_type": dtype, "dataset_name": name, "dataset_split": split,
+        "metric_type": metric, "metric_name": label,
         "metric_value": round(100.0 * float(report["score"]), 2), "viscodex": meta,
     }
 

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from .generate import Generator, model_key
 from .catalog import get_task
-from .tasks import EvalError, EvalSample, Task
+from .tasks import SAMPLE_SOURCE, EvalError, EvalSample, Task, iter_jsonl
 
 log = logging.getLogger(__name__)
 RESULTS_VERSION = 1
@@ -158,7 +158,7 @@ def evaluate_many(model: str | os.PathLike | Generator, tasks: list[str | Task],
             mnt = int(max_new_tokens or task.max_new_tokens)
             run_key = _sha({"model": mkey, "task": task.name, "version": task.version, "split": task.split,
                             "source": None if task.generated else source, "max_new_tokens": mnt,
-                            "decoding": "greedy", "v": RESULTS_VERSION})
+                            "decoding": "greedy", "v": RESULTS_VERSION, **task.cache_settings()})
             cache = ResultCache(Path(cache_dir) / f"{task.name}.jsonl" if cache_dir else None, run_key)
             done = cache.load() if resume else {}
             hashes = {s.id: prompt_hash(task, s) for s in samples}
@@ -174,23 +174,89 @@ def evaluate_many(model: str | os.PathLike | Generator, tasks: list[str | Task],
                         gen = Generator(model, device=device, batch_size=batch_size)
                     _run_pending(gen, task, pending, score_fn, cache, results, hashes, mnt, progress, workers)
             records = [results[s.id] for s in samples]
-            metrics = summarize(records)
             shown = model.path if isinstance(model, Generator) else model
-            report = {
-                **task.describe(), "source": "generated" if task.generated else (source or "hub"),
-                "model": str(shown), "model_key": mkey, "n": len(samples),
-                "limit": limit if limit and limit > 0 else None, "score": metrics.get("score", 0.0),
-                "metrics": metrics, "max_new_tokens": mnt, "decoding": "greedy", "generated": len(pending),
-                "cached": n_cached, "seconds": round(time.perf_counter() - t0, 2),
-                "samples_file": str(cache.path) if cache.path else None,
-                "examples": [{"id": r["id"], "output": r["output"][:2000], "scores": r["scores"]}
-                             for r in records[:keep_outputs]],
-            }
+            report = build_report(task, records, source=source, limit=limit, keep_outputs=keep_outputs,
+                                  model=str(shown), model_key=mkey, max_new_tokens=mnt, generated=len(pending),
+                                  cached=n_cached, seconds=time.perf_counter() - t0,
+                                  samples_file=str(cache.path) if cache.path else None)
             reports.append(report)
     finally:
         if gen is not None and not isinstance(model, Generator):
             gen.close()
     return reports
+
+
+def source_kind(task: Task, source: str | None) -> str:
+    """hub | sample | local | generated: what the numbers were computed on (the card needs it)."""
+    if task.generated:
+        return "generated"
+    return "hub" if not source else SAMPLE_SOURCE if source == SAMPLE_SOURCE else "local"
+
+
+def build_report(task: Task, records: list[dict], *, source: str | None, limit: int | None, keep_outputs: int = 3,
+                 **extra) -> dict[str, Any]:
+    """The report of one task: its description (after loading: e.g. the subset actually read),
+    the headline `score` (mean of the per-sample scores; pass@1 for MMCode, as a fraction), every
+    metric's mean, the number of samples run and each sample's outcome."""
+    metrics = summarize(records)
+    return {
+        **task.describe(), "source": "generated" if task.generated else (source or "hub"),
+        "source_kind": source_kind(task, source), "n": len(records),
+        "limit": limit if limit and limit > 0 else None, "score": metrics.get("score", 0.0), "metrics": metrics,
+        "decoding": "greedy", **{k: (round(v, 2) if k == "seconds" else v) for k, v in extra.items()},
+        "examples": [{"id": r["id"], "output": r["output"][:2000], "scores": r["scores"]} for r in records[:keep_outputs]],
+        "samples": [{"id": r["id"], "scores": r["scores"]} for r in records],
+    }
+
+
+def read_predictions(path: str | os.PathLike) -> dict[str, str]:
+    """preds.jsonl: one {"id": <the benchmark's sample id>, "response": <the model's full text>} per line."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise EvalError(f"{path}: no predictions file (a JSONL of {{\"id\": ..., \"response\": ...}} lines)")
+    out: dict[str, str] = {}
+    for n, rec in iter_jsonl(path):
+        if not isinstance(rec, dict) or "id" not in rec or not isinstance(rec.get("response"), str):
+            raise EvalError(f"{path}:{n}: a prediction needs \"id\" and a string \"response\" "
+                            f"(got keys {sorted(rec) if isinstance(rec, dict) else type(rec).__name__})")
+        key = str(rec["id"])
+        if key in out:
+            raise EvalError(f"{path}:{n}: a second prediction for id {key!r}; keep one per sample (pass@1)")
+        out[key] = rec["response"]
+    if not out:
+        raise EvalError(f"{path}: no predictions")
+    return out
+
+
+def score_predictions(task: str | Task, predictions: str | os.PathLike, *, source: str | None = None,
+                      limit: int | None = None, workers: int = 2, keep_outputs: int = 3) -> dict[str, Any]:
+    """Score answers made elsewhere (vLLM, lmms-eval, an API) on a task, with no model. Samples
+    without a prediction score 0 and are listed in `missing_predictions`; predictions whose id is
+    not a sample are listed in `unknown_predictions`."""
+    task = get_task(task) if isinstance(task, str) else task
+    if task.generated:
+        raise EvalError(f"{task.name}: its samples are generated per run; score predictions on a benchmark task")
+    t0 = time.perf_counter()
+    preds = read_predictions(predictions)
+    samples = load_samples(task, source, limit)
+    ids = {s.id for s in samples}
+    if not ids & set(preds):
+        raise EvalError(f"{predictions}: none of its {len(preds)} ids is a {task.name} sample id "
+                        f"(e.g. {sorted(preds)[0]!r}; the benchmark's are like {samples[0].id!r})")
+    missing = [s.id for s in samples if s.id not in preds]
+    records: dict[str, dict] = {}
+    with task.scorer() as score_fn, ThreadPoolExecutor(max_workers=max(1, workers) if task.parallel_scoring else 1) as pool:
+        futs = {s.id: pool.submit(_safe_score, score_fn, preds[s.id], s) for s in samples if s.id in preds}
+        for s in samples:
+            scores = futs[s.id].result() if s.id in futs else {"score": 0.0, "message": "no prediction for this sample"}
+            records[s.id] = {"id": s.id, "output": preds.get(s.id, ""), "scores": scores}
+    report = build_report(task, [records[s.id] for s in samples], source=source, limit=limit,
+                          keep_outputs=keep_outputs, model=f"predictions: {Path(predictions).name}",
+                          predictions=str(predictions), decoding="made elsewhere", max_new_tokens=None,
+                          generated=0, cached=0, seconds=time.perf_counter() - t0)
+    report["missing_predictions"] = missing
+    report["unknown_predictions"] = sorted(set(preds) - ids)
+    return report
 
 
 def _run_pending(gen: Generator, task: Task, pending: list[EvalSample], score_fn, cache: ResultCache,
@@ -241,4 +307,5 @@ def write_json(path: str | os.PathLike, data) -> Path:
     return path
 
 
-__all__ = ["evaluate", "evaluate_many", "summarize", "ResultCache", "write_json"]
+__all__ = ["evaluate", "evaluate_many", "score_predictions", "read_predictions", "build_report", "summarize",
+           "ResultCache", "write_json"]

@@ -106,7 +106,8 @@ def image_similarity(candidate, reference) -> dict[str, float]:
     ma, mb = ink_mask(a), ink_mask(b)
     layout = _layout(ma, mb)
     color = _color(a, ma, b, mb)
-    structure = _structure(Image.fromarray(a), Image.fromarray(b), ma, mb)
+    # ink on one side only: nothing of the reference was drawn (or only noise): no floor from SSIM's constants
+    structure = _structure(Image.fromarray(a), Image.fromarray(b), ma, mb) if ma.any() == mb.any() else 0.0
     visual = aspect * (layout + color + structure) / 3
     return {"visual": round(visual, 6), "layout": round(layout, 6), "color": round(color, 6),
             "structure": round(structure, 6), "aspect": round(aspect, 6)}

@@ -45,6 +45,7 @@ class Task:
     split: str = "test"
     metric: str = "score"  # model-index metric.type of the headline `score`
     metric_name: str = ""  # human label of the headline metric
+    official: bool = False  # True only when `score` is computed the way the benchmark's own code computes it
     max_new_tokens: int = 1024
     uses_images: bool = True
     version: int = 1  # bump when prompts or scoring change: invalidates cached per-sample results
@@ -72,9 +73,14 @@ class Task:
     # scoring may run in a few threads (each call starts its own sandboxed subprocess)
     parallel_scoring: bool = True
 
+    def cache_settings(self) -> dict[str, Any]:
+        """Scoring settings that change per-sample results (part of the resume cache's key)."""
+        return {}
+
     def describe(self) -> dict[str, Any]:
         return {"task": self.name, "title": self.title, "dataset": self.dataset_id, "dataset_name": self.dataset_name,
-                "split": self.split, "metric": self.metric, "metric_name": self.metric_name or self.metric}
+                "split": self.split, "metric": self.metric, "metric_name": self.metric_name or self.metric,
+                "official": self.official}
 
 
 TASKS: dict[str, Callable[[], Task]] = {}
@@ -104,9 +110,38 @@ def extract_code(text: str, language: str) -> str:
     return text.strip()
 
 
+def iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, object) for every non-blank line of a JSONL file (.gz read as gzip); a line
+    that is not JSON is an error naming the file and line."""
+    import gzip
+    import json
+
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                yield n, json.loads(line)
+            except ValueError as e:
+                raise EvalError(f"{path}:{n}: not JSON ({e})") from None
+
+
+def set_on(tasks: list[Task], kind: type, flag: str, **attrs) -> list[Task]:
+    """Give the tasks of class `kind` a setting from a command-line flag; a flag for a task that is
+    not run is an error saying which --task it needs."""
+    if not any(isinstance(t, kind) for t in tasks):
+        raise EvalError(f"{flag} applies to {kind.name} only; add --task {kind.name}")
+    for t in tasks:
+        if isinstance(t, kind):
+            for k, v in attrs.items():
+                setattr(t, k, v)
+    return list(tasks)
+
+
 def limited(items: list, limit: int | None) -> list:
     return items if limit is None or limit <= 0 else items[:limit]
 
 
 __all__ = ["Task", "EvalSample", "EvalError", "Score", "TASKS", "register",
-           "extract_code", "SAMPLE_SOURCE", "SAMPLES_DIR"]
+           "extract_code", "iter_jsonl", "set_on", "SAMPLE_SOURCE", "SAMPLES_DIR"]

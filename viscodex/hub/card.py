@@ -512,6 +512,8 @@ def _body_context(folder: Path, recipe: Recipe, name: str, repo_id: str | None, 
         folder_name=folder.name, modules=modules, tensor_rules=pol.get("tensor_rules") or [], output=output,
         training=tsec, evals=evals, model_id=repo_id or folder.name, limitations=limitations,
         license_text=decision.text, cite_optmerge=cite_optmerge,
+        # metrics recorded by `viscodex eval` under viscodex/<task>/<metric> are not the benchmark's own
+        evals_unofficial=any(str(e.metric_type).startswith("viscodex/") for e in evals or []),
     )
 
 
