@@ -61,6 +61,12 @@ ROLE_RULES: tuple[tuple[str, str], ...] = (
     (r"^model\.norm\.weight$", "backbone"),
 )
 _ROLE_RES = tuple((re.compile(p), r) for p, r in ROLE_RULES)
+# The same roles as people read them (model cards): the modules each role covers.
+ROLE_KEYS_SHOWN = {
+    "backbone": "model.layers.*, model.norm",
+    "embedding": "model.embed_tokens, lm_head",
+    "vision": "visual.* (incl. visual.merger)",
+}
 
 # What happens to a role's tensors, per variant. A policy is one of:
 #   merge - the recipe's method over base/vlm/coder;  vlm / coder / base - copy that source's tensor.

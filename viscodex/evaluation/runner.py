@@ -93,14 +93,14 @@ def _safe_score(fn, output: str, s: EvalSample) -> dict:
 
 def check_model_spec(model: str | os.PathLike) -> None:
     """A model that is neither an existing folder nor shaped like a Hub id is a typo, not a download."""
-    from .._util.hubref import HUB_ID
+    from .._util.hubref import HubRef
 
     spec = str(model)
     if Path(spec).expanduser().exists():
         if not Path(spec).expanduser().is_dir():
             raise EvalError(f"{spec}: a model must be a folder (or a Hub id), got a file")
         return
-    if not HUB_ID.match(spec.split("@")[0]) or spec.startswith((".", "/", "~")):
+    if not HubRef.parse(spec).is_hub_id or spec.startswith((".", "/", "~")):
         raise EvalError(f"{spec}: no such model folder; check the path (or give a Hub id namespace/name)")
 
 

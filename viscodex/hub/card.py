@@ -28,7 +28,9 @@ import yaml
 from .._util.sizes import human_size
 from ..errors import CardError
 from ..engine.recipe import RECIPE_FILE, Recipe
-from ..engine.sources import HUB_ID, front_matter, license_of
+from .._util.hubref import HUB_ID, HubRef
+from ..engine import arch
+from ..engine.sources import front_matter, license_of
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +42,9 @@ MIXED_LICENSE_NAME = "mixed-source-licenses"
 # Methods from the OptMerge benchmark family (arXiv 2505.19892): cards that used one cite it.
 OPTMERGE_FAMILY = {"ties", "dare", "dare_ties", "dare_linear", "tsv", "tsv_m", "iso_c", "iso_cts", "wudi", "optmerge",
                    "optmerge_closed_form"}
-ROLE_MODULES = {
-    "backbone": ("language backbone", "model.layers.*, model.norm"),
-    "embedding": ("token embeddings and output head", "model.embed_tokens, lm_head"),
-    "vision": ("vision encoder and projector", "visual.* (incl. visual.merger)"),
-}
+ROLE_MODULES = {role: (what, arch.ROLE_KEYS_SHOWN[role]) for role, what in (
+    ("backbone", "language backbone"), ("embedding", "token embeddings and output head"),
+    ("vision", "vision encoder and projector"))}
 
 
 @dataclass
@@ -89,7 +89,7 @@ def spec_name(spec: str | None, record: dict | None = None) -> str | None:
         return record["repo_id"]
     if record and record.get("name"):
         return sanitize(record["name"])
-    if HUB_ID.match(spec.split("@")[0]) and not Path(spec).expanduser().exists():
+    if HubRef.parse(spec).is_hub_id:
         return spec
     return Path(spec.rstrip("/\\")).name
 
@@ -101,9 +101,9 @@ def hub_id(spec: str | None, record: dict | None = None) -> str | None:
     if record and "repo_id" in record:  # recorded as local
         return None
     if spec and not Path(spec).expanduser().exists():
-        ref = spec.rsplit("@", 1)[0]
-        if HUB_ID.match(ref):
-            return ref
+        ref = HubRef.parse(spec)
+        if ref.is_hub_id:
+            return ref.ref
     return None
 
 
@@ -147,7 +147,7 @@ def source_licenses(recipe: Recipe, offline: bool = False) -> list[SourceLicense
             lic = license_of(front_matter(readme.read_text(errors="replace"))) if readme.is_file() else None
             out.append(SourceLicense(role, name, lic, "local README.md" if lic else "no licence in the local folder's README.md"))
         elif rid and not offline:
-            lic, where = _hub_license(rid, rec.get("revision") or (spec.rsplit("@", 1)[1] if "@" in spec else None))
+            lic, where = _hub_license(rid, rec.get("revision") or HubRef.parse(spec).revision)
             out.append(SourceLicense(role, name, lic, where))
         else:
             out.append(SourceLicense(role, name, None, "source not available to read its licence"))
@@ -225,8 +225,9 @@ def _dataset_ids(training: dict) -> tuple[list[str], list[str]]:
             d = d.get("repo_id") or d.get("id") or d.get("name") or d.get("path")
         if not isinstance(d, str) or not d:
             continue
-        ref = d.split("@")[0]
-        if HUB_ID.match(ref) and not _is_local_path(d) and not Path(d).exists():
+        hub = HubRef.parse(d)
+        ref = hub.ref
+        if hub.is_hub_id and not _is_local_path(d):
             ids.append(ref)
             names.append(f"[{ref}](https://huggingface.co/datasets/{ref})")
         else:
@@ -261,8 +262,8 @@ def _training_section(training: dict) -> dict:
 def _training_init(training: dict) -> str | None:
     for k in ("init", "init_from", "from", "base_model", "model", "start_from"):
         v = training.get(k)
-        if isinstance(v, str) and HUB_ID.match(v.split("@")[0]) and not _is_local_path(v) and not Path(v).exists():
-            return v.split("@")[0]
+        if isinstance(v, str) and HubRef.parse(v).is_hub_id and not _is_local_path(v):
+            return HubRef.parse(v).ref
     return None
 
 
