@@ -74,6 +74,7 @@ class DemoConfig:
     vlm_steps: int = 1500
     vlm_lr: float = 1e-3  # language backbone
     vision_lr: float = 3e-3  # vision tower + projector, trained from scratch
+    vlm_questions: float = 0.0  # fraction of the VLM's image data that asks the base's attribute questions
     replay: float = 0.25  # fraction of base-corpus chat turns mixed into the coder's and the VLM's data
     # evaluation
     eval_samples: int = 64
@@ -185,9 +186,14 @@ def train_trio(out: str | os.PathLike, cfg: TinyConfig | None = None, demo: Demo
 
         # 3. vlm: base backbone + fresh vision tower, trained together on image -> description
         vlm = new_vlm_from(base, cfg, tok).train()
-        samples = tt.make_samples(tt.GROUNDING, scenes, min(demo.vlm_steps * bs, 2048), f"vlm-{seed}",
-                                  image_size=cfg.image_size)
-        data = [encode_task(proc, tt.GROUNDING, s) for s in samples] + _replay(tok, demo, f"vlm-{seed}", len(samples))
+        n = min(demo.vlm_steps * bs, 2048)
+        n_ask = round(n * demo.vlm_questions)
+        samples = tt.make_samples(tt.GROUNDING, scenes, n - n_ask, f"vlm-{seed}", image_size=cfg.image_size)
+        data = [encode_task(proc, tt.GROUNDING, s) for s in samples]
+        for i, task in enumerate(tt.QUESTION_TASKS):
+            k = n_ask // len(tt.QUESTION_TASKS) + (i < n_ask % len(tt.QUESTION_TASKS))
+            data += [encode_task(proc, task, s) for s in tt.make_samples(task, scenes, k, f"vlm-{seed}", image_size=cfg.image_size)]
+        data += _replay(tok, demo, f"vlm-{seed}", len(data))
         vision = {n for n, _ in vlm.named_parameters() if param_role(n) == "vision"}  # tower + projector
         vis = [p for n, p in vlm.named_parameters() if n in vision]
         lm = [p for n, p in vlm.named_parameters() if n not in vision]
