@@ -218,10 +218,6 @@ CODING = Task("coding", "coding (description -> SVG)", False,
 IMAGE_CODE = Task("image_code", "image -> code (SVG)", True,
                   lambda s: "Write SVG for:", Scene.svg, read_svg, image_last=True)
 TASKS = {t.name: t for t in (GROUNDING, CODING, IMAGE_CODE)}
-# The base's attribute questions asked about an image (VLM training data only, never evaluated):
-# with them the VLM learns vision tokens that stand in for a description in several text skills.
-QUESTION_TASKS = [Task(f"ask_{a}", f"image -> {a}", True, lambda s, a=a: QUESTIONS[a].format(d="").rstrip(),
-                       lambda s, a=a: s.attrs[a], read_description, image_last=True) for a in ATTRIBUTES]
 
 
 def chance_attr_acc() -> float:
@@ -309,8 +305,7 @@ __all__ = [
 
 
 # ---------------------------------------------------------------- the base model's "pre-training" text
-# Written with the scene last, so that an image can take the description's place (QUESTION_TASKS).
-QUESTIONS = {"color": "Colour of: {d}", "shape": "Shape of: {d}", "size": "Size of: {d}"}
+QUESTIONS = {"color": "What colour is {d}?", "shape": "What shape is {d}?", "size": "What size is {d}?"}
 
 
 def pretraining_docs(seed: int | str, n: int, code_every: int = 50) -> list[str | tuple[str, str]]:
