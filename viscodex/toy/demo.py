@@ -7,7 +7,8 @@
          (vision tower, projector and backbone together) on the grounding task (image -> description).
 `run_demo` then merges (the merge engine), evaluates base VLM / coder-swapped / merged and a lambda
 sweep (evaluation.sweep) on the toy tasks (evaluation.toy: the samples `viscodex eval --task toy_*`
-scores), fine-tunes each of the three variants briefly on image -> code, and writes a table (JSON,
+scores), fine-tunes each of the three variants briefly on image -> code (grounding mixed in),
+decides the paper's claims with paired bootstrap intervals (toy.claims) and writes a table (JSON,
 Markdown) and a plot (toy.report).
 
 This module only orchestrates: the training is training.examples (transformers' Trainer), the
@@ -54,7 +55,9 @@ class DemoConfig:
     seed: int = 0
     # torch CPU threads for every training and evaluation run. Part of the keys: CPU kernels sum in
     # another order with another thread count, so the trained weights (and a close verdict) change.
-    # 1 is the default because it is the fastest measured on 2 cores (benchmarks/README.md).
+    # 1 by default: 2 threads saved ~10 % on a 2-core machine with a core free, and were 14x slower
+    # in the next run when the other core got busy (benchmarks/README.md); and a count adapted to
+    # the load would make the models depend on the load.
     threads: int = 1
     # model
     hidden_size: int = 96
