@@ -1,12 +1,15 @@
 """The embedded default: the tiny trio (untrained fast path and trained), the toy tasks' scoring, and
-`viscodex demo --no-app --fast` end to end with the paper's robust claims.
+`viscodex demo --no-app --fast` end to end, with the paper's claims decided on several seeds.
 
-Margins of the claims were learnt from seeds 0-3 of the FAST configuration (1 thread):
-  grounding attribute accuracy   base VLM 0.73-0.77   coder-swapped 0.09-0.16   merged (0.7) 0.65-0.75
-  => VLM - swapped >= 0.57 and merged - swapped >= 0.54 observed; asserted: >= 0.30 each, and
-     swapped at most chance + 0.1 (chance = 0.29).
-Only these are asserted: coding and image -> code differences between variants are small in FAST
-and change sign from seed to seed (see docs/demo.md for the full configuration's table).
+The claims (toy.claims: paired bootstrap intervals against margins fixed there) were measured on
+FAST seeds 0-4 (docs/demo.md has every interval). Asserted here, per seed:
+  MUST_HOLD     held on every seed measured: the swap loses grounding;
+  NOT_REFUTED   held on most seeds and was inconclusive on others, never "does not hold": the merge
+                keeps grounding (seed 4: -0.05 [-0.10, +0.01] against the -0.10 margin) and adds
+                the coder's skill (inconclusive on seeds 1 and 2, whose coders never learnt the
+                colour); asserted as "not shown false". The fake merges are shown false there: the
+                VLM's coding equals the VLM's on every sample, the coder backbone's and the
+                swapped model's grounding lie far below the VLM's.
 """
 from __future__ import annotations
 
@@ -27,8 +30,9 @@ from viscodex.toy.models import TinyConfig, build_tokenizer, build_trio
 # trains tiny models and runs the demo end to end: minutes on two cores
 pytestmark = pytest.mark.slow
 
-CLAIM_MARGIN = 0.30
-SWAPPED_MAX = tt.chance_attr_acc() + 0.10
+SEEDS = (0, 1, 2)
+MUST_HOLD = ("swapping the backbone loses visual grounding",)
+NOT_REFUTED = ("merging keeps visual grounding (within 0.10 of the base VLM)", "merging adds the coder's skill")
 
 
 def tensor_hashes(folder: Path) -> dict[str, str]:
@@ -186,6 +190,24 @@ def test_config_keys():
     # evaluation settings do not invalidate the cached trio, but do name another demo folder
     changed = dataclasses.replace(FULL, eval_samples=8, lam=0.5)
     assert changed.trio_key() == FULL.trio_key() and changed.key() != FULL.key()
+    # another thread count trains other bytes (CPU kernels sum in another order): cached apart
+    assert dataclasses.replace(FULL, threads=2).trio_key() != FULL.trio_key()
+    assert FULL.threads == FAST.threads == 1
+
+
+def test_training_logs_progress_with_an_eta(caplog, tmp_path):
+    """Every training run of the trio says how far it is and how long is left."""
+    import logging
+    import re
+
+    from viscodex.toy.demo import DemoConfig, train_trio
+
+    with caplog.at_level(logging.INFO, logger="viscodex.training.examples"):
+        train_trio(tmp_path, demo=DemoConfig(seed=0, **MICRO))
+    lines = [r.getMessage() for r in caplog.records]
+    for name, total in (("base", 6), ("coder", 4), ("vlm", 4)):
+        assert any(re.search(rf"{name}\s+\d+/{total} steps \(\s*\d+%\).* ETA \d+ s", m) for m in lines), (name, lines)
+
 
 
 # ---------------------------------------------------------------- `viscodex demo` end to end
@@ -195,7 +217,8 @@ def demo_run(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("demo")
     env = {"VISCODEX_CACHE": str(root / "cache")}
-    res = CliRunner().invoke(app, ["demo", "--no-app", "--fast", "--compute-threads", "1", "--out", str(root / "out")], env=env)
+    # the README's main command, with an output folder and a cache of the test's own
+    res = CliRunner().invoke(app, ["demo", "--no-app", "--fast", "--out", str(root / "out")], env=env)
     return root, env, res
 
 
@@ -205,6 +228,7 @@ def test_demo_no_app_end_to_end(demo_run):
     assert res.exit_code == 0, res.output
     out = root / "out"
     assert "| coder-swapped |" in res.output and "## The paper's claims at toy scale" in res.output
+    assert "difference [95 % interval]" in res.output and "**holds**" in res.output  # the verdict table
     for f in ("results.json", "results.md", "accuracy_vs_lambda.png"):
         assert (out / f).is_file(), f
     assert (out / "accuracy_vs_lambda.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -219,15 +243,59 @@ def test_demo_no_app_end_to_end(demo_run):
     assert not list(root.glob(".out.viscodex-tmp-*")) and not list((root / "cache").glob(".trio-*"))
 
 
-@pytest.mark.slow
-def test_demo_robust_claims(demo_run):
-    root, _, res = demo_run
+def _fast_results(seed: int, cache: Path, out: Path) -> dict:
+    from viscodex.toy.demo import FAST, run_demo
+
+    return run_demo(out, dataclasses.replace(FAST, seed=seed), cache=cache)
+
+
+@pytest.fixture(scope="module")
+def seed_results(demo_run, tmp_path_factory):
+    """FAST results for every seed of SEEDS (seed 0 from the CLI run), trios cached like the CLI's."""
+    root, env, res = demo_run
     assert res.exit_code == 0, res.output
-    g = {k: v["grounding"]["attr_acc"] for k, v in json.loads((root / "out" / "results.json").read_text())["scores"].items()
-         if "grounding" in v}
-    assert g["vlm"] - g["swapped"] >= CLAIM_MARGIN, g
-    assert g["merged-lam0.7"] - g["swapped"] >= CLAIM_MARGIN, g
-    assert g["swapped"] <= SWAPPED_MAX, g
+    out = {0: json.loads((root / "out" / "results.json").read_text())}
+    for seed in SEEDS[1:]:
+        out[seed] = _fast_results(seed, Path(env["VISCODEX_CACHE"]), tmp_path_factory.mktemp(f"demo-seed{seed}"))
+    return out
+
+
+def verdicts(results: dict) -> dict[str, str]:
+    from viscodex.toy.claims import decide, paper_claims
+    from viscodex.toy.report import lam_dir, model_names
+
+    lam = results["config"]["lam"]
+    return {c["claim"]: c["verdict"] for c in decide(results, paper_claims(lam_dir(lam)), model_names(lam))}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", SEEDS)
+def test_demo_both_halves_hold_on_fast(seed_results, seed):
+    """Grounding kept by the merge and lost by the swap, and the coder's skill added: on every seed
+    tried (docs/demo.md has the measured intervals)."""
+    r = seed_results[seed]
+    got = verdicts(r)
+    assert [c["verdict"] for c in r["claims"]] == list(got.values())  # what the table printed
+    for claim in MUST_HOLD:
+        assert got[claim] == "holds", (claim, [c for c in r["claims"] if c["claim"] == claim])
+    for claim in NOT_REFUTED:
+        assert got[claim] != "does not hold", (claim, [c for c in r["claims"] if c["claim"] == claim])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fake", ["vlm", "coder", "swapped"])
+def test_demo_claims_reject_fake_merges(seed_results, fake):
+    """The merged model's scores replaced by the VLM's, by the coder backbone's (lambda 0) or by the
+    coder-swapped model's: at least one claim that the real merge passes no longer holds."""
+    from viscodex.toy.report import lam_dir
+
+    for seed, r in seed_results.items():
+        r = json.loads(json.dumps(r))
+        m = lam_dir(r["config"]["lam"])
+        r["scores"][m] = r["scores"][{"vlm": "vlm", "coder": "merged-lam0", "swapped": "swapped"}[fake]]
+        got = verdicts(r)
+        caught = [c for c in MUST_HOLD if got[c] != "holds"] + [c for c in NOT_REFUTED if got[c] == "does not hold"]
+        assert caught, (seed, fake, got)
 
 
 @pytest.mark.slow
@@ -245,6 +313,7 @@ def test_demo_variants_are_real_models_with_provenance(demo_run):
     r = Recipe.load(out / "sft" / "merged")
     assert r.lam == 0.7 and r.variant == "merged"
     assert r.records["training"]["frozen"] == "vision tower + projector"
+    assert r.records["training"]["grounding_samples"] > 0  # the SFT mixes grounding in
     assert Recipe.load(out / "sft" / "swapped").variant == "swapped"
     # the vision tower and projector are untouched by the SFT (frozen)
     vis = lambda d: {k: v for k, v in tensor_hashes(d).items() if k.startswith(("visual.", "model.visual."))}

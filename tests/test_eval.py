@@ -292,7 +292,9 @@ def test_toy_tasks_score_targets():
         assert task.score(s.reference["target"], s)["score"] == 1.0
         assert task.score("nothing useful", s)["score"] == 0.0
         msgs = task.messages(s)
-        assert msgs[0]["role"] == "user" and msgs[0]["content"][-1]["type"] == "text"
+        # the image takes the description's place: "Write SVG for:" + image (docs/demo.md)
+        kinds = [c["type"] for c in msgs[0]["content"]]
+        assert msgs[0]["role"] == "user" and kinds == (["text"] if name == "toy_coding" else ["text", "image"])
     with pytest.raises(EvalError, match="samples are generated from a seed"):
         get_task("toy_coding").load("/some/file")
 

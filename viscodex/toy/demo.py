@@ -7,7 +7,8 @@
          (vision tower, projector and backbone together) on the grounding task (image -> description).
 `run_demo` then merges (the merge engine), evaluates base VLM / coder-swapped / merged and a lambda
 sweep (evaluation.sweep) on the toy tasks (evaluation.toy: the samples `viscodex eval --task toy_*`
-scores), fine-tunes each of the three variants briefly on image -> code, and writes a table (JSON,
+scores), fine-tunes each of the three variants briefly on image -> code (grounding mixed in),
+decides the paper's claims with paired bootstrap intervals (toy.claims) and writes a table (JSON,
 Markdown) and a plot (toy.report).
 
 This module only orchestrates: the training is training.examples (transformers' Trainer), the
@@ -33,15 +34,17 @@ import torch
 
 from .._util.cache import cache_root
 from .._util.quiet import quiet_transformers
+from .._util.threads import torch_threads
 from .._version import __version__
 from ..errors import DemoError
 from ..training.examples import ExampleCollator, encode_chat, encode_raw, encode_task, fit
 from . import world as tt
 from .models import TRIO_VERSION, TinyConfig
-from .report import VARIANT_NAMES, claims, lam_dir, plot, table_markdown
+from .claims import decide, paper_claims
+from .report import VARIANT_NAMES, lam_dir, model_names, plot, table_markdown
 
 log = logging.getLogger(__name__)
-DEMO_VERSION = 1  # bump when training data or procedure change: invalidates cached trios
+DEMO_VERSION = 2  # bump when training data or procedure change: invalidates cached trios
 EVAL_BATCH = 32  # prompts per generate() call
 
 
@@ -50,6 +53,12 @@ class DemoConfig:
     """Model size and training budget of the demo trio, plus the evaluation settings."""
 
     seed: int = 0
+    # torch CPU threads for every training and evaluation run. Part of the keys: CPU kernels sum in
+    # another order with another thread count, so the trained weights (and a close verdict) change.
+    # 1 by default: 2 threads saved ~10 % on a 2-core machine with a core free, and were 14x slower
+    # in the next run when the other core got busy (benchmarks/README.md); and a count adapted to
+    # the load would make the models depend on the load.
+    threads: int = 1
     # model
     hidden_size: int = 96
     intermediate_size: int = 256
@@ -63,6 +72,7 @@ class DemoConfig:
     batch_size: int = 8
     pretrain_steps: int = 3000
     pretrain_lr: float = 1e-3
+    pretrain_code_every: int = 50  # one pre-training document in this many is the coding task (a weak skill)
     coder_steps: int = 1200
     coder_lr: float = 1e-3
     vlm_steps: int = 1500
@@ -77,6 +87,9 @@ class DemoConfig:
     sft_samples: int = 300
     sft_epochs: int = 2
     sft_lr: float = 1e-3
+    # fraction of grounding samples mixed into that SFT (as the paper's MCD mixes general
+    # instruction data), so that fine-tuning on code does not erase grounding
+    sft_grounding: float = 0.3
 
     def tiny(self) -> TinyConfig:
         return TinyConfig(hidden_size=self.hidden_size, intermediate_size=self.intermediate_size,
@@ -111,9 +124,12 @@ def _code_version() -> str:
 
 
 FULL = DemoConfig()
-# A few times cheaper: for the test suite's end-to-end run of `viscodex demo --no-app --fast`.
-FAST = DemoConfig(hidden_size=64, intermediate_size=128, vision_hidden_size=32, pretrain_steps=1200, coder_steps=400,
-                  vlm_steps=600, eval_samples=32, lambdas=(0.0, 0.7, 1.0), sft_samples=96, sft_epochs=1)
+# The same models trained about half as long, a shorter sweep and SFT: the README's main command
+# and the test suite's end-to-end runs. (Smaller models were tried: with hidden size 64 the coder
+# never learnt to copy the colour, docs/demo.md.) Same number of evaluation samples as FULL, so the
+# claims' intervals are as narrow.
+FAST = DemoConfig(pretrain_steps=1500, coder_steps=800, vlm_steps=600, lambdas=(0.0, 0.5, 0.7, 1.0), sft_samples=96,
+                  sft_epochs=1)
 
 
 # ---------------------------------------------------------------- the trio
@@ -132,7 +148,7 @@ def train_trio(out: str | os.PathLike, cfg: TinyConfig | None = None, demo: Demo
     """Train base, coder and VLM (see module docstring) and write them under `out`.
 
     `cfg` gives the architecture (and seed) when `demo` is not given; training settings then come
-    from the FULL demo configuration. Deterministic for a given configuration and thread count.
+    from the FULL demo configuration. Deterministic for a given configuration (thread count included).
     """
     from ..engine.arch import param_role
     from .models import build_processor, build_tokenizer, new_base, new_vlm_from, save
@@ -150,9 +166,9 @@ def train_trio(out: str | os.PathLike, cfg: TinyConfig | None = None, demo: Demo
     out.mkdir(parents=True, exist_ok=True)
     seed, bs = demo.seed, demo.batch_size
     scenes = tt.all_scenes()
-    record: dict[str, Any] = {"config": asdict(demo), "key": demo.trio_key(), "threads": torch.get_num_threads()}
+    record: dict[str, Any] = {"config": asdict(demo), "key": demo.trio_key(), "threads": demo.threads}
     t_all = time.perf_counter()
-    with quiet_transformers(), tempfile.TemporaryDirectory(prefix="viscodex-train-") as work:
+    with torch_threads(demo.threads), quiet_transformers(), tempfile.TemporaryDirectory(prefix="viscodex-train-") as work:
         work = Path(work)
         tok = build_tokenizer(cfg)
         proc = build_processor(tok, cfg)
@@ -160,7 +176,7 @@ def train_trio(out: str | os.PathLike, cfg: TinyConfig | None = None, demo: Demo
 
         # 1. base: pre-training on raw and chat text
         base = new_base(cfg, tok).train()
-        docs = tt.pretraining_docs(seed, demo.pretrain_steps * bs)
+        docs = tt.pretraining_docs(seed, demo.pretrain_steps * bs, code_every=demo.pretrain_code_every)
         data = [encode_chat(tok, *d) if isinstance(d, tuple) else encode_raw(tok, d) for d in docs]
         record["base"] = fit("base", base, data, ExampleCollator(pad), lr=demo.pretrain_lr, batch_size=bs, seed=seed,
                              steps=demo.pretrain_steps, workdir=work / "base")
@@ -229,10 +245,19 @@ def eval_tasks(demo: DemoConfig) -> list:
 
 
 def _scores(report: dict, samples: list) -> dict:
-    """A runner report in the results' form: the mean of each score, and the first answers."""
+    """A runner report in the results' form: the mean of each score, the first answers, and each
+    sample's attribute accuracy in sample order (what the claims' paired intervals resample),
+    read back from the runner's per-sample file."""
     res = {k: round(v, 4) for k, v in report["metrics"].items() if k != "score"}
     scenes = [tt.Scene(*s.reference["scene"]).description() for s in samples]
     res["examples"] = [{"scene": scene, "output": ex["output"]} for scene, ex in zip(scenes, report["examples"])]
+    if not report.get("samples_file"):
+        raise DemoError(f"{report['task']}: the evaluation kept no per-sample results; the claims need them")
+    by_id = {}
+    for line in Path(report["samples_file"]).read_text().splitlines():
+        rec = json.loads(line)
+        by_id[rec["id"]] = rec["scores"]["attr_acc"]
+    res["per_sample"] = [by_id[s.id] for s in samples]
     return res
 
 
@@ -241,9 +266,11 @@ def _eval_kwargs(demo: DemoConfig) -> dict:
     return dict(limit=demo.eval_samples, batch_size=EVAL_BATCH, device="cpu", progress=False, workers=1)
 
 
-def evaluate_variant(path: Path, demo: DemoConfig, reports: list[dict] | None = None) -> dict[str, dict]:
-    """Scores per toy task (image tasks only for VLMs) of the model at `path`, by evaluation.runner;
-    `reports` (a sweep's) are taken as they are instead of evaluating again."""
+def evaluate_variant(path: Path, demo: DemoConfig, reports: list[dict] | None = None,
+                     cache_dir: Path | None = None) -> dict[str, dict]:
+    """Scores per toy task (image tasks only for VLMs) of the model at `path`, by evaluation.runner,
+    which writes each sample's answer and scores under `cache_dir`; `reports` (a sweep's, which
+    wrote theirs) are taken as they are instead of evaluating again."""
     from ..engine import arch
     from ..evaluation.runner import evaluate_many
 
@@ -251,13 +278,14 @@ def evaluate_variant(path: Path, demo: DemoConfig, reports: list[dict] | None = 
     if reports is None:
         is_vlm = json.loads((Path(path) / "config.json").read_text()).get("model_type") in arch.VLM_MODEL_TYPES
         tasks = [t for t in tasks if is_vlm or not t.uses_images]
-        reports = evaluate_many(path, tasks, resume=False, keep_outputs=3, **_eval_kwargs(demo))
+        reports = evaluate_many(path, tasks, resume=False, keep_outputs=3, cache_dir=cache_dir, **_eval_kwargs(demo))
     by_task = {t.name: t for t in tasks}
     return {r["task"][len("toy_"):]: _scores(r, by_task[r["task"]].load(None, demo.eval_samples)) for r in reports}
 
 
 def sft_image_code(src: Path, dst: Path, demo: DemoConfig) -> dict:
-    """Short SFT of a VL model on image -> code (train combinations), vision tower + projector frozen."""
+    """Short SFT of a VL model on image -> code, with grounding samples mixed in (`sft_grounding`
+    of the data, as the paper's MCD mixes general instruction data); vision tower + projector frozen."""
     from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
     from ..training.trainer import freeze_for_sft
@@ -269,6 +297,9 @@ def sft_image_code(src: Path, dst: Path, demo: DemoConfig) -> dict:
     samples = tt.make_samples(tt.IMAGE_CODE, tt.all_scenes(), demo.sft_samples, f"sft-{demo.seed}",
                               image_size=demo.image_size)
     data = [encode_task(proc, tt.IMAGE_CODE, s) for s in samples]
+    n_ground = round(demo.sft_samples * demo.sft_grounding / (1 - demo.sft_grounding))
+    ground = tt.make_samples(tt.GROUNDING, tt.all_scenes(), n_ground, f"sft-{demo.seed}", image_size=demo.image_size)
+    data += [encode_task(proc, tt.GROUNDING, s) for s in ground]
     model.train()
     with tempfile.TemporaryDirectory(prefix="viscodex-sft-") as work:
         info = fit("sft", model, data, ExampleCollator(_pad_id(proc.tokenizer), model.config.image_token_id),
@@ -278,7 +309,7 @@ def sft_image_code(src: Path, dst: Path, demo: DemoConfig) -> dict:
         model.save_pretrained(dst)
         proc.save_pretrained(dst)
         model.generation_config.save_pretrained(dst)
-    info = {**info, "samples": demo.sft_samples, "epochs": demo.sft_epochs, "lr": demo.sft_lr,
+    info = {**info, "samples": demo.sft_samples, "grounding_samples": n_ground, "epochs": demo.sft_epochs, "lr": demo.sft_lr,
             "frozen": "vision tower + projector"}
     _write_provenance(src, dst, info)
     return info
@@ -332,10 +363,13 @@ def run_demo(out: str | os.PathLike | None = None, demo: DemoConfig = FULL, *, c
     Writes into `out` (default <cache>/demo-<key>): results.json, results.md, accuracy_vs_lambda.png,
     variants/ (merged and swapped models), sweep/ (the lambda sweep: table, plot, per-sample results)
     and sft/ (the three variants after the image -> code SFT).
-    An existing `out` from the same configuration is reused as is unless `force`.
+    An existing `out` from the same configuration is reused as is unless `force`. `threads`
+    overrides `demo.threads` (and so names other cached models and another demo folder).
     """
     from .._util.atomic import OutputFolder
 
+    if threads:
+        demo = dataclasses.replace(demo, threads=threads)
     out = Path(out).expanduser().absolute() if out else cache_root() / f"demo-{demo.key()}"
     old = _read_results(out)
     if old is not None and not force:
@@ -347,11 +381,8 @@ def run_demo(out: str | os.PathLike | None = None, demo: DemoConfig = FULL, *, c
     if out.exists() and old is None and not empty:  # --force never replaces what the demo did not write
         raise DemoError(f"{out} exists and is not a demo folder; choose another --out")
     folder = OutputFolder(out, force=force or empty, markers=(RESULTS_FILE,))  # never replaces foreign files
-    prev_threads = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
     t0 = time.perf_counter()
-    try:
+    with torch_threads(demo.threads):
         with folder as tmp:
             t = time.perf_counter()
             built = not ((Path(cache) if cache else cache_root()) / f"trio-{demo.trio_key()}" / "trio.json").exists()
@@ -369,7 +400,7 @@ def run_demo(out: str | os.PathLike | None = None, demo: DemoConfig = FULL, *, c
             scores = {}
             for name, path in models.items():
                 log.info("evaluating %s ...", name)
-                scores[name] = evaluate_variant(path, demo)
+                scores[name] = evaluate_variant(path, demo, cache_dir=tmp / "evals" / name)
             scores.update(sweep_scores)
             timings["eval"] = round(time.perf_counter() - t, 1)
 
@@ -377,25 +408,24 @@ def run_demo(out: str | os.PathLike | None = None, demo: DemoConfig = FULL, *, c
             three = {"vlm": paths["vlm"], "swapped": var["swapped"], "merged": var[lam_dir(demo.lam)]}
             sft, sft_scores = {}, {}
             for name, path in three.items():
-                log.info("SFT of %s on %d image -> code samples ...", VARIANT_NAMES[name], demo.sft_samples)
+                log.info("SFT of %s on %d image -> code samples (+ %.0f %% grounding) ...", VARIANT_NAMES[name],
+                         demo.sft_samples, 100 * demo.sft_grounding)
                 dst = tmp / "sft" / name
                 sft[name] = sft_image_code(path, dst, demo)
-                sft_scores[name] = evaluate_variant(dst, demo)
+                sft_scores[name] = evaluate_variant(dst, demo, cache_dir=tmp / "evals" / f"sft-{name}")
             timings["sft"] = round(time.perf_counter() - t, 1)
             timings["total"] = round(time.perf_counter() - t0, 1)
 
             results = {
-                "key": demo.key(), "config": asdict(demo), "threads": torch.get_num_threads(),
+                "key": demo.key(), "config": asdict(demo), "threads": demo.threads,
                 "trio": {k: trio_record.get(k) for k in ("key", "base", "coder", "vlm", "seconds", "threads")},
                 "chance": round(tt.chance_attr_acc(), 4), "eval_samples": demo.eval_samples,
                 "scores": scores, "sft": {"training": sft, "scores": sft_scores}, "timings": timings,
             }
-            results["claims"] = claims(results)
+            results["claims"] = decide(results, paper_claims(lam_dir(demo.lam)), model_names(demo.lam))
             (tmp / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
             (tmp / "results.md").write_text(table_markdown(results))
             plot(results, tmp / "accuracy_vs_lambda.png")
-    finally:
-        torch.set_num_threads(prev_threads)
     return _read_results(out)
 
 

@@ -1,5 +1,5 @@
-"""`viscodex demo`'s report: the paper's claims checked on the results, the Markdown table and the
-accuracy-vs-lambda plot. Pure functions of the results dict that `toy.demo.run_demo` writes."""
+"""`viscodex demo`'s report: the Markdown table (with the claims' verdicts, decided in toy.claims)
+and the accuracy-vs-lambda plot. Pure functions of the results dict that `toy.demo.run_demo` writes."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,34 +14,9 @@ def lam_dir(lam: float) -> str:
     return f"merged-lam{lam:g}"
 
 
-def _acc(results: dict, model: str, task: str, sft: bool = False) -> float | None:
-    s = (results["sft"]["scores"] if sft else results["scores"]).get(model, {}).get(task)
-    return None if s is None else s["attr_acc"]
-
-
-def claims(results: dict) -> list[dict]:
-    """The paper's qualitative claims, each with the two numbers it compares and whether they show it."""
-    lam = results["config"]["lam"]
-    m = lam_dir(lam)
-
-    def a(model, task, sft=False):
-        return _acc(results, model, task, sft)
-
-    # (claim, test, x, y, holds when x > y) ; "<" claims are written with the operands swapped
-    rows = [
-        ("swapping the backbone loses visual grounding", "grounding: base VLM > swapped",
-         a("vlm", "grounding"), a("swapped", "grounding")),
-        ("merging keeps visual grounding", f"grounding: merged (lambda {lam:g}) > swapped",
-         a(m, "grounding"), a("swapped", "grounding")),
-        ("merging adds the coder's skill", f"coding: merged (lambda {lam:g}) > base VLM",
-         a(m, "coding"), a("vlm", "coding")),
-        ("after SFT, merged beats the base VLM on image -> code", "image->code after SFT: merged > base VLM",
-         a("merged", "image_code", True), a("vlm", "image_code", True)),
-        ("after SFT, merged beats coder-swapped on image -> code", "image->code after SFT: merged > swapped",
-         a("merged", "image_code", True), a("swapped", "image_code", True)),
-    ]
-    return [{"claim": c, "test": t, "values": [x, y], "holds": bool(x is not None and y is not None and x > y)}
-            for c, t, x, y in rows]
+def model_names(lam: float) -> dict[str, str]:
+    """Labels of the results' model keys."""
+    return {"base": "base LLM", "coder": "coder LLM", **VARIANT_NAMES, lam_dir(lam): f"merged (lambda {lam:g})"}
 
 
 def _fmt(s: dict | None) -> str:
@@ -76,15 +51,27 @@ def table_markdown(results: dict) -> str:
     for lm in sorted({float(k[len('merged-lam'):]) for k in sc if k.startswith("merged-lam")}):
         r = sc[lam_dir(lm)]
         lines.append(f"| {lm:g} | {_fmt(r.get('grounding'))} | {_fmt(r.get('coding'))} | {_fmt(r.get('image_code'))} |")
-    lines += ["", "## After the short SFT on image -> SVG (vision tower and projector frozen)", "",
-              "| variant | grounding | coding | image -> SVG |", "|---|---|---|---|"]
+    lines += ["", "## After the short SFT on image -> SVG (grounding mixed in; vision tower and projector frozen)", "",
+              "| variant | grounding before SFT | grounding after SFT | coding after SFT | image -> SVG after SFT |",
+              "|---|---|---|---|---|"]
+    before = {"vlm": "vlm", "swapped": "swapped", "merged": lam_dir(lam)}
     for k, label in VARIANT_NAMES.items():
         r = sft.get(k, {})
-        lines.append(f"| {label} + SFT | {_fmt(r.get('grounding'))} | {_fmt(r.get('coding'))} | {_fmt(r.get('image_code'))} |")
-    lines += ["", "## The paper's claims at toy scale", "", "| claim | test | values | shows? |", "|---|---|---|---|"]
+        lines.append(f"| {label} | {_fmt(sc.get(before[k], {}).get('grounding'))} | {_fmt(r.get('grounding'))} | "
+                     f"{_fmt(r.get('coding'))} | {_fmt(r.get('image_code'))} |")
+    lines += ["", "## The paper's claims at toy scale", "",
+              (f"Each claim compares two models on the same {results['eval_samples']} samples: the mean difference "
+               "of their attribute accuracies, its 95 % paired bootstrap interval, and the verdict against the "
+               "claim's margin: holds (the interval lies above the margin), does not hold (below it), "
+               "inconclusive (it contains the margin)."), "",
+              "| claim | test | values | difference [95 % interval] | verdict |", "|---|---|---|---|---|"]
     for c in results["claims"]:
-        x, y = c["values"]
-        lines.append(f"| {c['claim']} | {c['test']} | {x:.2f} vs {y:.2f} | {'yes' if c['holds'] else 'no'} |")
+        if "interval" not in c:
+            lines.append(f"| {c['claim']} | {c['test']} | - | - | {c['verdict']} |")
+            continue
+        (x, y), (lo, hi) = c["values"], c["interval"]
+        lines.append(f"| {c['claim']} | {c['test']} | {x:.2f} vs {y:.2f} | {c['difference']:+.2f} [{lo:+.2f}, {hi:+.2f}] | "
+                     f"**{c['verdict']}** |")
     t = results["timings"]
     lines += ["", (f"Time: {t['total']:.0f} s in all (trio {t['trio']:.0f} s - "
                    f"{'built' if t.get('trio_built') else 'reused from the cache'}, merges and evaluation "

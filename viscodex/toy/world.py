@@ -187,11 +187,15 @@ class Task:
     target: Callable[[Scene], str]
     read: Callable[[str], dict | None]  # model output -> attributes it expresses
     max_new_tokens: int = 48
+    # The image goes where the description would be ("Write SVG for: <image>"): a VLM whose vision
+    # tokens stand in for a description there can reuse a text skill on images (see docs/demo.md).
+    image_last: bool = False
 
     def messages(self, sample: Sample, answer: bool = False) -> list[dict]:
         """Chat messages in the processor's format (an image entry for image tasks)."""
-        content: list[dict] = [{"type": "image"}] if self.uses_image else []
-        content.append({"type": "text", "text": self.prompt(sample.scene)})
+        content: list[dict] = [{"type": "text", "text": self.prompt(sample.scene)}]
+        if self.uses_image:
+            content.insert(len(content) if self.image_last else 0, {"type": "image"})
         msgs = [{"role": "user", "content": content}]
         if answer:
             msgs.append({"role": "assistant", "content": [{"type": "text", "text": sample.target}]})
@@ -208,11 +212,11 @@ class Task:
 
 
 GROUNDING = Task("grounding", "grounding (image -> description)", True,
-                 lambda s: "Describe the shape.", Scene.description, read_description)
+                 lambda s: "Describe:", Scene.description, read_description, image_last=True)
 CODING = Task("coding", "coding (description -> SVG)", False,
               lambda s: f"Write SVG for: {s.description()}", Scene.svg, read_svg)
 IMAGE_CODE = Task("image_code", "image -> code (SVG)", True,
-                  lambda s: "Write SVG for this image.", Scene.svg, read_svg)
+                  lambda s: "Write SVG for:", Scene.svg, read_svg, image_last=True)
 TASKS = {t.name: t for t in (GROUNDING, CODING, IMAGE_CODE)}
 
 
@@ -320,8 +324,8 @@ def pretraining_docs(seed: int | str, n: int, code_every: int = 50) -> list[str 
             out.append(s.description())
         elif k == 1:
             out.append(s.svg())
-        elif k == 2:
-            out.append((f"Repeat: {s.description()}", s.description()))
+        elif k == 2:  # the text form of grounding ("Describe: <image>")
+            out.append((f"Describe: {s.description()}", s.description()))
         elif k == 3:
             out.append((f"Repeat: {s.svg()}", s.svg()))
         else:

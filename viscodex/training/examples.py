@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import torch
+from transformers import TrainerCallback
 
 from .._util.quiet import quiet_transformers
 from .data import IGNORE_INDEX
@@ -78,10 +79,38 @@ class ExampleCollator:
         return batch
 
 
+class EtaProgress(TrainerCallback):
+    """Logs progress with an ETA every ~10 % of the steps (and at least every
+    `every_s` seconds), so a long CPU run is never silent."""
+
+    def __init__(self, name: str, every_s: float = 20.0):
+        self.name, self.every_s = name, every_s
+        self.t0 = self.last = 0.0
+        self.loss: float | None = None
+
+    def on_train_begin(self, args, state, control, **kw):
+        self.t0 = self.last = time.perf_counter()
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        if logs and "loss" in logs:
+            self.loss = logs["loss"]
+
+    def on_step_end(self, args, state, control, **kw):
+        step, total = state.global_step, max(1, state.max_steps)
+        now = time.perf_counter()
+        tenth = max(1, total // 10)
+        if step < total and (step % tenth == 0 or now - self.last >= self.every_s):
+            self.last = now
+            spent = now - self.t0
+            loss = f"  loss {self.loss:.3f}" if self.loss is not None else ""
+            log.info("  %-8s %5d/%d steps (%3.0f%%)%s  %.0f s, ETA %.0f s", self.name, step, total,
+                     100 * step / total, loss, spent, spent / step * (total - step))
+
+
 def fit(name: str, model, data: list[dict], collator, *, lr: float, batch_size: int, seed: int, workdir: Path,
         steps: int | None = None, epochs: float | None = None, param_groups: list[dict] | None = None) -> dict:
-    """Train with transformers' Trainer on CPU (AdamW, cosine schedule, short warm-up); returns
-    steps, seconds and the first and last logged loss."""
+    """Train with transformers' Trainer on CPU (AdamW, cosine schedule, short warm-up), logging
+    progress with an ETA; returns steps, seconds and the first and last logged loss."""
     from transformers import PrinterCallback, Trainer, TrainingArguments
 
     args = TrainingArguments(
@@ -95,7 +124,7 @@ def fit(name: str, model, data: list[dict], collator, *, lr: float, batch_size: 
     t0 = time.perf_counter()
     with quiet_transformers():
         trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=collator,
-                          optimizers=(opt, None))
+                          optimizers=(opt, None), callbacks=[EtaProgress(name)])
         trainer.remove_callback(PrinterCallback)
         res = trainer.train()
     model.eval()
