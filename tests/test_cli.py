@@ -288,3 +288,23 @@ def test_sweep_and_app_clis_pass_the_options(monkeypatch, tmp_path):
     r = CliRunner().invoke(app, ["app", "--merged", "m/x", "--port", "7999"])
     assert isinstance(r.exception, Done), r.output
     assert seen == {**AppOptions(port=7999).kwargs(), "variants": {"vlm": None, "swapped": None, "merged": "m/x"}}
+
+
+def test_front_door_evaluate_and_sweep_take_the_options_models_fields(monkeypatch):
+    """viscodex.evaluate / viscodex.sweep accept what `viscodex eval` / `sweep` do, by the same names."""
+    import viscodex
+    from viscodex.evaluation import runner
+    from viscodex.evaluation.options import EvalOptions
+
+    with pytest.raises(viscodex.RecipeError, match=r"viscodex.evaluate\(\): unknown option batch= \(nor is there a "
+                                                   r"--batch flag\); valid: .*batch_size"):
+        viscodex.evaluate("a/m", "toy_grounding", batch=4)
+    with pytest.raises(viscodex.RecipeError, match=r"viscodex.sweep\(\): unknown option lam= "):
+        viscodex.sweep({"vlm": "a/b", "coder": "c/d"}, [0.5], "toy_grounding", "o", lam=0.5)
+
+    seen = {}
+    monkeypatch.setattr(runner, "evaluate_many", lambda model, tasks, **kw: seen.update(kw, tasks=tasks) or [])
+    viscodex.evaluate("a/m", "chartmimic", limit=2, judge_url="http://localhost:9/v1", judge_model="j")
+    assert {k: v for k, v in seen.items() if k != "tasks"} == EvalOptions(limit=2).kwargs()
+    judge = seen["tasks"][0].judge  # the judge reached the task, as --judge-url does
+    assert (judge.url, judge.model, judge.key_env) == ("http://localhost:9/v1", "j", "OPENAI_API_KEY")
