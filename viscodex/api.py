@@ -77,17 +77,24 @@ def publish(folder: str | os.PathLike, repo_id: str, **options: Any) -> PublishR
 
 def evaluate(model: str | os.PathLike, tasks: str | list[str], **options: Any) -> list[dict[str, Any]]:
     """Score a model (folder or Hub id) on one or more tasks (`viscodex.evaluation.task_names()`);
-    one report per task. `options`: source, limit, cache_dir, batch_size, max_new_tokens, device,
-    workers, resume."""
+    one report per task. `options`: EvalOptions' fields (source, limit, cache_dir, batch_size,
+    max_new_tokens, device, workers, progress, resume, judge_url, judge_model, judge_key_env,
+    clip_model), the `viscodex eval` options."""
+    from .evaluation.options import EvalOptions
     from .evaluation.runner import evaluate_many
 
-    return evaluate_many(model, [tasks] if isinstance(tasks, str) else list(tasks), **options)
+    _check_options("evaluate", options, EvalOptions)
+    opts = EvalOptions(**options)
+    return evaluate_many(model, opts.tasks([tasks] if isinstance(tasks, str) else list(tasks)), **opts.kwargs())
 
 
 def sweep(recipe: Recipe | str | os.PathLike | dict, lambdas: list[float], tasks: str | list[str],
           out: str | os.PathLike, **options: Any) -> SweepResult:
-    """Merge at each lambda, evaluate, and pick the best (table, plot and JSON under `out`)."""
+    """Merge at each lambda, evaluate, and pick the best (table, plot and JSON under `out`).
+    `options`: SweepOptions' fields, the `viscodex sweep` options."""
+    from .evaluation.options import SweepOptions
     from .evaluation.sweep import run_sweep
 
+    _check_options("sweep", options, SweepOptions)
     return run_sweep(_recipe(recipe), list(lambdas), [tasks] if isinstance(tasks, str) else list(tasks),
-                     Path(out), **options)
+                     Path(out), **SweepOptions(**options).kwargs())

@@ -12,9 +12,12 @@ from typer.core import TyperGroup
 from ._util.sizes import human_size
 from ._version import __version__
 from .cli_options import derive, parse_key_values
+from .app.options import AppOptions
 from .engine.options import DEFAULT_SHARD_SIZE, MergeOptions
 from .engine.options import FLAG_NAMES as MERGE_FLAGS
 from .errors import RecipeError, ViscodexError
+from .evaluation.options import EvalOptions, SweepOptions
+from .hub.options import SPACE_FLAGS, CardOptions, PublishOptions, SpaceOptions
 from .training.flags import FLAG_NAMES as TRAIN_FLAGS
 from .training.trainer import TrainConfig  # the train options' model (imports torch)
 
@@ -233,18 +236,18 @@ def train(cfg: TrainConfig) -> None:
 
 
 @app.command()
+@derive(CardOptions)
 def card(
     folder: Annotated[Path, typer.Argument(help="Merged model folder (holds viscodex_recipe.yaml).")],
-    repo_id: Annotated[Optional[str], typer.Option("--repo-id", help="Hub id the usage snippet loads (default: the folder's name).")] = None,
-    license: Annotated[Optional[str], typer.Option("--license", help="Licence id to declare (decides a conflict between the sources' licences).")] = None,
     validate: Annotated[bool, typer.Option("--validate", help="Also validate the metadata with the Hub (network).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Write README.md without printing it.")] = False,
+    options: CardOptions = CardOptions(),
 ) -> None:
     """Write (or refresh) the folder's README.md model card from its recipe, and print it."""
     from .hub.card import validate_card, write_card
 
     def run():
-        path, build = write_card(folder, repo_id=repo_id, license=license)
+        path, build = write_card(folder, **options.kwargs())
         if validate:
             validate_card(build.card, remote=True)
         if not quiet:
@@ -255,21 +258,19 @@ def card(
 
 
 @app.command()
+@derive(PublishOptions)
 def publish(
     folder: Annotated[Path, typer.Argument(help="Merged model folder to upload.")],
     repo: Annotated[str, typer.Option("--repo", help="Hub repo id, namespace/name (created if needed).")] = ...,
-    private: Annotated[bool, typer.Option("--private", help="Create the repo private.")] = False,
-    revision: Annotated[str, typer.Option(help="Branch to commit to (created if needed).")] = "main",
-    license: Annotated[Optional[str], typer.Option("--license", help="Licence id to declare in the card.")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the card and the files with sizes; upload nothing.")] = False,
+    options: PublishOptions = PublishOptions(),
 ) -> None:
     """Upload a merged folder to the Hub with a model card generated from its recipe."""
     from .hub.publish import format_files
     from .hub.publish import publish as run_publish
 
     def run():
-        res = run_publish(folder, repo, private=private, revision=revision, dry_run=dry_run, license=license)
-        if dry_run:
+        res = run_publish(folder, repo, **options.kwargs())
+        if options.dry_run:
             typer.echo(res.card)
             typer.echo(f"--- dry run: would commit to {res.repo_id}@{res.revision}: {res.commit_message}")
             typer.echo(format_files(res.files))
@@ -285,26 +286,16 @@ def publish(
 
 
 @app.command()
-def space(
-    model: Annotated[str, typer.Option("--model", help="Hub id of the merged model the demo shows.")] = ...,
-    repo: Annotated[str, typer.Option("--repo", help="Hub id of the Space, namespace/name (created if needed).")] = ...,
-    base_vlm: Annotated[Optional[str], typer.Option("--base-vlm", help="Hub id of the VLM it was merged from (default: read from the model's recipe).")] = None,
-    swapped: Annotated[Optional[str], typer.Option("--swapped", help="Hub id of the coder-swapped baseline, if published.")] = None,
-    hardware: Annotated[Optional[str], typer.Option(help="zerogpu (default) or a Space hardware flavor.")] = None,
-    app_dir: Annotated[Optional[Path], typer.Option("--app-dir", help="Folder with app.py and requirements.txt (default: the checkout).")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", help="Also keep the assembled Space folder here.")] = None,
-    private: Annotated[bool, typer.Option("--private", help="Create the Space private.")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the Space README, files and variables; upload nothing.")] = False,
-) -> None:
+@derive(SpaceOptions, names=SPACE_FLAGS)
+def space(options: SpaceOptions) -> None:
     """Publish the demo Space: app, package, requirements and a README generated from space_config/."""
     from .hub.publish import format_files
     from .hub.space import publish_space
 
     def run():
-        plan = publish_space(model=model, repo_id=repo, base_vlm=base_vlm, swapped=swapped, hardware=hardware,
-                             app_dir=app_dir, private=private, dry_run=dry_run, keep=out)
+        plan = publish_space(**options.kwargs())
         fp = plan.footprint
-        if dry_run:
+        if options.dry_run:
             typer.echo(plan.readme)
             typer.echo(f"--- dry run: would publish Space {plan.repo_id}")
             typer.echo(format_files(plan.files))
@@ -312,54 +303,36 @@ def space(
             typer.echo(f"variable {k}={v}")
         typer.echo(f"GPU footprint {human_size(fp.total)} -> hardware {plan.hardware}"
                    + (f", ZeroGPU slice {fp.slice}" if plan.hardware == "zero-a10g" else ""))
-        typer.echo("nothing was uploaded" if dry_run else f"published {plan.url} (commit {plan.commit})")
+        typer.echo("nothing was uploaded" if options.dry_run else f"published {plan.url} (commit {plan.commit})")
         typer.echo(f"app {plan.app_url} (an example: {plan.app_url}/?example=bar_chart)")
 
     _guard(run)
 
 
 @app.command("app")
-def app_cmd(
-    vlm: Annotated[Optional[str], typer.Option("--vlm", help="Base VLM: model id or folder (env VISCODEX_BASE_VLM).")] = None,
-    swapped: Annotated[Optional[str], typer.Option("--swapped", help="Coder-swapped model (env VISCODEX_SWAPPED).")] = None,
-    merged: Annotated[Optional[str], typer.Option("--merged", help="Merged VisCodex model (env VISCODEX_MERGED).")] = None,
-    port: Annotated[Optional[int], typer.Option("--port", help="Server port (default 7860).")] = None,
-    host: Annotated[Optional[str], typer.Option("--host", help="Server address, e.g. 0.0.0.0 (default 127.0.0.1).")] = None,
-    recipe: Annotated[Optional[str], typer.Option("--recipe", help="Serve a recipe's VLM and its swapped/merged variants, merged into the cache once (a path or a packaged name, e.g. viscodex-8b; env VISCODEX_RECIPE). Sizes are printed first.")] = None,
-) -> None:
+@derive(AppOptions)
+def app_cmd(options: AppOptions) -> None:
     """Launch the side-by-side demo (app.py): base VLM, coder-swapped and merged. Nothing given:
     the tiny offline demo trio (no downloads)."""
     from .app.ui import run_app
 
-    _guard(lambda: run_app({"vlm": vlm, "swapped": swapped, "merged": merged}, port=port, host=host, recipe=recipe))
+    _guard(lambda: run_app(options.variants(), **options.kwargs()))
 
 
 @app.command("eval")
+@derive(EvalOptions, skip=("progress",),
+        help={"cache_dir": "Per-sample results for resuming (default: <out>.samples/)."})
 def eval_cmd(
     model: Annotated[Optional[str], typer.Argument(help="Model to evaluate: local folder or Hub id (omit with --predictions).")] = None,
     task: Annotated[list[str], typer.Option("--task", "-t", help="mmcode, chartmimic, design2code, toy_grounding, toy_coding, toy_image_code (repeatable).")] = ...,
-    judge_url: Annotated[Optional[str], typer.Option("--judge-url", help="ChartMimic's high-level score: an OpenAI-compatible endpoint (e.g. http://localhost:8000/v1) that judges the drawn chart; off by default.")] = None,
-    judge_model: Annotated[Optional[str], typer.Option("--judge-model", help="The judge model's name at --judge-url (the benchmark used GPT-4o).")] = None,
-    judge_key_env: Annotated[str, typer.Option("--judge-key-env", help="Environment variable holding the judge's API key (sent as a Bearer token, never printed).")] = "OPENAI_API_KEY",
-    clip_model: Annotated[Optional[str], typer.Option("--clip-model", help="Design2Code's CLIP score: a CLIP checkpoint (folder or Hub id, e.g. openai/clip-vit-base-patch32); skipped when absent.")] = None,
     predictions: Annotated[Optional[Path], typer.Option("--predictions", help="Score answers made elsewhere, no model: JSONL of {\"id\": <benchmark sample id>, \"response\": <full text>} (one --task).")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Results JSON.")] = Path("results.json"),
-    limit: Annotated[Optional[int], typer.Option(help="Evaluate only the first N samples of each task.")] = None,
-    source: Annotated[Optional[str], typer.Option(help="Where samples come from: omit for the Hub, 'sample' for the tiny offline sample, or a local copy.")] = None,
-    cache_dir: Annotated[Optional[Path], typer.Option(help="Per-sample results for resuming (default: <out>.samples/).")] = None,
-    batch_size: Annotated[int, typer.Option(help="Prompts per generate() call (halved on CUDA OOM).")] = 8,
-    max_new_tokens: Annotated[Optional[int], typer.Option(help="Tokens to generate per answer (default: per task).")] = None,
-    device: Annotated[Optional[str], typer.Option(help="cuda, cuda:1, cpu (default: cuda when available).")] = None,
-    workers: Annotated[int, typer.Option(help="Threads scoring in the sandbox while generation goes on.")] = 2,
-    resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Reuse per-sample results of an earlier run.")] = True,
     write_recipe: Annotated[bool, typer.Option("--write-recipe", help="Record the results in MODEL's viscodex_recipe.yaml (shown by `viscodex card`).")] = False,
     unsafe_executor: Annotated[bool, typer.Option("--unsafe-executor", help="Run generated code even where the sandbox's seccomp/Landlock layers are unavailable (weaker protection; same as VISCODEX_UNSAFE_EXECUTOR=1).")] = False,
+    options: EvalOptions = EvalOptions(),
 ) -> None:
     """Score a model on multimodal code benchmarks (generated code runs only in the sandbox)."""
     from .evaluation.records import card_entry, write_to_recipe
-    from .evaluation import get_task
-    from .evaluation.chartmimic import with_judge
-    from .evaluation.design2code import with_clip
     from .evaluation.runner import check_model_spec, evaluate_many, score_predictions, write_json
     from .errors import EvalError
 
@@ -370,14 +343,14 @@ def eval_cmd(
             raise EvalError("--predictions scores one --task (ids are per benchmark) and records nothing in a recipe")
         if model is not None:
             check_model_spec(model)  # a mistyped folder is the one line the user sees, before any header
-        tasks = with_clip(with_judge([get_task(t) for t in task], judge_url, judge_model, judge_key_env), clip_model)
+        tasks = options.tasks(task)
         _sandbox_header(unsafe_executor)
         if predictions is not None:
-            reports = [score_predictions(tasks[0], predictions, source=source, limit=limit, workers=workers)]
+            reports = [score_predictions(tasks[0], predictions, **options.score_kwargs())]
         else:
-            cache = cache_dir or out.with_name(out.stem + ".samples")
-            reports = evaluate_many(model, tasks, source=source, limit=limit, cache_dir=cache, batch_size=batch_size,
-                                    max_new_tokens=max_new_tokens, device=device, workers=workers, resume=resume)
+            kw = options.kwargs()
+            kw["cache_dir"] = kw["cache_dir"] or out.with_name(out.stem + ".samples")
+            reports = evaluate_many(model, tasks, **kw)
         write_json(out, {"model": model if model is not None else f"predictions: {predictions}", "results": reports})
         for r in reports:
             if r.get("missing_predictions"):
@@ -400,33 +373,20 @@ def eval_cmd(
 
 
 @app.command()
+@derive(SweepOptions, skip=("progress",))
 def sweep(
     recipe: Annotated[Path, typer.Argument(help="Recipe YAML (or a merged folder holding viscodex_recipe.yaml).")],
     lambdas: Annotated[str, typer.Option("--lambdas", help="Comma-separated lambdas, e.g. 0.5,0.6,0.7,0.8,0.9.")] = ...,
     task: Annotated[list[str], typer.Option("--task", "-t", help="Task(s) to evaluate (see --select).")] = ...,
-    select: Annotated[str, typer.Option("--select", help="How the best lambda is picked: mean (of the tasks' scores), min, or a task name.")] = "mean",
-    warn_drop: Annotated[float, typer.Option("--warn-drop", help="Warn when the chosen lambda scores another task this much (0.05 = 5 points) below its best.")] = 0.05,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for table.md, plot.png, results.json and per-lambda caches.")] = ...,
-    limit: Annotated[Optional[int], typer.Option(help="Evaluate only the first N samples of each task.")] = None,
-    source: Annotated[Optional[str], typer.Option(help="Omit for the Hub, 'sample' for the tiny offline sample, or a local copy.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Prompts per generate() call.")] = 8,
-    max_new_tokens: Annotated[Optional[int], typer.Option(help="Tokens to generate per answer (default: per task).")] = None,
-    device: Annotated[Optional[str], typer.Option(help="Where generation runs (default: cuda when available).")] = None,
-    merge_device: Annotated[str, typer.Option(help="Where the merge math runs.")] = "cpu",
-    scratch: Annotated[Optional[Path], typer.Option(help="Folder for the temporary merges (default: <out>/.merges).")] = None,
-    keep: Annotated[bool, typer.Option("--keep", help="Keep each lambda's merged folder.")] = False,
-    workers: Annotated[int, typer.Option(help="Threads scoring in the sandbox.")] = 2,
-    write_recipe: Annotated[Optional[Path], typer.Option("--write-recipe", help="Merged folder whose viscodex_recipe.yaml gets the results for its lambda.")] = None,
+    options: SweepOptions = SweepOptions(),
 ) -> None:
     """Merge at each lambda, evaluate, and report the best lambda (table, plot, JSON)."""
     from .evaluation.sweep import parse_lambdas, run_sweep
     from .engine.recipe import Recipe
 
     def run():
-        res = run_sweep(Recipe.load(recipe), parse_lambdas(lambdas), task, out, source=source, limit=limit, keep=keep,
-                        scratch=scratch, device=device, merge_device=merge_device, batch_size=batch_size,
-                        max_new_tokens=max_new_tokens, workers=workers, write_recipe=write_recipe, select=select,
-                        warn_drop=warn_drop)
+        res = run_sweep(Recipe.load(recipe), parse_lambdas(lambdas), task, out, **options.kwargs())
         typer.echo(res.table.read_text(), nl=False)
         if res.best_lambda is None:
             typer.echo(f"best lambda: none ({res.no_signal})")

@@ -25,12 +25,18 @@ from ._util.flags import cli_flag
 
 
 def field_comments(cls: type) -> dict[str, str]:
-    """`name: type = default  # comment` -> {name: comment}: the fallback help of a field."""
-    try:
-        src = inspect.getsource(cls)
-    except (OSError, TypeError):
-        return {}
-    return {m.group(1): m.group(2).strip() for m in re.finditer(r"^\s+(\w+):[^#\n]*#\s*(.+)$", src, re.M)}
+    """`name: type = default  # comment` -> {name: comment}: the fallback help of a field. Base
+    classes first, so a subclass's comment on a field wins and inherited fields keep theirs."""
+    out: dict[str, str] = {}
+    for c in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(c) or c is object:
+            continue
+        try:
+            src = inspect.getsource(c)
+        except (OSError, TypeError):
+            continue
+        out |= {m.group(1): m.group(2).strip() for m in re.finditer(r"^\s+(\w+):[^#\n]*#\s*(.+)$", src, re.M)}
+    return out
 
 
 def _unwrap(tp: Any) -> tuple[Any, bool]:
@@ -62,11 +68,11 @@ def parse_key_values(items: list[str] | None, flag: str) -> dict[str, Any]:
     return out
 
 
-def derive(cls: type, *, help: dict[str, str], names: dict[str, tuple[str, ...]] | None = None,
+def derive(cls: type, *, help: dict[str, str] | None = None, names: dict[str, tuple[str, ...]] | None = None,
            skip: tuple[str, ...] = (), arguments: tuple[str, ...] = (),
            show_default: dict[str, str] | None = None):
     """Decorator: replace the command's parameter annotated `cls` by one option per field of `cls`."""
-    names, show_default = names or {}, show_default or {}
+    help, names, show_default = help or {}, names or {}, show_default or {}
     hints = typing.get_type_hints(cls)
     comments = field_comments(cls)
 

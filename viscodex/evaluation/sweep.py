@@ -29,6 +29,7 @@ from ..engine.recipe import Recipe
 from .records import card_entry, write_to_recipe
 from .runner import _sha, evaluate_many, write_json
 from .catalog import get_task
+from .options import DEFAULT_WARN_DROP
 from .tasks import EvalError, Task
 
 log = logging.getLogger(__name__)
@@ -50,8 +51,6 @@ class SweepResult:
     no_signal: str | None = None  # why no lambda was chosen (a tie at the top)
     warnings: list[str] = field(default_factory=list)  # other tasks the chosen lambda drops
 
-
-DEFAULT_WARN_DROP = 0.05
 
 
 def selection_key(select: str | None, tasks: list[str]) -> str:
@@ -131,7 +130,7 @@ def run_sweep(recipe: Recipe | str | os.PathLike, lambdas: list[float], tasks: l
               source: str | None = None, limit: int | None = None, keep: bool = False,
               scratch: str | os.PathLike | None = None, device: str | None = None, merge_device: str = "cpu",
               batch_size: int = 8, max_new_tokens: int | None = None, progress: bool = True, workers: int = 2,
-              write_recipe: str | os.PathLike | None = None, select: str | None = None,
+              write_recipe: str | os.PathLike | None = None, select: str | None = "mean",
               warn_drop: float = DEFAULT_WARN_DROP) -> SweepResult:
     from ..engine.merge import open_sources, run_merge
     from ..engine.methods import get_method

@@ -379,7 +379,7 @@ def commit_message(folder: Path) -> str:
     return f"Upload {name} (viscodex recipe: {what}{sft})"
 
 
-def publish(folder: str | os.PathLike, repo_id: str, *, private: bool = False, revision: str | None = None,
+def publish(folder: str | os.PathLike, repo_id: str, *, private: bool = False, revision: str | None = "main",
             dry_run: bool = False, token: str | None = None, license: str | None = None,
             retry: RetryPolicy | None = None) -> PublishResult:
     """Publish a merged folder as `repo_id` (created if needed). See the module docstring."""
