@@ -7,7 +7,7 @@ import time
 
 import huggingface_hub.lfs
 import pytest
-from hub_server import hub, hub_trio, unique  # noqa: F401
+from hub_server import unique  # the hub and hub_trio fixtures come from conftest.py (pytest_plugins)
 from test_publish import FAST, app_dir, copy, merged, our_commits, repo_name, space_models  # noqa: F401
 from typer.testing import CliRunner
 
