@@ -14,7 +14,8 @@ What it guarantees (each rule is a defect a user hit, issue 16):
 * One writer per `--out`: an exclusive lock file `.<name>.viscodex-lock` beside it (fcntl lock,
   released by the kernel when the process dies, so SIGKILL cannot leave it stuck).
 * Work happens in `.<name>.viscodex-tmp-<pid>` beside `--out` (same filesystem, so the final
-  rename is atomic). Its owner (pid + process start time, so a reused pid is not mistaken for the
+  rename is atomic); the processes of one torchrun job share `.<name>.viscodex-tmp-job<...>`
+  (`job_tag`), taken by rank 0 alone. Its owner (pid + process start time, so a reused pid is not mistaken for the
   owner) is recorded inside; the next run removes temp folders whose owner is gone and says so.
 * SIGTERM and SIGHUP are handled like Ctrl-C (the temp folder is removed on the way out).
 * Every file and the folder are fsynced before the rename; the parent after it.
@@ -28,6 +29,7 @@ import errno
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import threading
@@ -180,6 +182,17 @@ def _sibling(out: Path, kind: str, tag: str | int) -> Path:
     return out.parent / f".{out.name}.viscodex-{kind}-{tag}"
 
 
+def job_tag() -> str:
+    """The temp-folder tag of this process: its pid, or for the ranks of one torchrun / accelerate
+    job a tag they all compute alike (the rendezvous id and port the launcher gave every rank), so
+    that the rank that writes and the ranks that only take part in a collective save name one
+    folder. Staleness is still judged by the owner (pid + start time) recorded inside."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return str(os.getpid())
+    job = f"{os.environ.get('MASTER_PORT', '')}-{os.environ.get('TORCHELASTIC_RUN_ID', '')}"
+    return "job" + re.sub(r"[^A-Za-z0-9_-]", "", job)[:48]
+
+
 def finalize(tmp: Path, out: Path) -> None:
     """Durably and atomically move a finished folder into place, replacing an old output."""
     (tmp / MARKER).write_text(json.dumps({"pid": os.getpid()}) + "\n")
@@ -294,16 +307,18 @@ class OutputFolder:
 
     `check_out` runs in the constructor (before any work); the lock, stale clean-up and temp
     folder are taken on entry. `need_bytes` (optional) is checked against free space on entry or
-    later with `reserve`.
+    later with `reserve`. `tag` names the temp folder (default: this pid; see `job_tag`). The
+    output is checked once more just before the rename: a long run (training) must not replace
+    what someone else put at `out` meanwhile.
     """
 
     def __init__(self, out: str | os.PathLike, *, force: bool = False, sources: Iterable = (), flag: str = "--out",
-                 markers: Iterable[str] = LEGACY_MARKERS, need_bytes: int | None = None):
+                 markers: Iterable[str] = LEGACY_MARKERS, need_bytes: int | None = None, tag: str | int | None = None):
         self.force, self.flag, self.markers = force, flag, tuple(markers)
         self.sources = [s for s in sources if s is not None]
         self.out = check_out(out, force, sources=self.sources, flag=flag, markers=self.markers)
         self.need_bytes = need_bytes
-        self.tmp = _sibling(self.out, "tmp", os.getpid())
+        self.tmp = _sibling(self.out, "tmp", os.getpid() if tag is None else tag)
         self._stack: contextlib.ExitStack | None = None
 
     def reserve(self, nbytes: int) -> None:
@@ -341,6 +356,7 @@ class OutputFolder:
     def __exit__(self, et, ev, tb) -> None:
         try:
             if et is None:
+                check_out(self.out, self.force, sources=self.sources, flag=self.flag, markers=self.markers)
                 try:
                     finalize(self.tmp, self.out)
                 except OSError as e:
@@ -351,4 +367,4 @@ class OutputFolder:
 
 
 __all__ = ["OutputFolder", "OutputError", "Terminated", "check_out", "check_free_space", "finalize", "fsync_tree",
-           "recover", "locked", "terminate_as_interrupt", "process_start", "MARKER"]
+           "job_tag", "recover", "locked", "terminate_as_interrupt", "process_start", "MARKER"]
