@@ -387,3 +387,61 @@ def test_ranks_of_one_job_share_a_temp_folder_name(monkeypatch, tmp_path):
     assert OutputFolder(tmp_path / "o", tag=tag).tmp == tmp_path / ".o.viscodex-tmp-job29533-abcx"
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert atomic.job_tag() == str(os.getpid())
+
+
+# ------------------------------------------------------------------ `viscodex eval`: results and the per-sample cache
+def test_eval_cache_survives_a_line_torn_by_a_kill(trio, tmp_path):
+    """A kill mid-line leaves a torn last line: resume ignores it, regenerates that sample, and the
+    records appended after it stay readable (they used to be glued to the torn line and lost)."""
+    from typer.testing import CliRunner
+
+    from viscodex.cli import app
+
+    task = "toy_grounding"
+    out = tmp_path / "results.json"
+    args = ["eval", str(trio["vlm"]), "--task", task, "--source", "sample", "--max-new-tokens", "4", "--out", str(out),
+            "--device", "cpu"]
+
+    def run(limit: int) -> dict:
+        res = CliRunner().invoke(app, [*args, "--limit", str(limit)])
+        assert res.exit_code == 0, res.output
+        return json.loads(out.read_text())["results"][0]
+
+    run(2)
+    cache = tmp_path / "results.samples" / f"{task}.jsonl"
+    lines = cache.read_bytes().splitlines(keepends=True)
+    assert len(lines) == 2
+    cache.write_bytes(lines[0] + lines[1][: len(lines[1]) // 2])  # killed while writing the second record
+    r = run(3)
+    assert (r["n"], r["cached"], r["generated"]) == (3, 1, 2)
+    assert cache.read_bytes().startswith(lines[0] + lines[1][: len(lines[1]) // 2] + b"\n")
+    r = run(3)  # nothing lost: every sample is read back from the cache
+    assert (r["n"], r["cached"], r["generated"]) == (3, 3, 0)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp file beside results.json
+
+
+def test_results_json_is_replaced_atomically_and_durably(tmp_path, monkeypatch):
+    from viscodex.evaluation.runner import write_json
+
+    out = tmp_path / "results.json"
+    write_json(out, {"results": [1]})
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / f".results.json.tmp-{dead.pid}").write_text('{"res')  # a SIGKILLed writer's leftover
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(atomic.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+
+    def killed(*a):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(atomic.os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        write_json(out, {"results": [2]})
+    assert json.loads(out.read_text()) == {"results": [1]}  # the previous results, whole
+    assert os.listdir(tmp_path) == ["results.json"]  # no temp file, the stale one removed
+    monkeypatch.undo()
+    monkeypatch.setattr(atomic.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    synced.clear()
+    write_json(out, {"results": [2]})
+    assert json.loads(out.read_text()) == {"results": [2]} and len(synced) == 2  # the file, then its folder

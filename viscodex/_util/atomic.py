@@ -178,6 +178,30 @@ def _fsync_dir(d: Path) -> None:
         os.close(fd)
 
 
+def write_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Replace one file atomically and durably: a kill leaves the old file or the new one, never a
+    half-written one, and no temp file (it is removed when the write fails; a SIGKILL can leave
+    only `.<name>.tmp-<pid>`, which the next write of that file removes)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{glob_escape(path.name)}.tmp-*"):
+        tag = stale.name.rsplit("-", 1)[1]
+        if tag.isdigit() and process_start(int(tag)) is None:
+            stale.unlink(missing_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
 def _sibling(out: Path, kind: str, tag: str | int) -> Path:
     return out.parent / f".{out.name}.viscodex-{kind}-{tag}"
 
@@ -367,4 +391,4 @@ class OutputFolder:
 
 
 __all__ = ["OutputFolder", "OutputError", "Terminated", "check_out", "check_free_space", "finalize", "fsync_tree",
-           "job_tag", "recover", "locked", "terminate_as_interrupt", "process_start", "MARKER"]
+           "job_tag", "recover", "write_atomic", "locked", "terminate_as_interrupt", "process_start", "MARKER"]
