@@ -377,6 +377,22 @@ def test_train_holds_the_lock_while_it_trains(trio, toy_data, tmp_path):
     assert os.listdir(tmp_path / "runs") == []
 
 
+def test_a_signal_swallowed_by_a_del_still_stops_the_run():
+    """Python drops an exception raised inside `__del__` (the train test hit one in regex's): the
+    signal is remembered, and the training loop's raise_if_terminated stops the run at the next step."""
+    class Finalized:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(10000):  # the handler runs here, inside __del__
+                pass
+
+    with atomic.terminate_as_interrupt():
+        Finalized()  # collected at once; its Terminated is printed and dropped
+        with pytest.raises(atomic.Terminated, match="SIGTERM"):
+            atomic.raise_if_terminated()
+    atomic.raise_if_terminated()  # outside the block nothing is pending
+
+
 def test_ranks_of_one_job_share_a_temp_folder_name(monkeypatch, tmp_path):
     """torchrun gives every rank the same port and run id, and a distinct pid: the name follows the job."""
     monkeypatch.setenv("WORLD_SIZE", "2")

@@ -295,6 +295,17 @@ def locked(out: Path, flag: str = "--out"):
 
 
 # ------------------------------------------------------------------ signals
+_received: list[int] = []  # SIGTERM / SIGHUP received inside terminate_as_interrupt
+
+
+def raise_if_terminated() -> None:
+    """Raise Terminated again for a signal already received. Python prints and drops an exception
+    raised while a `__del__` runs, so a signal landing there would be lost; long loops (training
+    steps) call this at safe points so that it still stops the run."""
+    if _received:
+        raise Terminated(_received[0])
+
+
 @contextlib.contextmanager
 def terminate_as_interrupt():
     """While the block runs, SIGTERM and SIGHUP raise Terminated (a KeyboardInterrupt) in the main
@@ -304,6 +315,7 @@ def terminate_as_interrupt():
         return
 
     def handler(signum, frame):
+        _received.append(signum)
         raise Terminated(signum)
 
     sigs = [s for s in (signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None]
@@ -311,6 +323,7 @@ def terminate_as_interrupt():
     try:
         yield
     finally:
+        _received.clear()
         for s, h in prev.items():
             signal.signal(s, h)
 
@@ -391,4 +404,4 @@ class OutputFolder:
 
 
 __all__ = ["OutputFolder", "OutputError", "Terminated", "check_out", "check_free_space", "finalize", "fsync_tree",
-           "job_tag", "recover", "write_atomic", "locked", "terminate_as_interrupt", "process_start", "MARKER"]
+           "job_tag", "raise_if_terminated", "recover", "write_atomic", "locked", "terminate_as_interrupt", "process_start", "MARKER"]

@@ -206,6 +206,8 @@ def vision_without_grad(model, keep_projector: bool = False) -> None:
 def _make_trainer_class():
     from transformers import Trainer, TrainerCallback
 
+    from .._util.atomic import raise_if_terminated
+
     class LossLog(TrainerCallback):
         """Keeps the logged losses and makes sure the last step is logged."""
 
@@ -214,6 +216,7 @@ def _make_trainer_class():
             self.eval_losses: list[tuple[int, float]] = []
 
         def on_step_end(self, args, state, control, **kw):
+            raise_if_terminated()  # a SIGTERM whose first raise a __del__ swallowed still stops the run
             if state.max_steps and state.global_step >= state.max_steps:
                 control.should_log = True
             return control
