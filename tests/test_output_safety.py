@@ -299,3 +299,165 @@ def test_space_out_is_written_atomically(tmp_path, monkeypatch):
         space.publish_space(model="me/merged", repo_id="me/demo", base_vlm="me/vlm", dry_run=True,
                             keep=tmp_path / "space", app_dir=ROOT)
     assert os.listdir(tmp_path) == []
+
+
+# ------------------------------------------------------------------ `viscodex train`: the same rules, real processes
+@pytest.fixture
+def toy_data(tmp_path_factory):
+    from viscodex.training.data import write_toy_dataset
+
+    return write_toy_dataset(tmp_path_factory.mktemp("toy"), n=4, seed=0)
+
+
+def train_args(trio, data: Path, out: Path, steps: int) -> list[str]:
+    return ["train", str(trio["vlm"]), "--data", str(data), "--out", str(out), "--max-steps", str(steps),
+            "--batch-size", "1", "--global-batch", "1", "--save-steps", "100000", "--checkpoint-dir",
+            str(out.parent.parent / f"{out.name}-ckpt")]
+
+
+def start_long_train(trio, data: Path, out: Path) -> tuple[subprocess.Popen, Path]:
+    """A `viscodex train` that would run for hours, once it holds its temp folder and has logged a
+    loss (stdout goes to a file beside the runs so that it can be read while the process runs)."""
+    log_file = out.parent.parent / f"{out.name}.stdout"
+    p = subprocess.Popen([sys.executable, "-m", "viscodex", *train_args(trio, data, out, 100000), "--logging-steps", "1"],
+                         env=ENV, stdout=log_file.open("w"), stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        tmps = list(out.parent.glob(f".{out.name}.viscodex-tmp-*"))
+        if tmps and "'loss'" in log_file.read_text():  # training, the temp folder held
+            return p, tmps[0]
+        if p.poll() is not None:
+            pytest.fail(f"train ended early: {p.communicate()}")
+        time.sleep(0.1)
+    p.kill()
+    pytest.fail("train never started")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_train_terminate_and_hangup_leave_nothing(trio, toy_data, tmp_path, sig):
+    (tmp_path / "runs").mkdir()
+    out = tmp_path / "runs" / "ft"
+    p, tmp = start_long_train(trio, toy_data, out)
+    assert (tmp / OWNER_FILE).is_file()
+    p.send_signal(sig)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 128 + sig, err[-3000:]
+    assert f"terminated ({signal.Signals(sig).name}); nothing was written to the output folder" in err
+    assert "Traceback" not in err
+    assert os.listdir(tmp_path / "runs") == []  # no temp folder, no lock file, no output
+
+
+def test_sigkilled_train_leftovers_are_removed_by_the_next_run(trio, toy_data, tmp_path):
+    (tmp_path / "runs").mkdir()
+    out = tmp_path / "runs" / "ft"
+    p, tmp = start_long_train(trio, toy_data, out)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert tmp.is_dir() and not out.exists()
+    r = cli(*train_args(trio, toy_data, out, 1))
+    assert r.returncode == 0, r.stderr[-3000:]
+    notes = [line for line in r.stderr.splitlines() if "left by an interrupted run" in line]
+    assert len(notes) == 1 and f"removed {tmp.name} (" in notes[0], r.stderr[-3000:]
+    assert sorted(os.listdir(tmp_path / "runs")) == ["ft"]
+    assert (out / atomic.MARKER).is_file() and (out / RECIPE_FILE).is_file()
+
+
+def test_train_holds_the_lock_while_it_trains(trio, toy_data, tmp_path):
+    """A second train (or merge) to the same --out is refused while the first is still training."""
+    (tmp_path / "runs").mkdir()
+    out = tmp_path / "runs" / "ft"
+    p, _ = start_long_train(trio, toy_data, out)
+    try:
+        r = cli(*train_args(trio, toy_data, out, 1))
+        assert r.returncode == 2
+        assert f"is being written by another viscodex command (pid {p.pid})" in r.stderr
+    finally:
+        p.send_signal(signal.SIGTERM)
+        p.communicate(timeout=120)
+    assert os.listdir(tmp_path / "runs") == []
+
+
+def test_a_signal_swallowed_by_a_del_still_stops_the_run():
+    """Python drops an exception raised inside `__del__` (the train test hit one in regex's): the
+    signal is remembered, and the training loop's raise_if_terminated stops the run at the next step."""
+    class Finalized:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(10000):  # the handler runs here, inside __del__
+                pass
+
+    with atomic.terminate_as_interrupt():
+        Finalized()  # collected at once; its Terminated is printed and dropped
+        with pytest.raises(atomic.Terminated, match="SIGTERM"):
+            atomic.raise_if_terminated()
+    atomic.raise_if_terminated()  # outside the block nothing is pending
+
+
+def test_ranks_of_one_job_share_a_temp_folder_name(monkeypatch, tmp_path):
+    """torchrun gives every rank the same port and run id, and a distinct pid: the name follows the job."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("MASTER_PORT", "29533")
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "abc/../x")
+    tag = atomic.job_tag()
+    assert tag == "job29533-abcx"
+    assert OutputFolder(tmp_path / "o", tag=tag).tmp == tmp_path / ".o.viscodex-tmp-job29533-abcx"
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert atomic.job_tag() == str(os.getpid())
+
+
+# ------------------------------------------------------------------ `viscodex eval`: results and the per-sample cache
+def test_eval_cache_survives_a_line_torn_by_a_kill(trio, tmp_path):
+    """A kill mid-line leaves a torn last line: resume ignores it, regenerates that sample, and the
+    records appended after it stay readable (they used to be glued to the torn line and lost)."""
+    from typer.testing import CliRunner
+
+    from viscodex.cli import app
+
+    task = "toy_grounding"
+    out = tmp_path / "results.json"
+    args = ["eval", str(trio["vlm"]), "--task", task, "--source", "sample", "--max-new-tokens", "4", "--out", str(out),
+            "--device", "cpu"]
+
+    def run(limit: int) -> dict:
+        res = CliRunner().invoke(app, [*args, "--limit", str(limit)])
+        assert res.exit_code == 0, res.output
+        return json.loads(out.read_text())["results"][0]
+
+    run(2)
+    cache = tmp_path / "results.samples" / f"{task}.jsonl"
+    lines = cache.read_bytes().splitlines(keepends=True)
+    assert len(lines) == 2
+    cache.write_bytes(lines[0] + lines[1][: len(lines[1]) // 2])  # killed while writing the second record
+    r = run(3)
+    assert (r["n"], r["cached"], r["generated"]) == (3, 1, 2)
+    assert cache.read_bytes().startswith(lines[0] + lines[1][: len(lines[1]) // 2] + b"\n")
+    r = run(3)  # nothing lost: every sample is read back from the cache
+    assert (r["n"], r["cached"], r["generated"]) == (3, 3, 0)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp file beside results.json
+
+
+def test_results_json_is_replaced_atomically_and_durably(tmp_path, monkeypatch):
+    from viscodex.evaluation.runner import write_json
+
+    out = tmp_path / "results.json"
+    write_json(out, {"results": [1]})
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / f".results.json.tmp-{dead.pid}").write_text('{"res')  # a SIGKILLed writer's leftover
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(atomic.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+
+    def killed(*a):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(atomic.os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        write_json(out, {"results": [2]})
+    assert json.loads(out.read_text()) == {"results": [1]}  # the previous results, whole
+    assert os.listdir(tmp_path) == ["results.json"]  # no temp file, the stale one removed
+    monkeypatch.undo()
+    monkeypatch.setattr(atomic.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    synced.clear()
+    write_json(out, {"results": [2]})
+    assert json.loads(out.read_text()) == {"results": [2]} and len(synced) == 2  # the file, then its folder

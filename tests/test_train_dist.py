@@ -55,6 +55,8 @@ def test_fsdp2_two_processes_with_text_only_and_image_ranks(merged, mixed):
                     "--lr", "1e-3"], merged.parent)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "8 steps" in res.stdout
+    # one temp folder for the two ranks, renamed into place; no lock file left
+    assert [p.name for p in out.parent.glob(".FT.*")] == [] and out.joinpath(".viscodex-output").is_file()
     t = Recipe.load(out).records["training"]
     assert t["distributed"] == "FSDP" and t["hparams"]["processes"] == 2 and t["hparams"]["global_batch"] == 2
     losses = [v for _, v in t["loss_history"]]
@@ -119,6 +121,7 @@ def test_fsdp2_lora_merge(merged, mixed):
                     "--merge-lora", *COMMON, "--lr", "1e-2", "--images", str(merged.parent / "imgs")], merged.parent)
     assert res.returncode == 0, res.stderr[-3000:]
     assert Recipe.load(out).records["training"]["distributed"] == "FSDP"
+    assert not (out / ".viscodex-lora-adapter").exists() and [p.name for p in out.parent.glob(".fsdp-lora.*")] == []
     a, b = tensors(merged), tensors(out)
     linears = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
     assert {k for k in a if not torch.equal(a[k], b[k])} == {

@@ -14,7 +14,8 @@ What it guarantees (each rule is a defect a user hit, issue 16):
 * One writer per `--out`: an exclusive lock file `.<name>.viscodex-lock` beside it (fcntl lock,
   released by the kernel when the process dies, so SIGKILL cannot leave it stuck).
 * Work happens in `.<name>.viscodex-tmp-<pid>` beside `--out` (same filesystem, so the final
-  rename is atomic). Its owner (pid + process start time, so a reused pid is not mistaken for the
+  rename is atomic); the processes of one torchrun job share `.<name>.viscodex-tmp-job<...>`
+  (`job_tag`), taken by rank 0 alone. Its owner (pid + process start time, so a reused pid is not mistaken for the
   owner) is recorded inside; the next run removes temp folders whose owner is gone and says so.
 * SIGTERM and SIGHUP are handled like Ctrl-C (the temp folder is removed on the way out).
 * Every file and the folder are fsynced before the rename; the parent after it.
@@ -28,6 +29,7 @@ import errno
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import threading
@@ -176,8 +178,43 @@ def _fsync_dir(d: Path) -> None:
         os.close(fd)
 
 
+def write_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Replace one file atomically and durably: a kill leaves the old file or the new one, never a
+    half-written one, and no temp file (it is removed when the write fails; a SIGKILL can leave
+    only `.<name>.tmp-<pid>`, which the next write of that file removes)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{glob_escape(path.name)}.tmp-*"):
+        tag = stale.name.rsplit("-", 1)[1]
+        if tag.isdigit() and process_start(int(tag)) is None:
+            stale.unlink(missing_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
 def _sibling(out: Path, kind: str, tag: str | int) -> Path:
     return out.parent / f".{out.name}.viscodex-{kind}-{tag}"
+
+
+def job_tag() -> str:
+    """The temp-folder tag of this process: its pid, or for the ranks of one torchrun / accelerate
+    job a tag they all compute alike (the rendezvous id and port the launcher gave every rank), so
+    that the rank that writes and the ranks that only take part in a collective save name one
+    folder. Staleness is still judged by the owner (pid + start time) recorded inside."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return str(os.getpid())
+    job = f"{os.environ.get('MASTER_PORT', '')}-{os.environ.get('TORCHELASTIC_RUN_ID', '')}"
+    return "job" + re.sub(r"[^A-Za-z0-9_-]", "", job)[:48]
 
 
 def finalize(tmp: Path, out: Path) -> None:
@@ -258,6 +295,17 @@ def locked(out: Path, flag: str = "--out"):
 
 
 # ------------------------------------------------------------------ signals
+_received: list[int] = []  # SIGTERM / SIGHUP received inside terminate_as_interrupt
+
+
+def raise_if_terminated() -> None:
+    """Raise Terminated again for a signal already received. Python prints and drops an exception
+    raised while a `__del__` runs, so a signal landing there would be lost; long loops (training
+    steps) call this at safe points so that it still stops the run."""
+    if _received:
+        raise Terminated(_received[0])
+
+
 @contextlib.contextmanager
 def terminate_as_interrupt():
     """While the block runs, SIGTERM and SIGHUP raise Terminated (a KeyboardInterrupt) in the main
@@ -267,6 +315,7 @@ def terminate_as_interrupt():
         return
 
     def handler(signum, frame):
+        _received.append(signum)
         raise Terminated(signum)
 
     sigs = [s for s in (signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None]
@@ -274,6 +323,7 @@ def terminate_as_interrupt():
     try:
         yield
     finally:
+        _received.clear()
         for s, h in prev.items():
             signal.signal(s, h)
 
@@ -294,16 +344,18 @@ class OutputFolder:
 
     `check_out` runs in the constructor (before any work); the lock, stale clean-up and temp
     folder are taken on entry. `need_bytes` (optional) is checked against free space on entry or
-    later with `reserve`.
+    later with `reserve`. `tag` names the temp folder (default: this pid; see `job_tag`). The
+    output is checked once more just before the rename: a long run (training) must not replace
+    what someone else put at `out` meanwhile.
     """
 
     def __init__(self, out: str | os.PathLike, *, force: bool = False, sources: Iterable = (), flag: str = "--out",
-                 markers: Iterable[str] = LEGACY_MARKERS, need_bytes: int | None = None):
+                 markers: Iterable[str] = LEGACY_MARKERS, need_bytes: int | None = None, tag: str | int | None = None):
         self.force, self.flag, self.markers = force, flag, tuple(markers)
         self.sources = [s for s in sources if s is not None]
         self.out = check_out(out, force, sources=self.sources, flag=flag, markers=self.markers)
         self.need_bytes = need_bytes
-        self.tmp = _sibling(self.out, "tmp", os.getpid())
+        self.tmp = _sibling(self.out, "tmp", os.getpid() if tag is None else tag)
         self._stack: contextlib.ExitStack | None = None
 
     def reserve(self, nbytes: int) -> None:
@@ -341,6 +393,7 @@ class OutputFolder:
     def __exit__(self, et, ev, tb) -> None:
         try:
             if et is None:
+                check_out(self.out, self.force, sources=self.sources, flag=self.flag, markers=self.markers)
                 try:
                     finalize(self.tmp, self.out)
                 except OSError as e:
@@ -351,4 +404,4 @@ class OutputFolder:
 
 
 __all__ = ["OutputFolder", "OutputError", "Terminated", "check_out", "check_free_space", "finalize", "fsync_tree",
-           "recover", "locked", "terminate_as_interrupt", "process_start", "MARKER"]
+           "job_tag", "raise_if_terminated", "recover", "write_atomic", "locked", "terminate_as_interrupt", "process_start", "MARKER"]

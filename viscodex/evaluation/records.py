@@ -23,6 +23,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .._util.atomic import write_atomic
 from ..engine.recipe import RECIPE_FILE, Recipe
 from .tasks import SAMPLE_SOURCE, EvalError
 
@@ -107,10 +108,7 @@ def write_to_recipe(folder: str | os.PathLike, entries: list[dict]) -> Path:
         raise EvalError(f"{folder}: no {RECIPE_FILE} to record results in (is it a folder written by `viscodex merge`?)")
     recipe = Recipe.load(path)
     recipe.records["eval_results"] = merge_entries(recipe.records.get("eval_results"), entries)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(recipe.dump(), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, recipe.dump())
 
 
 __all__ = ["card_entry", "merge_entries", "write_to_recipe"]

@@ -39,21 +39,27 @@ def prompt_hash(task: Task, s: EvalSample) -> str:
 
 
 class ResultCache:
-    """Append-only JSONL of scored samples; lines from other settings are kept but ignored."""
+    """Append-only JSONL of scored samples; lines from other settings are kept but ignored.
+
+    A kill can cut the last line short. `load` skips such a line, and the first `append` of a run
+    ends it with a newline first: otherwise the next record would be glued to the torn one and be
+    lost with it on every later resume. Each line is fsynced (one per scored sample: cheap next to
+    generating it)."""
 
     def __init__(self, path: Path | None, key: str):
         self.path, self.key = path, key
         self.lock = threading.Lock()
+        self._checked_tail = False
 
     def load(self) -> dict[str, dict]:
         out: dict[str, dict] = {}
         if self.path is None or not self.path.is_file():
             return out
-        with open(self.path, encoding="utf-8") as f:
+        with open(self.path, "rb") as f:  # bytes: a torn line may end inside a UTF-8 character
             for line in f:
                 try:
                     rec = json.loads(line)
-                except ValueError:
+                except ValueError:  # UnicodeDecodeError included
                     continue  # a line cut short by an interruption
                 if isinstance(rec, dict) and rec.get("key") == self.key and "id" in rec:
                     out[str(rec["id"])] = rec
@@ -64,9 +70,17 @@ class ResultCache:
             return
         with self.lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            with open(self.path, "a+b") as f:
+                line = (json.dumps(rec, ensure_ascii=False) + "\n").encode("utf-8")
+                if not self._checked_tail:
+                    self._checked_tail = True
+                    if f.seek(0, os.SEEK_END) > 0:
+                        f.seek(-1, os.SEEK_END)
+                        if f.read(1) != b"\n":
+                            line = b"\n" + line  # close the torn line; load() ignores it
+                f.write(line)
                 f.flush()
+                os.fsync(f.fileno())
 
 
 def summarize(records: list[dict]) -> dict[str, float]:
@@ -298,13 +312,10 @@ def _run_pending(gen: Generator, task: Task, pending: list[EvalSample], score_fn
 
 
 def write_json(path: str | os.PathLike, data) -> Path:
-    """Write JSON atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    """Write JSON atomically and durably (a kill leaves the previous file or the new one)."""
+    from .._util.atomic import write_atomic
+
+    return write_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
 __all__ = ["evaluate", "evaluate_many", "score_predictions", "read_predictions", "build_report", "summarize",

@@ -206,6 +206,8 @@ def vision_without_grad(model, keep_projector: bool = False) -> None:
 def _make_trainer_class():
     from transformers import Trainer, TrainerCallback
 
+    from .._util.atomic import raise_if_terminated
+
     class LossLog(TrainerCallback):
         """Keeps the logged losses and makes sure the last step is logged."""
 
@@ -214,6 +216,7 @@ def _make_trainer_class():
             self.eval_losses: list[tuple[int, float]] = []
 
         def on_step_end(self, args, state, control, **kw):
+            raise_if_terminated()  # a SIGTERM whose first raise a __del__ swallowed still stops the run
             if state.max_steps and state.global_step >= state.max_steps:
                 control.should_log = True
             return control
@@ -428,23 +431,41 @@ def _versions() -> dict[str, str]:
 
 # ---------------------------------------------------------------- the run
 def run_train(cfg: TrainConfig) -> TrainResult:
-    """Fine-tune `cfg.model` on `cfg.data` and write the model, processor and recipe to `cfg.out`."""
+    """Fine-tune `cfg.model` on `cfg.data` and write the model, processor and recipe to `cfg.out`.
+
+    The output is an OutputFolder (viscodex/_util/atomic.py), like merge's: rank 0 holds the lock
+    on `--out` for the whole run, removes what killed runs left, turns SIGTERM / SIGHUP into a
+    clean exit and renames the finished temp folder into place; the other ranks only save into the
+    temp folder they name alike (`job_tag`)."""
+    import contextlib
+
+    from .._util.atomic import OutputFolder, job_tag
+
+    t0 = time.perf_counter()
+    cfg.validate()
+    folder = OutputFolder(cfg.out, force=cfg.force, sources=[cfg.model, cfg.data, cfg.images, cfg.checkpoint_dir],
+                          tag=job_tag())
+    writes = not cfg.prepare_only and int(os.environ.get("RANK", "0")) == 0
+    with folder if writes else contextlib.nullcontext(folder.tmp) as tmp:
+        res = _train_into(cfg, folder.out, tmp, t0)
+    if res.training:
+        log.debug("wrote %s (%d steps, final loss %s)", res.out, res.global_step, res.final_loss)
+    return res
+
+
+def _train_into(cfg: TrainConfig, out: Path, tmp: Path, t0: float) -> TrainResult:
+    """The run, the model saved into `tmp` (rank 0 writes; every rank takes part in the save)."""
     from transformers import (
         AutoModelForImageTextToText,
         AutoProcessor,
         TrainingArguments,
     )
 
-    from .._util.atomic import check_out, finalize, locked
     from ..engine.sources import display_name, open_source
     from .collate import make_collator, packing_note
     from .data import DataError, DataIndex, Encoder, SFTDataset, open_data
     from .options import split_index
 
-    t0 = time.perf_counter()
-    cfg.validate()
-    out = Path(cfg.out).expanduser().absolute()
-    check_out(out, cfg.force, sources=[cfg.model, cfg.data, cfg.images, cfg.checkpoint_dir])
     work = Path(cfg.checkpoint_dir).expanduser().absolute() if cfg.checkpoint_dir else out.parent / f"{out.name}-checkpoints"
     if cfg.resume and cfg.resume != "auto" and not Path(cfg.resume).expanduser().is_dir():
         raise ViscodexError(f"{arg('resume')} {cfg.resume!r}: no such checkpoint folder")
@@ -559,81 +580,67 @@ def run_train(cfg: TrainConfig) -> TrainResult:
     eval_final = float(trainer.evaluate()["eval_loss"]) if eval_data is not None else None
     state = trainer.state
 
-    tmp = out.parent / f".{out.name}.viscodex-tmp-train"  # the same name on every rank
-    if trainer.is_world_process_zero():
-        shutil.rmtree(tmp, ignore_errors=True)
     model.config.use_cache = True
     if hasattr(model.config, "text_config"):
         model.config.text_config.use_cache = True
-    adapter = tmp.with_name(tmp.name + "-adapter") if cfg.lora_r and cfg.merge_lora else None
+    # inside tmp, so that it goes with tmp whatever happens
+    adapter = tmp / ".viscodex-lora-adapter" if cfg.lora_r and cfg.merge_lora else None
     # every rank takes part (FSDP / ZeRO-3 gather); rank 0 writes. A peft model saves its adapter.
     trainer.save_model(str(adapter or tmp))
     training = None
     if trainer.is_world_process_zero():
-        try:
-            if adapter is not None:
-                from .lora import merge_adapter
+        if adapter is not None:
+            from .lora import merge_adapter
 
-                merge_adapter(src.path, adapter, tmp)
-                shutil.rmtree(adapter)
-            if not (cfg.lora_r and not cfg.merge_lora) and _saved_dtypes(tmp) != {in_dtype}:
-                _cast_checkpoint(tmp, in_dtype)
-            (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; the recipe holds the settings
-            AutoProcessor.from_pretrained(src.path).save_pretrained(tmp)  # as shipped, untouched
-            for f in ("generation_config.json",):
-                if (src.path / f).exists() and not (tmp / f).exists():
-                    shutil.copyfile(src.path / f, tmp / f)
-            final = losses.losses[-1][1] if losses.losses else None
-            tokens = int(getattr(state, "num_input_tokens_seen", 0) or 0)
-            training = {
-                "model": display_name(cfg.model),
-                "data": {"name": source.name, "revision": source.revision, "format": source.kind, **rep,
-                         "skipped_while_loading": dict(dataset.runtime_skipped)},
-                "frozen": frozen,
-                # full: a complete checkpoint; lora-adapter: peft adapter files over `model`
-                "output_kind": "lora-adapter" if cfg.lora_r and not cfg.merge_lora else "full",
-                "steps": int(state.global_step),
-                "epochs": round(float(state.epoch or 0.0), 4),
-                "hparams": {
-                    "optimizer": cfg.optim, "learning_rate": cfg.learning_rate,
-                    "projector_lr": (cfg.projector_lr or cfg.learning_rate) if cfg.train_projector else None, "epochs": cfg.epochs,
-                    "max_steps": cfg.max_steps, "global_batch": cfg.batch_size * world * acc,
-                    "per_device_batch": cfg.batch_size, "grad_accumulation": acc, "processes": world,
-                    "max_len": cfg.max_len, "truncation": cfg.truncation, "lr_scheduler": cfg.lr_scheduler,
-                    "warmup_ratio": cfg.warmup_ratio, "weight_decay": cfg.weight_decay,
-                    "max_grad_norm": cfg.max_grad_norm, "seed": cfg.seed, "bf16": bf16, "dtype": cfg.dtype,
-                    "gradient_checkpointing": cfg.gradient_checkpointing,
-                    "min_pixels": encoder.min_pixels, "max_pixels": encoder.max_pixels,
-                    "packing": cfg.packing,
-                },
-                # NO, MULTI_CPU / MULTI_GPU (DDP), FSDP or DEEPSPEED: how the model was wrapped
-                "distributed": "FSDP" if trainer.is_fsdp_enabled else "DEEPSPEED" if trainer.is_deepspeed_enabled
-                else str(trainer.accelerator.distributed_type.value),
-                "final_loss": round(final, 6) if final is not None else None,
-                "mean_loss": round(float(result.training_loss), 6),
-                "eval": None if eval_data is None else {
-                    "data": eval_name, "records": len(eval_data), "final_loss": round(eval_final, 6),
-                    "loss_history": [[st, round(v, 6)] for st, v in losses.eval_losses[-50:]]},
-                "loss_history": [[s, round(v, 6)] for s, v in losses.losses[-50:]],
-                "tokens_seen": tokens,
-                "train_seconds": round(float(result.metrics.get("train_runtime", 0.0)), 2),
-                "resumed_from": Path(resume_ckpt).name if isinstance(resume_ckpt, str) else None,
-                "output_dtype": str(in_dtype).replace("torch.", ""),
-                "versions": _versions(),
-            }
-            _write_recipe(src, tmp, training)
-            with locked(out):  # another command may have written --out while this one trained
-                check_out(out, cfg.force, sources=[cfg.model, cfg.data, cfg.images, cfg.checkpoint_dir])
-                finalize(tmp, out)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            if adapter is not None:
-                shutil.rmtree(adapter, ignore_errors=True)
-            raise
+            merge_adapter(src.path, adapter, tmp)
+            shutil.rmtree(adapter)
+        if not (cfg.lora_r and not cfg.merge_lora) and _saved_dtypes(tmp) != {in_dtype}:
+            _cast_checkpoint(tmp, in_dtype)
+        (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; the recipe holds the settings
+        AutoProcessor.from_pretrained(src.path).save_pretrained(tmp)  # as shipped, untouched
+        for f in ("generation_config.json",):
+            if (src.path / f).exists() and not (tmp / f).exists():
+                shutil.copyfile(src.path / f, tmp / f)
+        final = losses.losses[-1][1] if losses.losses else None
+        tokens = int(getattr(state, "num_input_tokens_seen", 0) or 0)
+        training = {
+            "model": display_name(cfg.model),
+            "data": {"name": source.name, "revision": source.revision, "format": source.kind, **rep,
+                     "skipped_while_loading": dict(dataset.runtime_skipped)},
+            "frozen": frozen,
+            # full: a complete checkpoint; lora-adapter: peft adapter files over `model`
+            "output_kind": "lora-adapter" if cfg.lora_r and not cfg.merge_lora else "full",
+            "steps": int(state.global_step),
+            "epochs": round(float(state.epoch or 0.0), 4),
+            "hparams": {
+                "optimizer": cfg.optim, "learning_rate": cfg.learning_rate,
+                "projector_lr": (cfg.projector_lr or cfg.learning_rate) if cfg.train_projector else None, "epochs": cfg.epochs,
+                "max_steps": cfg.max_steps, "global_batch": cfg.batch_size * world * acc,
+                "per_device_batch": cfg.batch_size, "grad_accumulation": acc, "processes": world,
+                "max_len": cfg.max_len, "truncation": cfg.truncation, "lr_scheduler": cfg.lr_scheduler,
+                "warmup_ratio": cfg.warmup_ratio, "weight_decay": cfg.weight_decay,
+                "max_grad_norm": cfg.max_grad_norm, "seed": cfg.seed, "bf16": bf16, "dtype": cfg.dtype,
+                "gradient_checkpointing": cfg.gradient_checkpointing,
+                "min_pixels": encoder.min_pixels, "max_pixels": encoder.max_pixels,
+                "packing": cfg.packing,
+            },
+            # NO, MULTI_CPU / MULTI_GPU (DDP), FSDP or DEEPSPEED: how the model was wrapped
+            "distributed": "FSDP" if trainer.is_fsdp_enabled else "DEEPSPEED" if trainer.is_deepspeed_enabled
+            else str(trainer.accelerator.distributed_type.value),
+            "final_loss": round(final, 6) if final is not None else None,
+            "mean_loss": round(float(result.training_loss), 6),
+            "eval": None if eval_data is None else {
+                "data": eval_name, "records": len(eval_data), "final_loss": round(eval_final, 6),
+                "loss_history": [[st, round(v, 6)] for st, v in losses.eval_losses[-50:]]},
+            "loss_history": [[s, round(v, 6)] for s, v in losses.losses[-50:]],
+            "tokens_seen": tokens,
+            "train_seconds": round(float(result.metrics.get("train_runtime", 0.0)), 2),
+            "resumed_from": Path(resume_ckpt).name if isinstance(resume_ckpt, str) else None,
+            "output_dtype": str(in_dtype).replace("torch.", ""),
+            "versions": _versions(),
+        }
+        _write_recipe(src, tmp, training)
     seconds = time.perf_counter() - t0
-    if rank == 0:
-        log.debug("wrote %s (%d steps, final loss %s)", out, state.global_step,
-                 training["final_loss"] if training else "?")
     return TrainResult(out, int(state.global_step), training["final_loss"] if training else None,
                        training or {}, seconds, trainer)
 
