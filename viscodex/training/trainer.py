@@ -448,9 +448,21 @@ def run_train(cfg: TrainConfig) -> TrainResult:
     writes = not cfg.prepare_only and int(os.environ.get("RANK", "0")) == 0
     with folder if writes else contextlib.nullcontext(folder.tmp) as tmp:
         res = _train_into(cfg, folder.out, tmp, t0)
+    _leave_together()
     if res.training:
         log.debug("wrote %s (%d steps, final loss %s)", res.out, res.global_step, res.final_loss)
     return res
+
+
+def _leave_together() -> None:
+    """Every rank waits here until rank 0 has merged the adapter and renamed the output: a rank that
+    exits first tears its gloo/NCCL threads down under the others (seen: SIGABRT "terminate called
+    without an active exception" on rank 1 while rank 0 merged a LoRA adapter, and torchrun then
+    killed rank 0)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
 
 
 def _train_into(cfg: TrainConfig, out: Path, tmp: Path, t0: float) -> TrainResult:
