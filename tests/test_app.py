@@ -334,7 +334,9 @@ def test_request_streams_three_nonempty_outputs_with_one_vision_pass(app, client
     codes, htmls, status = columns(final)
     assert all(code.strip() for code in codes)
     assert len(job.outputs()) > 2  # streamed: several updates before the final one
-    assert any(0 < len(o[0]) < len(codes[0]) for o in job.outputs()[:-1])
+    # some column was seen part-written (which one depends on the machine's load: on two busy cores
+    # the first column can finish before the client's first poll)
+    assert any(0 < len(o[i]) < len(codes[i]) for o in job.outputs()[:-1] for i in range(len(codes)))
     assert all(h.startswith('<iframe sandbox="allow-scripts" ') for h in htmls)
     assert status.startswith("**Input:** PNG 640x420 RGB; resized from 640x420")
     from viscodex.app.uploads import load_image
