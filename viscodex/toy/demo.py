@@ -92,11 +92,7 @@ class DemoConfig:
     sft_grounding: float = 0.3
 
     def tiny(self) -> TinyConfig:
-        return TinyConfig(hidden_size=self.hidden_size, intermediate_size=self.intermediate_size,
-                          num_hidden_layers=self.num_hidden_layers, num_attention_heads=self.num_attention_heads,
-                          num_key_value_heads=self.num_key_value_heads, vision_hidden_size=self.vision_hidden_size,
-                          vision_depth=self.vision_depth, image_size=self.image_size, shard_size="5GB",
-                          seed=self.seed)
+        return TinyConfig(**{k: getattr(self, k) for k in _shared_fields()}, shard_size="5GB")
 
     def trio_key(self) -> str:
         """Hash of everything the trio depends on (not the evaluation settings)."""
@@ -106,6 +102,13 @@ class DemoConfig:
     def key(self) -> str:
         """Hash of the whole configuration: names a demo's output folder."""
         return _hash(json.dumps(asdict(self), sort_keys=True), _code_version())
+
+
+def _shared_fields() -> tuple[str, ...]:
+    """The fields DemoConfig shares with TinyConfig (the architecture, and the seed): one list for
+    both directions of the conversion, so a field added to both cannot be dropped by one of them."""
+    demo = {f.name for f in dataclasses.fields(DemoConfig)}
+    return tuple(f.name for f in dataclasses.fields(TinyConfig) if f.name in demo)
 
 
 def _hash(*parts: str) -> str:
@@ -155,12 +158,7 @@ def train_trio(out: str | os.PathLike, cfg: TinyConfig | None = None, demo: Demo
 
     if demo is None:
         cfg = cfg or TinyConfig()
-        demo = dataclasses.replace(FULL, seed=cfg.seed, hidden_size=cfg.hidden_size,
-                                   intermediate_size=cfg.intermediate_size, num_hidden_layers=cfg.num_hidden_layers,
-                                   num_attention_heads=cfg.num_attention_heads,
-                                   num_key_value_heads=cfg.num_key_value_heads,
-                                   vision_hidden_size=cfg.vision_hidden_size, vision_depth=cfg.vision_depth,
-                                   image_size=cfg.image_size)
+        demo = dataclasses.replace(FULL, **{k: getattr(cfg, k) for k in _shared_fields()})
     cfg = demo.tiny() if cfg is None else cfg
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
