@@ -11,6 +11,7 @@ Copied tensors (vision tower, projector, vision-token rows) must be byte-identic
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import subprocess
 import sys
@@ -26,24 +27,26 @@ sys.path.insert(0, str(HERE.parent))
 from merge_bench import build_inputs  # noqa: E402
 
 
-def tensors(folder: Path) -> dict[str, tuple[Path, str]]:
+def tensors(folder: Path, stack: contextlib.ExitStack) -> dict:
+    """Tensor name -> the open shard holding it (each shard opened once)."""
     out = {}
     for f in sorted(folder.glob("*.safetensors")):
-        with safe_open(str(f), "pt") as h:
-            out.update({k: (f, k) for k in h.keys()})
+        h = stack.enter_context(safe_open(str(f), "pt"))
+        out.update({k: h for k in h.keys()})
     return out
 
 
 def compare(a: Path, b: Path) -> dict:
-    ta, tb = tensors(a), tensors(b)
+    with contextlib.ExitStack() as stack:
+        return _compare(tensors(a, stack), tensors(b, stack))
+
+
+def _compare(ta: dict, tb: dict) -> dict:
     if ta.keys() != tb.keys():
         return {"same_names": False, "only_a": sorted(set(ta) - set(tb))[:5], "only_b": sorted(set(tb) - set(ta))[:5]}
     differ, max_abs, max_ulp, elems_differ, total = [], 0.0, 0, 0, 0
     for k in sorted(ta):
-        with safe_open(str(ta[k][0]), "pt") as h:
-            x = h.get_tensor(k)
-        with safe_open(str(tb[k][0]), "pt") as h:
-            y = h.get_tensor(k)
+        x, y = ta[k].get_tensor(k), tb[k].get_tensor(k)
         total += x.numel()
         if torch.equal(x.view(torch.uint8) if x.dtype == torch.bfloat16 else x,
                        y.view(torch.uint8) if y.dtype == torch.bfloat16 else y):
