@@ -309,9 +309,15 @@ QUESTIONS = {"color": "What colour is {d}?", "shape": "What shape is {d}?", "siz
 
 
 def pretraining_docs(seed: int | str, n: int, code_every: int = 50) -> list[str | tuple[str, str]]:
-    """The base LLM's corpus: raw descriptions and raw SVG, chat turns that repeat them or name an
-    attribute, and - one document in `code_every` - the coding task itself, so that the base (like a
-    real base LLM) has a weak coding skill that the coder's fine-tune then sharpens."""
+    """The base LLM's corpus: raw descriptions, captioned SVG ("a small red circle: <svg>..."),
+    chat turns that repeat them or name an attribute, and - one document in `code_every` - the
+    coding task itself, so that the base (like a real base LLM) has a weak coding skill that the
+    coder's fine-tune then sharpens.
+
+    The captions are why the coder's skill survives a merge: SVG next to the words it draws (as
+    real code sits next to its comments and docs) teaches the base, as plain language modelling,
+    which words go with which SVG; the coder's fine-tune then mostly teaches the instruction's form,
+    a change that still works at 30 % of its size (docs/demo.md, "Design notes")."""
     rng = random.Random(f"pretrain-{seed}")
     scenes = all_scenes()
     out: list[str | tuple[str, str]] = []
@@ -323,7 +329,7 @@ def pretraining_docs(seed: int | str, n: int, code_every: int = 50) -> list[str 
         elif k == 0:
             out.append(s.description())
         elif k == 1:
-            out.append(s.svg())
+            out.append(f"{s.description()}: {s.svg()}")
         elif k == 2:  # the text form of grounding ("Describe: <image>")
             out.append((f"Describe: {s.description()}", s.description()))
         elif k == 3:

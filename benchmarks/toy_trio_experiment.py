@@ -1,0 +1,64 @@
+"""Train toy trios with given DemoConfig settings and print the numbers that decide the demo's
+claims (docs/demo.md "Design notes"): coder coding, and grounding / coding / image -> code at each
+lambda of the sweep (0 = coder-swapped, 1 = base VLM), per attribute.
+
+    PYTHONPATH=. VISCODEX_CACHE=/tmp/toycache python benchmarks/toy_trio_experiment.py \
+        --seeds 0 1 --set coder_lr=3e-4 --set vlm_steps=800
+
+Seeds run one after another in this process (1 thread); run two processes for two seeds at once.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import tempfile
+import time
+from pathlib import Path
+
+
+def parse_set(items: list[str]) -> dict:
+    out = {}
+    for it in items:
+        k, v = it.split("=", 1)
+        out[k] = json.loads(v) if not v.replace(".", "").isalpha() else v
+    return out
+
+
+def main() -> None:
+    from viscodex.toy import demo as d
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--set", action="append", default=[], help="DemoConfig field=json value")
+    ap.add_argument("--lambdas", type=float, nargs="+", default=[0.0, 0.5, 0.7, 0.85, 1.0])
+    ap.add_argument("--json", help="append one JSON line per seed to this file")
+    a = ap.parse_args()
+    over = parse_set(a.set)
+    for seed in a.seeds:
+        demo = dataclasses.replace(d.FAST, seed=seed, lambdas=tuple(a.lambdas), **over)
+        t = time.perf_counter()
+        paths = d.cached_trio(demo)
+        t_trio = time.perf_counter() - t
+        with tempfile.TemporaryDirectory(prefix="toyexp-") as work:
+            _, scores = d.merge_and_sweep(paths, demo, Path(work))
+            coder = d.evaluate_variant(paths["coder"], demo, cache_dir=Path(work) / "coder")
+        rec = json.loads((paths["base"].parent / "trio.json").read_text())
+        losses = {k: (rec[k]["first_loss"], rec[k]["final_loss"]) for k in ("base", "coder", "vlm")}
+        row = {"seed": seed, "set": over, "trio_s": round(t_trio), "losses": losses,
+               "coder": {k: coder["coding"][k] for k in ("attr_acc", "size", "color", "shape")}, "lam": {}}
+        print(f"== seed {seed} {over}  trio {t_trio:.0f}s  losses {losses}")
+        print(f"   coder coding {coder['coding']['attr_acc']:.2f} (size {coder['coding']['size']:.2f} "
+              f"colour {coder['coding']['color']:.2f} shape {coder['coding']['shape']:.2f})")
+        for key, s in sorted(scores.items()):
+            row["lam"][key] = {t: {k: s[t][k] for k in ("attr_acc", "size", "color", "shape", "valid")} for t in s}
+            cells = "  ".join(f"{t[:6]} {s[t]['attr_acc']:.2f} [{s[t]['size']:.2f} {s[t]['color']:.2f} {s[t]['shape']:.2f} v{s[t]['valid']:.2f}]"
+                              for t in ("grounding", "coding", "image_code"))
+            print(f"   {key:14s} {cells}")
+        if a.json:
+            with open(a.json, "a") as f:
+                f.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()
