@@ -155,6 +155,17 @@ def test_pretraining_corpus_has_a_little_coding():
     assert 0 < len(code) <= len(docs) // 20
 
 
+def test_pretraining_svg_is_captioned_with_what_it_draws():
+    """Raw SVG in the base's corpus comes after the words it draws (what lets the coder's skill
+    survive the merge, docs/demo.md): the caption and the drawing agree on every document."""
+    raw = [d for d in tt.pretraining_docs(0, 600) if isinstance(d, str) and "<svg>" in d]
+    assert len(raw) == 100 - 4  # one document in six, less the 4 of those 100 that are the coding task (1 in 50)
+    for doc in raw:
+        caption, svg = doc.split(": ", 1)
+        assert tt.read_svg(svg) == tt.read_description(caption), doc
+        assert caption == tt.Scene(**{k: v for k, v in tt.read_svg(svg).items()}).description()
+
+
 # ---------------------------------------------------------------- the trained trio
 MICRO = {"model": TinyConfig(hidden_size=32, intermediate_size=64, num_attention_heads=2, num_key_value_heads=1,
                               vision_hidden_size=16),
