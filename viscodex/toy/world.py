@@ -53,6 +53,12 @@ class Scene:
         """The canonical SVG: one element centred on a 64x64 canvas (no width/height: short sequences)."""
         return f"<svg>{shape_element(self.shape, HALF[self.size], self.color)}</svg>"
 
+    def code(self) -> str:
+        """The coding tasks' answer: first what it draws, in words, then the SVG - the captioned SVG
+        of the base's corpus. Writing the words first is what lets a model that can describe an
+        image and code from words write code for an image (docs/demo.md, "Design notes")."""
+        return f"{self.description()}: {self.svg()}"
+
 
 def all_scenes() -> list[Scene]:
     return [Scene(c, s, z) for c, s, z in itertools.product(COLORS, SHAPES, SIZES)]
@@ -214,9 +220,9 @@ class Task:
 GROUNDING = Task("grounding", "grounding (image -> description)", True,
                  lambda s: "Describe:", Scene.description, read_description, image_last=True)
 CODING = Task("coding", "coding (description -> SVG)", False,
-              lambda s: f"Write SVG for: {s.description()}", Scene.svg, read_svg)
+              lambda s: f"Write SVG for: {s.description()}", Scene.code, read_svg, max_new_tokens=64)
 IMAGE_CODE = Task("image_code", "image -> code (SVG)", True,
-                  lambda s: "Write SVG for:", Scene.svg, read_svg, image_last=True)
+                  lambda s: "Write SVG for:", Scene.code, read_svg, max_new_tokens=64, image_last=True)
 TASKS = {t.name: t for t in (GROUNDING, CODING, IMAGE_CODE)}
 
 
@@ -325,11 +331,11 @@ def pretraining_docs(seed: int | str, n: int, code_every: int = 50) -> list[str 
         s = rng.choice(scenes)
         k = i % 6
         if code_every and i % code_every == code_every - 1:
-            out.append((CODING.prompt(s), s.svg()))
+            out.append((CODING.prompt(s), s.code()))
         elif k == 0:
             out.append(s.description())
         elif k == 1:
-            out.append(f"{s.description()}: {s.svg()}")
+            out.append(s.code())
         elif k == 2:  # the text form of grounding ("Describe: <image>")
             out.append((f"Describe: {s.description()}", s.description()))
         elif k == 3:
