@@ -4,8 +4,8 @@ tasks, so `viscodex eval --task toy_grounding --limit N` scores the samples the 
 (seed 0; N = the demo's eval_samples). Scoring parses the answer (never runs it).
 
   toy_grounding   image -> "a small red circle"
-  toy_coding      "Write SVG for: a small red circle" -> SVG   (text only)
-  toy_image_code  image -> the SVG that draws it
+  toy_coding      "Write SVG for: a small red circle" -> "a small red circle: <svg>...</svg>"   (text only)
+  toy_image_code  image -> the same (caption, then SVG); only the SVG is scored
 
 Headline `score` = per-attribute accuracy (size, colour, shape), the demo's measure.
 """

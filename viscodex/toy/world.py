@@ -3,8 +3,8 @@ three tasks over it with data generation and scoring (reusable by `viscodex eval
 
 A scene is (colour, shape, size). The tasks:
   grounding   image -> "a small red circle"                    (reads the image)
-  coding      "Write SVG for: a small red circle" -> SVG code  (text only)
-  image_code  image -> the SVG that draws it                   (both skills)
+  coding      "Write SVG for: a small red circle" -> "a small red circle: <svg>...</svg>"  (text only)
+  image_code  image -> the same: its caption, then the SVG that draws it   (both skills)
 
 Scores never execute model output: descriptions are matched word by word, SVG is parsed as XML
 and the drawn element's attributes are checked (what a browser would draw: element, fill, extent).
