@@ -30,7 +30,7 @@ from pathlib import Path
 
 from .. import sandbox
 from .._util.cache import cache_root
-from . import chart_metrics
+from . import chart_metrics, chart_programs
 from .judge import ChartJudge
 from .similarity import to_rgb
 from .tasks import SAMPLE_SOURCE, SAMPLES_DIR, EvalError, EvalSample, Task, extract_code, limited, register, set_on
@@ -169,27 +169,30 @@ class ChartMimic(Task):
         yield self.score
 
     def score(self, output: str, sample: EvalSample) -> dict:
-        code = extract_code(output, "python")
-        zero = {"score": 0.0, "executed": 0.0, **{m: 0.0 for m in chart_metrics.METRICS},
-                **({"high_level": 0.0, "judge_failed": 0.0} if self.judge is not None else {})}
-        if not code.strip():
-            return {**zero, "message": "no code in the answer"}
-        gen = chart_metrics.trace(code, timeout=self.timeout, mem_mb=self.mem_mb)
-        if gen.get("error"):
-            return {**zero, "message": gen["error"]}
+        """The four F1s of the answer's script against the ground truth's (chart_metrics), on the
+        script the benchmark builds from the answer (chart_programs.generated_program)."""
+        graph = sample.id.startswith("graph")  # the layout evaluator's "/graph" in the file's path
         if "trace" not in sample.reference:  # the ground truth's trace, once per sample
-            ref = chart_metrics.trace(sample.reference["code"], timeout=self.timeout, mem_mb=self.mem_mb)
+            ref = chart_metrics.trace(sample.reference["code"], graph=graph, timeout=self.timeout, mem_mb=self.mem_mb)
             if ref.get("error"):
                 raise EvalError(f"ChartMimic {sample.id}: the ground-truth script fails under the tracer ({ref['error']})")
             sample.reference["trace"] = ref
+        program = chart_programs.generated_program(output, sample.id)
+        gen = chart_metrics.trace(program, graph=graph, timeout=self.timeout, mem_mb=self.mem_mb)
         m = chart_metrics.low_level(gen, sample.reference["trace"])
-        out = {"score": m.pop("low_level"), "executed": 1.0, **m}
-        if self.judge is not None:
-            out.update(self.high_level(code, sample))
+        out = {"score": m.pop("low_level"), "executed": 0.0 if gen.get("error") else 1.0, **m}
+        has_block = chart_programs.answer_code(output) != chart_programs.NO_BLOCK
+        if not has_block:
+            out["message"] = "no ```python block in the answer (the benchmark then runs an empty figure)"
+        elif gen.get("error") or gen.get("caught"):
+            out["message"] = gen["error"] or f"the code raised {gen['caught']} (caught, as the benchmark's wrapper does)"
+        if self.judge is not None:  # no block: a blank figure, scored 0 without asking the judge
+            out.update(self.high_level(chart_programs.generated_program(output, sample.id, report=False), sample)
+                       if has_block and out["executed"] else {"high_level": 0.0, "judge_failed": 0.0})
         return out
 
     def high_level(self, code: str, sample: EvalSample) -> dict:
-        """The judge's score of the drawn chart against the reference figure (0 when nothing is drawn;
+        """The judge's score of the chart `code` draws against the reference figure (0 when nothing is drawn;
         `judge_failed` when the judge's answer holds no score: then the sample has no high_level)."""
         r = sandbox.render_chart(code, timeout=self.timeout, mem_mb=self.mem_mb)
         if r.png is None:
