@@ -44,6 +44,11 @@ ax.bar3d([0, 1], [0, 0], [0, 0], 0.5, 0.5, [1, 2], color='#FF0000', shade=False)
 X, Y = np.meshgrid(np.arange(3), np.arange(3))
 ax.plot_surface(X, Y, X * Y, cmap='viridis')
 """ + SAVE.format(name="3d_1"),
+    "3d_2": """import matplotlib.pyplot as plt
+fig = plt.figure(figsize=(4, 3))
+ax = fig.add_subplot(projection='3d')
+ax.bar([0, 1], [1, 2], zs=0, zdir='y', color='#FF0000')
+""" + SAVE.format(name="3d_2"),
     "box_1": """import matplotlib.pyplot as plt
 fig, ax = plt.subplots(figsize=(4, 3))
 bp = ax.boxplot([[1, 2, 3, 4], [2, 3, 4, 5]], patch_artist=True)
@@ -114,10 +119,9 @@ ax.bar(['a', 'b', 'c'], [3, 2, 1], color=['#FF0000', '#00FF00', '#0000FF'])
     "3d_same": ("3d_1", block(GOLDEN["3d_1"])),
     # Axes3D.bar and Axes.bar share one chart type (both wrapped by _preprocess_data in matplotlib
     # 3.8.4: inspect.getfile gives matplotlib/__init__.py for both)
-    "3d_bars_as_2d": ("3d_1", block("""import matplotlib.pyplot as plt
+    "3d_bars_as_2d": ("3d_2", block("""import matplotlib.pyplot as plt
 fig, ax = plt.subplots(figsize=(4, 3))
 ax.bar([0, 1], [1, 2], color='#FF0000')
-ax.contourf([[0, 1], [1, 2]], cmap='viridis')
 """)),
     "box_same": ("box_1", block(GOLDEN["box_1"])),
     "box_plain": ("box_1", block(GOLDEN["box_1"].replace(", patch_artist=True", "")

@@ -32,9 +32,9 @@ def _run(program: str, mode: str, *, graph: bool, timeout: float, mem_mb: int) -
     job = json.dumps({"mode": mode, "graph": graph, "ticks_off": TICKS_OFF}).encode()
     r = sandbox.run_python(CHILD_SCRIPT.read_text(encoding="utf-8"), timeout=timeout, mem_mb=mem_mb,
                            files={"program.py": program.encode(), "job.json": job}, outputs=["trace.json"])
-    if not r.ok:
+    if not r.ok:  # killed (time, memory) or no trace written: the sandbox's message
         return {"types": {}, "colors": [], "layout": [], "texts": [], "error": r.message, "caught": None,
-                "diverged": None}
+                "diverged": None, "libraries": None, "killed": True}
     return json.loads(r.outputs["trace.json"])
 
 
@@ -48,11 +48,16 @@ def trace(program: str, *, graph: bool = False, timeout: float, mem_mb: int) -> 
         if not out.get("diverged"):
             out["runs"] = 1
             return out
-    parts = {mode: _run(text_program(program) if mode == "text" else program, mode, graph=graph, timeout=timeout,
-                        mem_mb=mem_mb) for mode in EVALUATORS}
+    parts = {}
+    for mode in EVALUATORS:
+        parts[mode] = _run(text_program(program) if mode == "text" else program, mode, graph=graph, timeout=timeout,
+                           mem_mb=mem_mb)
+        if parts[mode].get("killed"):  # the same program would be killed again: no evaluator gets a trace
+            return {**parts[mode], "runs": len(parts)}
     out = {key: parts[mode][key] for mode, key in EVALUATORS.items()}
     out["error"] = next((p["error"] for p in parts.values() if p["error"]), None)
     out["caught"] = next((p["caught"] for p in parts.values() if p["caught"]), None)
+    out["libraries"] = next((p["libraries"] for p in parts.values() if p["libraries"]), None)
     out["runs"] = len(parts)
     return out
 

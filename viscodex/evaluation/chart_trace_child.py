@@ -438,10 +438,24 @@ def layout(names):
         return []
 
 
+def library_versions():
+    """The versions this run imported (the benchmark pinned them; chartmimic.PINNED)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for dist in ("matplotlib", "networkx", "squarify", "matplotlib-venn", "seaborn"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
 def main():
     install()
     names = namespace()
-    out = {"types": {}, "colors": [], "layout": [], "texts": [], "error": None, "caught": None, "diverged": None}
+    out = {"types": {}, "colors": [], "layout": [], "texts": [], "error": None, "caught": None, "diverged": None,
+           "libraries": library_versions()}
     with open("program.py", encoding="utf-8") as f:
         src = f.read()
     try:
