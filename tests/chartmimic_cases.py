@@ -110,6 +110,18 @@ pos = {1: (0, 0), 2: (1, 0), 3: (2, 1)}
 nx.draw(G, pos, node_color=['#FF0000', '#0000FF', '#FF0000'], edge_color='#0000FF', font_color='#000000',
         with_labels=True)
 """)),
+    # no edges: the colour wrapper has no colour to key them by and raises (UnboundLocalError), which
+    # stops the benchmark's colour run only: one run per evaluator
+    "graph_no_edges": ("graph_1", block("""import matplotlib.pyplot as plt
+import networkx as nx
+G = nx.Graph()
+G.add_edges_from([(1, 2), (2, 3)])
+pos = {1: (0, 0), 2: (1, 0), 3: (2, 1)}
+fig, ax = plt.subplots(figsize=(4, 3))
+nx.draw_networkx_nodes(G, pos, node_color='#FF0000', ax=ax)
+nx.draw_networkx_edges(G, pos, edgelist=[], ax=ax)
+ax.bar([0], [1], color='#0000FF')
+""")),
     "treemap_same": ("treemap_1", block(GOLDEN["treemap_1"])),
     "treemap_as_bars": ("treemap_1", block("""import matplotlib.pyplot as plt
 fig, ax = plt.subplots(figsize=(4, 3))

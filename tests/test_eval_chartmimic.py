@@ -95,6 +95,9 @@ EXPECTED = {
     "syntax_error": (0, 0, 0, 0),
     "graph_same": (1, 1, 1, 1),
     "graph_draw": (1, 1, 1, (3 + BLUE_GREEN) / 4),  # nx.draw = the three calls; one node blue for green
+    # type: nodes, edges, bar vs nodes, edges, labels (P = R = 2/3); colour: the colour run stopped
+    # at the edges, one node colour left (P = 1, R = 1/4)
+    "graph_no_edges": (0, 1, 2 / 3, 0.4),
     "treemap_same": (1, 1, 1, 1),
     "treemap_as_bars": (0, 1, 0, 0),  # bar is not squarify.plot, in types and in colour groups
     "venn_same": (1, 1, 1, 1),
@@ -120,6 +123,7 @@ def test_low_level_f1s_worked_out_by_hand(scored):
     assert got["raises"]["executed"] == 1.0
     assert got["no_block"]["message"].startswith("no ```python block in the answer")
     assert got["syntax_error"]["executed"] == 0.0 and "SyntaxError" in got["syntax_error"]["message"]
+    assert got["graph_no_edges"]["message"].startswith("the code raised UnboundLocalError")
 
 
 def test_the_answer_becomes_the_benchmarks_script():
@@ -178,7 +182,9 @@ def test_card_names_the_official_low_level_only_with_the_pinned_libraries_on_the
     assert (entry["dataset_type"], entry["dataset_split"], entry["metric_type"]) == ("ChartMimic/ChartMimic", "ori_500", "low-level")
     sample = card_entry({**task.describe(), **report, "source": "sample", "n": 2})
     assert sample["metric_type"] == "viscodex/chartmimic/low-level" and sample["dataset_type"] == "viscodex/chartmimic-sample"
-    task.libraries_seen.add(tuple(sorted({**PINNED, "matplotlib": "3.11.2"}.items())))  # a trace ran with another one
+    task.libraries_seen.add((("matplotlib", "3.8.4"), ("networkx", "3.2.1")))  # what the traced runs imported
+    assert task.official
+    task.libraries_seen.add((("matplotlib", "3.11.2"),))  # a traced run imported another matplotlib
     assert not task.official and card_entry({**task.describe(), **report})["metric_type"] == "viscodex/chartmimic/low-level"
 
 

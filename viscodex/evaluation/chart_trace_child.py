@@ -439,16 +439,12 @@ def layout(names):
 
 
 def library_versions():
-    """The versions this run imported (the benchmark pinned them; chartmimic.PINNED)."""
-    from importlib.metadata import PackageNotFoundError, version
+    """The versions of the traced libraries this run imported (the parent compares them with the
+    installed ones it reads from package metadata, which the sandbox cannot list)."""
+    import matplotlib_venn
 
-    out = {}
-    for dist in ("matplotlib", "networkx", "squarify", "matplotlib-venn", "seaborn"):
-        try:
-            out[dist] = version(dist)
-        except PackageNotFoundError:
-            out[dist] = None
-    return out
+    return {"matplotlib": matplotlib.__version__, "networkx": nx.__version__,
+            "matplotlib-venn": matplotlib_venn.__version__}
 
 
 def main():

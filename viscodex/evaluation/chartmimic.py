@@ -156,7 +156,7 @@ class ChartMimic(Task):
                  judge: ChartJudge | None = None):
         self.split, self.timeout, self.mem_mb, self.judge = subset, timeout, mem_mb, judge
         self.read_subset: str | None = None  # the folder the last load read (the result's split)
-        self.libraries_seen: set[tuple] = set()  # the library versions the tracer ran with
+        self.libraries_seen: set[tuple] = set()  # the library versions the traced runs imported
 
     def cache_settings(self) -> dict:
         out = {"libraries": installed_libraries()}  # cached scores are per library versions
@@ -164,10 +164,10 @@ class ChartMimic(Task):
 
     @property
     def official(self) -> bool:
-        """The benchmark's own number: traced with its pinned libraries (every run this session saw,
-        or, when every score came from the cache, the installed ones)."""
-        seen = self.libraries_seen or {tuple(sorted(installed_libraries().items()))}
-        return seen == {tuple(sorted(PINNED.items()))}
+        """The benchmark's own number: the installed drawing libraries are its pinned ones, and every
+        traced run this session imported those versions (not another copy on its own path)."""
+        installed = installed_libraries()
+        return installed == PINNED and all(dict(seen).items() <= installed.items() for seen in self.libraries_seen)
 
     def describe(self) -> dict:
         return {**super().describe(), "split": self.read_subset or self.split, "libraries": installed_libraries(),
