@@ -17,6 +17,8 @@ namespace). In "all", a wrapper that fails while recording (the benchmark's run 
 evaluator would stop there) ends the run with `diverged` set, and the parent runs the four apart.
 """
 import builtins
+import importlib.abc
+import importlib.util
 import json
 import sys
 import warnings
@@ -33,10 +35,7 @@ import os  # noqa: E402
 
 import matplotlib.colors as mcolors  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
-import networkx as nx  # noqa: E402
-import networkx.drawing.nx_pylab as nx_pylab  # noqa: E402
 import numpy as np  # noqa: E402
-import squarify  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.axes._base import _process_plot_var_args  # noqa: E402
 from matplotlib.backends.backend_pdf import RendererPdf  # noqa: E402
@@ -45,7 +44,6 @@ from matplotlib.image import NonUniformImage  # noqa: E402
 from matplotlib.patches import Circle, Ellipse, Patch, PathPatch  # noqa: E402
 from matplotlib.projections.polar import PolarAxes  # noqa: E402
 from matplotlib.tri._tripcolor import tripcolor  # noqa: E402
-from matplotlib_venn._common import VennDiagram  # noqa: E402
 from mpl_toolkits.mplot3d import Axes3D  # noqa: E402
 
 with open("job.json", encoding="utf-8") as f:
@@ -84,6 +82,7 @@ NX_PARAMS = {
 }
 
 types, objects, texts = {}, {}, []
+VENN = []  # matplotlib-venn's VennDiagram, once the script imports it
 busy = {"type": False, "color": False}  # the prefixes' `in_decorator` (one per evaluator)
 state = {"diverged": None, "texts_lost": False, "caught": None}
 
@@ -123,7 +122,7 @@ def hexc(c):
 
 def cmap_name(kwargs):
     cmap = kwargs.get("cmap")
-    return cmap if isinstance(cmap, str) else cmap.name
+    return cmap if type(cmap) is str else cmap.name  # exactly str, as the prefix tests it
 
 
 # Reading a drawn object's colours when the script has ended (update_drawed_colors), by branch.
@@ -260,7 +259,7 @@ def record(name, args, kwargs, result):
             keep(name, [(obj.get_cmap().name, obj)], colormap)
         elif type(obj) in (Ellipse, Circle):
             keep(name, [(hexc(obj.get_facecolor()), obj)], facecolor)
-        elif type(obj) is VennDiagram:
+        elif VENN and type(obj) is VENN[0]:
             keep(name, last_keyed([hexc(p.get_facecolor()) for p in obj.patches], obj), venn_colors)
     elif fn == "draw_networkx_labels":
         keep(name, [(hexc(t.get_color()), t) for t in result.values()], line_color)
@@ -348,6 +347,61 @@ def nx_wrapper(func, fname, wrap):
     return wrapper
 
 
+def wrap_networkx(nx_pylab):
+    """networkx's three drawing functions. The prefixes wrap them in nx_pylab and again in the
+    `networkx` namespace, which copies nx_pylab's when it is imported: wrapping them here, while
+    it is imported, covers both (one wrapper per evaluator, with the same key)."""
+    for fname in NX_PARAMS:
+        if ON["type"]:
+            key = f"{NXP}/{fname}-{fname}"
+            setattr(nx_pylab, fname, nx_wrapper(getattr(nx_pylab, fname), fname, lambda f, k=key: count(k, f)))
+        if ON["color"]:
+            name = f"{NXP}/{fname}"
+            setattr(nx_pylab, fname, nx_wrapper(getattr(nx_pylab, fname), fname, lambda f, n=name: recorder(n, f)))
+
+
+def wrap_squarify(mod):
+    if ON["type"]:
+        mod.plot = count(f"{SQUARIFY}-plot", mod.plot)
+    if ON["color"]:
+        mod.plot = recorder(f"{SQUARIFY}/plot_squarify", mod.plot)
+
+
+def wrap_venn(mod):
+    VENN.append(mod.VennDiagram)
+    if ON["type"]:
+        mod.VennDiagram.__init__ = count("matplotlib_venn/_common.py-__init__", mod.VennDiagram.__init__)
+    if ON["color"]:
+        mod.VennDiagram.__init__ = recorder("matplotlib_venn/_common.py/__init__", mod.VennDiagram.__init__)
+
+
+LAZY = {"networkx.drawing.nx_pylab": wrap_networkx, "squarify": wrap_squarify, "matplotlib_venn._common": wrap_venn}
+
+
+class WrapOnImport(importlib.abc.MetaPathFinder):
+    """Wraps networkx, squarify and matplotlib-venn when the script imports them. The prefixes
+    import them first; that costs ~0.4 s a run and draws nothing, so wrapping at import is the same."""
+
+    def find_spec(self, name, path=None, target=None):
+        wrap = LAZY.get(name)
+        if wrap is None:
+            return None
+        sys.meta_path.remove(self)
+        try:
+            spec = importlib.util.find_spec(name)
+        finally:
+            sys.meta_path.insert(0, self)
+        if spec is not None and spec.loader is not None:
+            load = spec.loader.exec_module
+
+            def exec_module(module):
+                load(module)
+                LAZY.pop(name, None)
+                wrap(module)
+            spec.loader.exec_module = exec_module
+        return spec
+
+
 def install():
     if ON["type"]:
         for attr, file in FILES.items():
@@ -356,14 +410,8 @@ def install():
                                           f"{file}_polar-plot" if attr == "plot" else None))
         for attr, file in FILES_3D.items():
             setattr(Axes3D, attr, count(f"{file}-{attr}", getattr(Axes3D, attr)))
-        for cls, file in ((NonUniformImage, "matplotlib/image.py"), (Ellipse, PATCHES), (Circle, PATCHES),
-                          (VennDiagram, "matplotlib_venn/_common.py")):
+        for cls, file in ((NonUniformImage, "matplotlib/image.py"), (Ellipse, PATCHES), (Circle, PATCHES)):
             cls.__init__ = count(f"{file}-__init__", cls.__init__)
-        squarify.plot = count(f"{SQUARIFY}-plot", squarify.plot)
-        for fname in NX_PARAMS:
-            key = f"{NXP}/{fname}-{fname}"
-            for mod in (nx_pylab, nx):
-                setattr(mod, fname, nx_wrapper(getattr(mod, fname), fname, lambda f, k=key: count(k, f)))
     if ON["color"]:
         make = "_makeline" if hasattr(_process_plot_var_args, "_makeline") else "_make_line"
         setattr(_process_plot_var_args, make, recorder(f"{BASE}/_makeline", getattr(_process_plot_var_args, make)))
@@ -372,16 +420,12 @@ def install():
                      "contourf", "fill", "broken_barh", "tripcolor"):
             setattr(Axes, attr, recorder(f"{FILES[attr]}/{attr}", getattr(Axes, attr)))
         PolarAxes.plot = recorder(f"{AXES}/plot", PolarAxes.plot)
-        for cls, file in ((NonUniformImage, "matplotlib/image.py"), (Ellipse, PATCHES), (Circle, PATCHES),
-                          (VennDiagram, "matplotlib_venn/_common.py")):
+        for cls, file in ((NonUniformImage, "matplotlib/image.py"), (Ellipse, PATCHES), (Circle, PATCHES)):
             cls.__init__ = recorder(f"{file}/__init__", cls.__init__)
-        squarify.plot = recorder(f"{SQUARIFY}/plot_squarify", squarify.plot)
-        for fname in NX_PARAMS:
-            for mod in (nx_pylab, nx):
-                setattr(mod, fname, nx_wrapper(getattr(mod, fname), fname,
-                                               lambda f, n=f"{NXP}/{fname}": recorder(n, f)))
         for attr, file in FILES_3D.items():
             setattr(Axes3D, attr, recorder(f"{file}/{attr}", getattr(Axes3D, attr), record_3d))
+    if ON["type"] or ON["color"]:
+        sys.meta_path.insert(0, WrapOnImport())
     if ON["text"]:
         draw_text = RendererPdf.draw_text
 
@@ -396,12 +440,22 @@ def namespace():
     names = {"__name__": "__main__", "__builtins__": builtins, "warnings": warnings, "sys": sys}
     if ON["type"] or ON["color"]:
         names.update(os=os, inspect=inspect, plt=plt, Axes=Axes, Axes3D=Axes3D, PolarAxes=PolarAxes,
-                     _process_plot_var_args=_process_plot_var_args, squarify=squarify, nx=nx, nx_pylab=nx_pylab,
-                     NonUniformImage=NonUniformImage, Ellipse=Ellipse, Circle=Circle, VennDiagram=VennDiagram)
+                     _process_plot_var_args=_process_plot_var_args, NonUniformImage=NonUniformImage,
+                     Ellipse=Ellipse, Circle=Circle)
+        if MODE != "all":  # "all" runs only scripts that bind these themselves (chart_programs.combined_plan)
+            import matplotlib_venn._common
+            import networkx
+            import networkx.drawing.nx_pylab
+            import squarify
+
+            names.update(squarify=squarify, nx=networkx, nx_pylab=networkx.drawing.nx_pylab,
+                         VennDiagram=matplotlib_venn._common.VennDiagram)
     if ON["type"]:
         names["tripcolor"] = tripcolor
     if ON["color"]:
-        names.update(np=np, matplotlib=matplotlib, networkx=nx, mcolors=mcolors)
+        names.update(np=np, matplotlib=matplotlib, mcolors=mcolors)
+        if MODE != "all":
+            names["networkx"] = names["nx"]
     if ON["text"]:
         names["RendererPdf"] = RendererPdf
 
@@ -441,17 +495,17 @@ def layout(names):
 def library_versions():
     """The versions of the traced libraries this run imported (the parent compares them with the
     installed ones it reads from package metadata, which the sandbox cannot list)."""
-    import matplotlib_venn
-
-    return {"matplotlib": matplotlib.__version__, "networkx": nx.__version__,
-            "matplotlib-venn": matplotlib_venn.__version__}
+    out = {"matplotlib": matplotlib.__version__}
+    for dist, module in (("networkx", "networkx"), ("matplotlib-venn", "matplotlib_venn")):
+        if module in sys.modules:
+            out[dist] = sys.modules[module].__version__
+    return out
 
 
 def main():
     install()
     names = namespace()
-    out = {"types": {}, "colors": [], "layout": [], "texts": [], "error": None, "caught": None, "diverged": None,
-           "libraries": library_versions()}
+    out = {"types": {}, "colors": [], "layout": [], "texts": [], "error": None, "caught": None, "diverged": None}
     with open("program.py", encoding="utf-8") as f:
         src = f.read()
     try:
@@ -460,7 +514,7 @@ def main():
         pass
     except BaseException as e:  # noqa: BLE001 - then no evaluator's suffix runs: every trace is empty
         out["error"] = f"the code raised {type(e).__name__}: {e}"[:500]
-    out["caught"], out["diverged"] = state["caught"], state["diverged"]
+    out["caught"], out["diverged"], out["libraries"] = state["caught"], state["diverged"], library_versions()
     if out["error"] is None and out["diverged"] is None:
         out["types"] = types if ON["type"] else {}
         out["colors"] = final_colors() if ON["color"] else []
