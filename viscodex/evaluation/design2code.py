@@ -39,6 +39,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterator
 
+from .._util.hubref import HubRef
 from .d2c_clip import BENCHMARK_CHECKPOINT as BENCHMARK_CLIP
 from .similarity import image_similarity, to_rgb
 from .tasks import SAMPLE_SOURCE, SAMPLES_DIR, EvalError, EvalSample, Task, extract_code, limited, register, set_on
@@ -346,7 +347,7 @@ class Design2Code(Task):
         if self.missing_placeholder:
             return {}
         names = {k: v for k, v in BENCHMARK_NAMES.items() if k != "d2c_clip"}
-        if self.clip_model and self.clip_model.split("@")[0] == BENCHMARK_CLIP:
+        if self.clip_model and HubRef.parse(self.clip_model).ref == BENCHMARK_CLIP:
             names["d2c_clip"] = BENCHMARK_NAMES["d2c_clip"]
         return names
 
