@@ -2,12 +2,15 @@
 
 Data: the Hub dataset `SALT-NLP/Design2Code-hf` (split `train`, 484 real web pages; columns `image`,
 the screenshot, and `text`, the page's HTML), loaded with `datasets.load_dataset`. `--source FOLDER`
-reads a folder of `<id>.png` screenshots with their `<id>.html` (HTML optional).
+reads a folder of `<id>.png` screenshots with their `<id>.html` (HTML optional) and the
+benchmark's placeholder image `rick.jpg` when it is there (the GitHub test set ships it).
 
 Rendering: model-generated HTML is rendered only in a separate headless Chromium process (Debian's
-/usr/bin/chromium driven by Playwright), with JavaScript disabled, every network request aborted
-and the context offline, at the reference screenshot's width; the full page is captured (cut at
-MAX_HEIGHT pixels). Never in the app, never in this process.
+/usr/bin/chromium driven by Playwright), with JavaScript disabled and the context offline; the page
+is loaded from PAGE_URL, which a route answers with the document, and the only other request
+answered is the placeholder image beside it; every other request is aborted. The full page is
+captured (viscodex's own score: at the reference screenshot's width, cut at MAX_HEIGHT pixels; the
+benchmark's scores: 1280x720, never cut). Never in the app, never in this process.
 
 Scoring (simpler than the benchmark's block matching and CLIP score; documented in docs/eval.md):
   visual  rendered screenshot vs the reference screenshot (`similarity.image_similarity`)
