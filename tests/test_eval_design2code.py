@@ -279,3 +279,24 @@ def test_clip_score_and_final_score_with_a_given_checkpoint(tmp_path):
         with_clip([get_task("design2code")], str(tmp_path / "nothing"))[0].scorer().__enter__()
     with pytest.raises(EvalError, match="add --task design2code"):
         with_clip([get_task("mmcode")], str(tmp_path / "clip"))
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not browser_available() and not os.environ.get("CI"), reason="needs chromium + playwright")
+def test_predictions_made_elsewhere_get_the_benchmarks_scores(tmp_path):
+    """--predictions: the browser is used from the thread that started it (a sync Playwright browser
+    cannot switch threads); the reference's own HTML scores 1 on the four, prose 0 on every metric."""
+    import json
+
+    from viscodex.evaluation.runner import score_predictions
+
+    first = get_task("design2code").load("sample", limit=1)[0]
+    preds = tmp_path / "preds.jsonl"
+    preds.write_text(json.dumps({"id": first.id, "response": f"```html\n{first.reference['html']}```"}) + "\n"
+                     + json.dumps({"id": "2", "response": "I cannot do that."}) + "\n")
+    rep = score_predictions("design2code", preds, source="sample")
+    same, prose = (s["scores"] for s in rep["samples"])
+    assert {k: same[k] for k in ("score", "d2c_block_match", "d2c_text", "d2c_position", "d2c_color")} == \
+        {"score": 1.0, "d2c_block_match": 1.0, "d2c_text": 1.0, "d2c_position": 1.0, "d2c_color": 1.0}
+    assert prose["score"] == 0.0 and prose["d2c_block_match"] == prose["d2c_color"] == 0.0
+    assert rep["official_metrics"]["d2c_block_match"] == "Block-Match"  # named so in the card only off the sample

@@ -38,14 +38,11 @@ Render = Callable[[str], bytes]  # HTML -> PNG (1280x720 viewport, full page)
 def shoot(render: Render, doc: str) -> np.ndarray:
     """A screenshot as an HxWx3 int16 array; screenshot_single's white 1280x960 when rendering fails."""
     from PIL import Image
-
-    from ..errors import EvalError
+    from playwright.sync_api import Error as PageError
 
     try:
         png = render(doc)
-    except EvalError:
-        raise
-    except Exception:  # noqa: BLE001 - the benchmark's fallback: a blank page, scored like any other
+    except PageError:  # the page failed (time-out, crash): the benchmark's blank page, scored like any other
         return np.full((960, 1280, 3), 255, dtype=np.int16)
     return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(np.int16)
 
