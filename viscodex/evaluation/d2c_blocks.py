@@ -66,13 +66,16 @@ def page_blocks(doc: str, render: Render) -> tuple[list[dict], np.ndarray]:
     if not moved.any():
         return [], plain
     h, w = moved.shape
+    ys_all, xs_all = np.nonzero(moved)  # only these pixels can belong to a block
+    marks = a[ys_all, xs_all]
     out = []
     for text, color in texts_with_color(marked):
         target = _hex_rgb(color)
         if target is None:
             continue
         lo, hi = (target - 4) % 256, (target + 4) % 256  # cv2.inRange on uint8 bounds that wrapped
-        ys, xs = np.nonzero(((a >= lo) & (a <= hi)).all(axis=-1) & moved)
+        hit = ((marks >= lo) & (marks <= hi)).all(axis=-1)
+        ys, xs = ys_all[hit], xs_all[hit]
         if not len(ys):
             continue
         if ys.max() >= plain.shape[0] or xs.max() >= plain.shape[1]:
