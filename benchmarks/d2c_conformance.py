@@ -2,18 +2,20 @@
 benchmark's own visual_score.py, page pair by page pair, plus the boxes each side masks for CLIP.
 
 Needs a checkout of NoviScl/Design2Code and the packages its metrics import (colormath; the repo
-pins beautifulsoup4 4.12.2). Its code runs as is in a child process, with three adjustments that
-change no number: the `clip` package is a stub (no CLIP weights offline; CLIP is not compared, the
-boxes it would mask are), its screenshot script launches Debian's Chromium instead of Playwright's
-bundled one (same settings: JavaScript and network on, `page.goto(file://...)`, 1280x720, full
-page), and the indentation error left in visual_score.py by commit acaf2c6 is corrected. Nothing of
-it is copied here.
+pins beautifulsoup4 4.12.2; with the `clip` package, its own transform is used to compare the CLIP
+inputs). Its code runs as is in a child process, with adjustments that change no number:
+`clip.load` returns no model (no CLIP weights offline: the embeddings are not compared, the masked
+and prepared images CLIP would embed are), its screenshot script launches Debian's Chromium instead
+of Playwright's bundled one (same settings: JavaScript and network on, `page.goto(file://...)`,
+1280x720, full page), and the indentation error left in visual_score.py by commit acaf2c6 is
+corrected. Nothing of it is copied here.
 
     git clone https://github.com/NoviScl/Design2Code /tmp/Design2Code
-    pip install --target /tmp/d2c-deps colormath beautifulsoup4==4.12.2
+    pip install --target /tmp/d2c-deps colormath beautifulsoup4==4.12.2 openai-clip ftfy
     python benchmarks/d2c_conformance.py --design2code /tmp/Design2Code --with /tmp/d2c-deps
 
-Prints one line per pair with both score lists and exits 1 on any difference above 1e-9.
+Prints one line per pair with both score lists and exits 1 on any difference (scores: above the
+6 decimals viscodex reports; mask boxes: 1e-9; CLIP inputs: 1e-6).
 """
 from __future__ import annotations
 
@@ -30,9 +32,16 @@ OFFICIAL = r'''
 import contextlib, json, os, shlex, sys, types
 root, work, chromium = sys.argv[1], sys.argv[2], sys.argv[3]
 sys.path[:0] = json.loads(sys.argv[4]) + [root, os.path.join(root, "Design2Code")]
-clip = types.ModuleType("clip")
-clip.load = lambda *a, **k: (None, None)
-sys.modules["clip"] = clip
+try:  # the clip package's own transform when it is installed (its load() would need the weights)
+    import packaging.version
+    sys.modules.setdefault("pkg_resources", types.SimpleNamespace(packaging=packaging))
+    import clip
+    from clip.clip import _transform
+    clip.load = lambda *a, **k: (None, _transform(224))
+except ImportError:
+    clip = types.ModuleType("clip")
+    clip.load = lambda *a, **k: (None, None)
+    sys.modules["clip"] = clip
 try:
     import sklearn  # noqa: F401 - imported by visual_score, unused by the four metrics
 except ImportError:
@@ -66,11 +75,22 @@ src = src.replace("\n         if len(predict_blocks) == 0:\n", "\n        if len
 src = src.replace("\n            elif len(original_blocks) == 0:\n", "\n        elif len(original_blocks) == 0:\n")
 vs = types.ModuleType("Design2Code.metrics.visual_score"); vs.__file__ = path
 exec(compile(src, path, "exec"), vs.__dict__)
-masked = []
-vs.calculate_clip_similarity_with_blocks = lambda i1, i2, b1, b2: masked.append([b["bbox"] for b in b1]) or 0.0
+import numpy as np
+masked, here = [], [work]
+
+def clip_inputs(img1, img2, blocks1, blocks2):  # what CLIP would embed: the masked, prepared pages
+    masked.append([b["bbox"] for b in blocks1])
+    if vs.preprocess is not None:
+        for name, img, blocks in (("pred", img1, blocks1), ("ref", img2, blocks2)):
+            x = vs.preprocess(vs.rescale_and_mask(img, [b["bbox"] for b in blocks])).numpy()
+            np.save(os.path.join(here[0], f"clip_{name}.npy"), x)
+    return 0.0
+
+vs.calculate_clip_similarity_with_blocks = clip_inputs
 out = []
 for pair in sorted(os.listdir(work), key=int):
     masked.clear()
+    here[0] = os.path.join(work, pair)
     got = vs.visual_eval_v3_multi([[os.path.join(work, pair, "pred", "page.html")], os.path.join(work, pair, "ref", "page.html")])
     out.append({"scores": [float(x) for x in got[0][2][:4]], "masked": [[float(v) for v in b] for b in masked[0]]})
 print("SCORES", json.dumps(out))
@@ -128,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.design2code / "Design2Code" / "metrics" / "visual_score.py").is_file():
         ap.error(f"--design2code {args.design2code}: no Design2Code/metrics/visual_score.py there (clone NoviScl/Design2Code)")
     sys.path.insert(0, str(ROOT))
+    import numpy as np
+
+    from viscodex.evaluation.d2c_clip import clip_pixels, masked_square
     from viscodex.evaluation.design2code import HtmlRenderer, benchmark_scores, chromium_path
 
     jpg, cases = placeholder(), pairs()
@@ -145,27 +168,35 @@ def main(argv: list[str] | None = None) -> int:
             print(f"the benchmark's code gave no scores:\n{r.stderr.strip()[-2000:]}")
             return 2
         theirs = json.loads(found[-1][7:])
-    keys = ("d2c_block_match", "d2c_text", "d2c_position", "d2c_color")
-    differ = 0
-    with HtmlRenderer(assets={"rick.jpg": jpg}) as renderer:
-        for (name, gen, ref), official in zip(cases, theirs):
-            seen: list = []
+        keys = ("d2c_block_match", "d2c_text", "d2c_position", "d2c_color")
+        differ, clip_diff = 0, []
+        with HtmlRenderer(assets={"rick.jpg": jpg}) as renderer:
+            for i, ((name, gen, ref), official) in enumerate(zip(cases, theirs)):
+                seen: list = []
 
-            def record(shot, masked, ref_shot, ref_blocks):
-                seen.append([list(b["bbox"]) for b in masked])
-                return 0.0
+                def record(shot, masked, ref_shot, ref_blocks):
+                    seen.append([list(b["bbox"]) for b in masked])
+                    seen.append({"pred": clip_pixels(masked_square(shot, masked)),
+                                 "ref": clip_pixels(masked_square(ref_shot, ref_blocks))})
+                    return 0.0
 
-            got = benchmark_scores(gen, {"html": ref}, renderer, clip=record)
-            ours = [got[k] for k in keys]
-            same = all(abs(a - b) <= 1e-6 for a, b in zip(ours, official["scores"]))  # ours are rounded to 6 places
-            same_mask = len(seen[0]) == len(official["masked"]) and all(
-                abs(a - b) <= 1e-9 for x, y in zip(seen[0], official["masked"]) for a, b in zip(x, y))
-            differ += not (same and same_mask)
-            print(f"{'same' if same and same_mask else 'DIFFERENT':9s} {name:20s} ours {[round(x, 6) for x in ours]} "
-                  f"theirs {[round(x, 6) for x in official['scores']]}"
-                  + ("" if same_mask else f" masked boxes: ours {len(seen[0])}, theirs {len(official['masked'])}"))
-    print(f"{len(cases) - differ}/{len(cases)} pairs give the benchmark's scores")
-    return 1 if differ else 0
+                got = benchmark_scores(gen, {"html": ref}, renderer, clip=record)
+                ours = [got[k] for k in keys]
+                same = all(abs(a - b) <= 1e-6 for a, b in zip(ours, official["scores"]))  # ours are rounded to 6 places
+                same_mask = len(seen[0]) == len(official["masked"]) and all(
+                    abs(a - b) <= 1e-9 for x, y in zip(seen[0], official["masked"]) for a, b in zip(x, y))
+                line = ""
+                if Path(work, str(i), "clip_pred.npy").is_file():  # the clip package was there
+                    d = max(float(np.abs(seen[1][k] - np.load(Path(work, str(i), f"clip_{k}.npy"))).max()) for k in ("pred", "ref"))
+                    clip_diff.append(d)
+                    line = f" CLIP input max |diff| {d:.2g}"
+                differ += not (same and same_mask)
+                print(f"{'same' if same and same_mask else 'DIFFERENT':9s} {name:20s} ours {[round(x, 6) for x in ours]} "
+                      f"theirs {[round(x, 6) for x in official['scores']]}" + line
+                      + ("" if same_mask else f" masked boxes: ours {len(seen[0])}, theirs {len(official['masked'])}"))
+    print(f"{len(cases) - differ}/{len(cases)} pairs give the benchmark's scores"
+          + (f"; CLIP inputs: largest difference {max(clip_diff):.2g}" if clip_diff else "; CLIP inputs not compared (no clip package)"))
+    return 1 if differ or (clip_diff and max(clip_diff) > 1e-6) else 0
 
 
 if __name__ == "__main__":
