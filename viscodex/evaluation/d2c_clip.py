@@ -76,7 +76,8 @@ class ClipScore:
             raise EvalError(f"--clip-model {checkpoint}: not a CLIP checkpoint transformers can load "
                             f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); e.g. {BENCHMARK_CHECKPOINT}") from None
         self.checkpoint = checkpoint
-        self.prep = {"size": int(proc.size["shortest_edge"]), "crop": int(proc.crop_size["height"]),
+        size, crop = proc.size, getattr(proc, "crop_size", None) or proc.size
+        self.prep = {"size": int(size.shortest_edge or size.height), "crop": int(crop.height or crop.shortest_edge),
                      "mean": tuple(proc.image_mean), "std": tuple(proc.image_std)}
 
     def __call__(self, shot_a: np.ndarray, blocks_a: list[dict], shot_b: np.ndarray, blocks_b: list[dict]) -> float:
