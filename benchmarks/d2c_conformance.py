@@ -108,7 +108,7 @@ def pairs() -> list[tuple[str, str, str]]:
     sample = ROOT / "viscodex" / "evaluation" / "samples" / "design2code"
     s1, s2 = (sample / "1.html").read_text(), (sample / "2.html").read_text()
     ref = placed(("Hello world", 100, 100, "#000000"), ("Second block here", 100, 300, "#000000"))
-    items = lambda n: "<html><body><ul>" + "".join(f"<li>item</li>" for _ in range(n)) + "</ul><p>After the list</p></body></html>"  # noqa: E731
+    items = lambda n: "<html><body><ul>" + "<li>item</li>" * n + "</ul><p>After the list</p></body></html>"  # noqa: E731
     imgs = ("<html><body><h1>Gallery</h1><img src='rick.jpg' width='{w}'><p>Caption one</p><img src='rick.jpg'>"
             "<p>Caption two</p></body></html>")
     return [
