@@ -269,16 +269,15 @@ def benchmark_scores(doc: str, reference: dict, renderer: HtmlRenderer, clip=Non
     """visual_eval_v3_multi for one answer: the benchmark's Block-Match, Text, Position and Color,
     prefixed `d2c_`, plus its CLIP score and final score (0.2 x the five) when a CLIP checkpoint is
     given. The answer is pre-processed as the benchmark pre-processes generated pages; the
-    reference is not (as there) and its blocks are found once per sample."""
+    reference is not (as there). Nothing is kept on the sample: a full-page screenshot per
+    reference would hold gigabytes over the 484 pages."""
     from . import d2c_blocks, d2c_html
 
     def render(page: str) -> bytes:  # screenshot_single: 1280x720 viewport, the whole page
         return renderer.render(page, width=1280, height=720, max_height=None)
 
-    if "d2c" not in reference:
-        blocks, shot = d2c_blocks.page_blocks(reference["html"], render)
-        reference["d2c"] = (d2c_blocks.merge_same_box(blocks), shot)
-    ref_blocks, ref_shot = reference["d2c"]
+    ref_blocks, ref_shot = d2c_blocks.page_blocks(reference["html"], render)
+    ref_blocks = d2c_blocks.merge_same_box(ref_blocks)
     blocks, shot = d2c_blocks.page_blocks(d2c_html.preprocess(doc), render)
     got, masked = d2c_blocks.block_scores(blocks, ref_blocks)
     if clip is not None:
