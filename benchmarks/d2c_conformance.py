@@ -109,6 +109,8 @@ def pairs() -> list[tuple[str, str, str]]:
     s1, s2 = (sample / "1.html").read_text(), (sample / "2.html").read_text()
     ref = placed(("Hello world", 100, 100, "#000000"), ("Second block here", 100, 300, "#000000"))
     items = lambda n: "<html><body><ul>" + "<li>item</li>" * n + "</ul><p>After the list</p></body></html>"  # noqa: E731
+    intro = "Welcome to the shop: spades, rakes and seeds for every season, shipped from our barn since 1990."
+    links = lambda n: "<html><body><ul>" + "<li><a href='#'>Link</a></li>" * n + "</ul><p>Footer text</p></body></html>"  # noqa: E731
     imgs = ("<html><body><h1>Gallery</h1><img src='rick.jpg' width='{w}'><p>Caption one</p><img src='rick.jpg'>"
             "<p>Caption two</p></body></html>")
     return [
@@ -125,6 +127,9 @@ def pairs() -> list[tuple[str, str, str]]:
         ("repeated elements", items(70), items(50)),
         ("repeated text", "<html><body><p>" + "Buy now and save. " * 60 + "</p></body></html>",
          "<html><body><p>Buy now and save.</p></body></html>"),
+        ("intro then repeats", "<html><body><h1>Garden Tools</h1><p>" + intro + "</p><p>" + "Buy now and save. " * 40
+         + "</p></body></html>", f"<html><body><h1>Garden Tools</h1><p>{intro}</p><p>Buy now and save.</p></body></html>"),
+        ("repeated links", links(70), links(50)),
         ("placeholder images", imgs.format(w=300), imgs.format(w=200)),
         ("inline colours", "<html><body><p>Hello <span style='color: rgb(200, 0, 0)'>world</span> <em>again</em></p>"
                            "<table><tr><td>a</td><td style='color: navy'>b</td></tr></table></body></html>",
