@@ -20,9 +20,13 @@ from viscodex.evaluation.d2c_clip import clip_pixels, inpaint_boxes, masked_squa
 from viscodex.evaluation.design2code import HtmlRenderer, benchmark_scores, browser_available
 from viscodex.evaluation.records import card_entries
 
-needs_browser = [pytest.mark.browser,
-                 pytest.mark.skipif(not browser_available() and not os.environ.get("CI"),
-                                    reason="needs chromium + playwright (bash tests/setup_browser.sh)")]
+
+def needs_browser(test):
+    """Marked `browser` as the suite marks such tests; skipped without chromium (except in CI)."""
+    skip = pytest.mark.skipif(not browser_available() and not os.environ.get("CI"),
+                              reason="needs chromium + playwright (bash tests/setup_browser.sh)")
+    return pytest.mark.browser(skip(test))
+
 
 STYLE = "<style>body{margin:0;font:20px sans-serif} p{margin:0;position:absolute}</style>"
 
@@ -185,8 +189,7 @@ def blocks(doc, r):
     return merge_same_box(page_blocks(doc, lambda d: r.render(d, width=1280, height=720, max_height=None))[0])
 
 
-@pytest.mark.browser
-@pytest.mark.skipif(not browser_available() and not os.environ.get("CI"), reason="needs chromium + playwright")
+@needs_browser
 def test_rendered_pages_identical_moved_recoloured_and_missing(renderer):
     ref = blocks(REF, renderer)
     assert [b["text"] for b in ref] == ["hello world", "second block here"]
@@ -211,8 +214,7 @@ def test_rendered_pages_identical_moved_recoloured_and_missing(renderer):
     assert blocks("<html><body><em>alone</em></body></html>", renderer) == []
 
 
-@pytest.mark.browser
-@pytest.mark.skipif(not browser_available() and not os.environ.get("CI"), reason="needs chromium + playwright")
+@needs_browser
 def test_an_element_repeated_past_fifty_is_truncated_before_scoring(renderer):
     ref = "<html><body style='margin:0'>" + "<hr>" * 50 + "<p>After the rules</p></body></html>"
     sample = {"html": ref}
@@ -221,8 +223,7 @@ def test_an_element_repeated_past_fifty_is_truncated_before_scoring(renderer):
     assert longer["d2c_text"] == 1.0 and longer["d2c_position"] < 1.0  # 30 <br>: not truncated, the text moved
 
 
-@pytest.mark.browser
-@pytest.mark.skipif(not browser_available() and not os.environ.get("CI"), reason="needs chromium + playwright")
+@needs_browser
 def test_the_placeholder_image_is_served_and_nothing_else(tmp_path):
     buf = io.BytesIO()
     Image.new("RGB", (40, 30), (0, 0, 255)).save(buf, format="JPEG")
@@ -246,8 +247,7 @@ def test_the_placeholder_image_is_served_and_nothing_else(tmp_path):
     assert not task.missing_placeholder and task.assets == {"rick.jpg": buf.getvalue()} and "placeholder" in task.cache_settings()
 
 
-@pytest.mark.browser
-@pytest.mark.skipif(not browser_available() and not os.environ.get("CI"), reason="needs chromium + playwright")
+@needs_browser
 def test_clip_score_and_final_score_with_a_given_checkpoint(tmp_path):
     """--clip-model: the benchmark's fifth score from a CLIP checkpoint (here a tiny random one);
     identical pages give cosine 1 and final = 0.2 x (1 + 1 + 1 + 1 + 1). An empty answer scores 0
@@ -281,8 +281,7 @@ def test_clip_score_and_final_score_with_a_given_checkpoint(tmp_path):
         with_clip([get_task("mmcode")], str(tmp_path / "clip"))
 
 
-@pytest.mark.browser
-@pytest.mark.skipif(not browser_available() and not os.environ.get("CI"), reason="needs chromium + playwright")
+@needs_browser
 def test_predictions_made_elsewhere_get_the_benchmarks_scores(tmp_path):
     """--predictions: the browser is used from the thread that started it (a sync Playwright browser
     cannot switch threads); the reference's own HTML scores 1 on the four, prose 0 on every metric."""
