@@ -299,3 +299,18 @@ def test_predictions_made_elsewhere_get_the_benchmarks_scores(tmp_path):
         {"score": 1.0, "d2c_block_match": 1.0, "d2c_text": 1.0, "d2c_position": 1.0, "d2c_color": 1.0}
     assert prose["score"] == 0.0 and prose["d2c_block_match"] == prose["d2c_color"] == 0.0
     assert rep["official_metrics"]["d2c_block_match"] == "Block-Match"  # named so in the card only off the sample
+
+
+def test_the_conformance_script_names_a_wrong_checkout(tmp_path, capsys):
+    """benchmarks/d2c_conformance.py (run by hand against the repo's code) loads and says what it needs."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "d2c_conformance.py"
+    spec = importlib.util.spec_from_file_location("d2c_conformance", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert len(mod.pairs()) == 15 and all(isinstance(g, str) and ref for _, g, ref in mod.pairs())
+    with pytest.raises(SystemExit):
+        mod.main(["--design2code", str(tmp_path)])
+    assert "no Design2Code/metrics/visual_score.py there (clone NoviScl/Design2Code)" in capsys.readouterr().err
