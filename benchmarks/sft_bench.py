@@ -92,7 +92,7 @@ def build_model(work: Path, shape: str, cuda: bool = False) -> Path:
 
 
 def build_data(work: Path, n: int, image_size: int, answer_repeat: int) -> Path:
-    from viscodex.training.data import write_toy_dataset
+    from viscodex.training.toy_data import write_toy_dataset
 
     path = write_toy_dataset(work / "data", n=n, seed=1, image_size=image_size)
     recs = json.loads(path.read_text())

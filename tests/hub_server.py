@@ -420,12 +420,10 @@ class FakeHub:
             return None
         text = self.blobs[e.oid].decode(errors="replace")
         m = re.match(r"^---\n(.*?)\n---", text, re.S)
-        if not m:
-            return None
         try:
-            data = yaml.safe_load(m.group(1))
-        except yaml.YAMLError:
-            return None
+            data = yaml.safe_load(m.group(1)) if m else None
+        except yaml.YAMLError:  # the Hub shows no card metadata for a card it cannot parse
+            data = None
         return data if isinstance(data, dict) else None
 
     # ------------------------------------------------------------------ endpoints

@@ -156,8 +156,9 @@ def test_pretraining_corpus_has_a_little_coding():
 
 
 # ---------------------------------------------------------------- the trained trio
-MICRO = {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2, "num_key_value_heads": 1,
-         "vision_hidden_size": 16, "batch_size": 4, "pretrain_steps": 6, "coder_steps": 4, "vlm_steps": 4}
+MICRO = {"model": TinyConfig(hidden_size=32, intermediate_size=64, num_attention_heads=2, num_key_value_heads=1,
+                              vision_hidden_size=16),
+         "batch_size": 4, "pretrain_steps": 6, "coder_steps": 4, "vlm_steps": 4}
 
 
 def test_trained_trio_is_deterministic(tmp_path):
@@ -312,8 +313,11 @@ def test_demo_variants_are_real_models_with_provenance(demo_run):
         assert all(p.dtype == torch.float32 for p in m.parameters())
     r = Recipe.load(out / "sft" / "merged")
     assert r.lam == 0.7 and r.variant == "merged"
-    assert r.records["training"]["frozen"] == "vision tower + projector"
-    assert r.records["training"]["grounding_samples"] > 0  # the SFT mixes grounding in
+    t = r.records["training"]  # run_train's record (the demo's SFT is `viscodex train`'s)
+    assert t["frozen"]["modules"] == ["visual (vision encoder and projector)"]
+    cats = t["data"]["categories"]
+    sft = json.loads((out / "results.json").read_text())["config"]["sft_samples"]
+    assert cats["image_code"] == sft and cats["grounding"] > 0  # grounding mixed in
     assert Recipe.load(out / "sft" / "swapped").variant == "swapped"
     # the vision tower and projector are untouched by the SFT (frozen)
     vis = lambda d: {k: v for k, v in tensor_hashes(d).items() if k.startswith(("visual.", "model.visual."))}

@@ -9,7 +9,8 @@ import pytest
 from chartmimic_cases import ANSWERS, GOLDEN
 
 from viscodex.evaluation import chart_metrics, chartmimic
-from viscodex.evaluation.chart_metrics import ciede2000, color_f1, color_similarity, hex_to_lab, thin
+from viscodex.evaluation.chart_metrics import color_f1, color_similarity, thin
+from viscodex.evaluation.cie import ciede2000, srgb_to_lab
 from viscodex.evaluation.chart_programs import combined_plan, generated_program, text_program
 from viscodex.evaluation.chartmimic import PINNED, ChartMimic
 from viscodex.evaluation.records import card_entry
@@ -147,7 +148,7 @@ def test_the_answer_becomes_the_benchmarks_script():
 
 def test_colour_similarity_is_colormaths_ciede2000():
     # colormath 3.0.0's numbers (the benchmark's color_utils): its sRGB matrix and 7.787 slope
-    assert hex_to_lab("#2CA02C") == pytest.approx((57.90160070988688, -54.08525827551919, 48.723286694039004), abs=1e-12)
+    assert srgb_to_lab((0x2C, 0xA0, 0x2C)) == pytest.approx((57.90160070988688, -54.08525827551919, 48.723286694039004), abs=1e-12)
     assert color_similarity("#0000FF", "#00FF00") == pytest.approx(BLUE_GREEN, abs=1e-12)
     assert color_similarity("#0000FF", "#2CA02C") == pytest.approx(BLUE_SEAGREEN, abs=1e-12)
     # the CIEDE2000 test data of Sharma, Wu & Dalal (2005), pairs 1 and 25

@@ -304,7 +304,7 @@ def test_space_out_is_written_atomically(tmp_path, monkeypatch):
 # ------------------------------------------------------------------ `viscodex train`: the same rules, real processes
 @pytest.fixture
 def toy_data(tmp_path_factory):
-    from viscodex.training.data import write_toy_dataset
+    from viscodex.training.toy_data import write_toy_dataset
 
     return write_toy_dataset(tmp_path_factory.mktemp("toy"), n=4, seed=0)
 

@@ -20,8 +20,8 @@ from viscodex.training.data import (
     build_index,
     normalize_record,
     open_data,
-    write_toy_dataset,
 )
+from viscodex.training.toy_data import write_toy_dataset
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +153,7 @@ def test_jsonl_bad_line_counts_as_malformed(processor, tmp_path):
         f.write("{not json\n")
     idx = build_index(open_data(str(path)), Encoder(processor), progress=False)
     assert len(idx.valid) == 8 and dict(idx.skipped) == {"malformed": 1}
-    assert idx.report()["categories"] == {"algorithm": 2, "chart": 2, "html": 4}
+    assert idx.report()["categories"] == {"coding": 2, "grounding": 2, "image_code": 4}
     # the reason names the file and line, not "record is a NoneType" (issue 16)
     assert idx.examples["malformed"].startswith(f"record 8: {path.name} line 9 is not valid JSON (Expecting property name")
 
@@ -293,3 +293,30 @@ def test_video_records_are_refused_and_counted(processor, imgs, tmp_path):
     idx = build_index(open_data(str(tmp_path / "v.json"), imgs), Encoder(processor), progress=False)
     assert idx.report()["skipped"] == {"video": 4} and idx.valid == [4]
     assert idx.examples["video"] == "record 0: 1 video(s)"
+
+
+def test_toy_dataset_is_the_toy_worlds_tasks_as_evaluation_poses_them(processor, tmp_path):
+    """write_toy_dataset draws from toy/world.py: each record's prompt renders exactly as the task's
+    evaluation prompt (image where the task puts it), its answer is the task's target, its image
+    the sample's picture; a bad mix is refused by name."""
+    from viscodex.toy import world
+    from viscodex.training.toy_data import write_toy_dataset
+
+    path = write_toy_dataset(tmp_path / "toy", n=6, seed=4, mix=("image_code", "grounding", "coding"))
+    enc = Encoder(processor, max_len=512)
+    expected = {t: world.make_samples(world.TASKS[t], world.all_scenes(), 2, "toy-data-4") for t in ("image_code", "grounding", "coding")}
+    seen = {t: 0 for t in expected}
+    for rec in json.loads(path.read_text()):
+        task = world.TASKS[rec["category"]]
+        want = expected[task.name][seen[task.name]]
+        seen[task.name] += 1
+        sample = normalize_record(rec, ImageResolver(path.parent))
+        text, spans = enc.render(sample)
+        prompt = processor.apply_chat_template(task.messages(want), tokenize=False, add_generation_prompt=True)
+        assert text.startswith(prompt) and text[spans[0][0]:spans[0][1]] == want.target + "<|im_end|>"
+        assert len(rec["images"]) == int(task.uses_image)
+        if task.uses_image:
+            assert Image.open(path.parent / rec["images"][0]).convert("RGB").tobytes() == want.image.tobytes()
+    assert seen == {"image_code": 2, "grounding": 2, "coding": 2}
+    with pytest.raises(ValueError, match="'drawing'.*tasks are grounding, coding, image_code"):
+        write_toy_dataset(tmp_path / "bad", n=2, mix=("drawing",))

@@ -15,7 +15,8 @@ import pytest
 from train_helpers import merge_tiny
 
 from viscodex.training import index as sft_index
-from viscodex.training.data import Encoder, build_index, open_data, write_toy_dataset
+from viscodex.training.data import Encoder, build_index, open_data
+from viscodex.training.toy_data import write_toy_dataset
 from viscodex.training.index import INDEX_DIR, prepare_index
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,7 +12,8 @@ from train_helpers import merged_fixture, tensors
 from typer.testing import CliRunner
 
 from viscodex.engine.recipe import Recipe
-from viscodex.training.data import IGNORE_INDEX, write_toy_dataset
+from viscodex.training.data import IGNORE_INDEX
+from viscodex.training.toy_data import write_toy_dataset
 from viscodex.engine.arch import param_role
 from viscodex.training.trainer import TrainConfig, run_train
 
@@ -109,7 +110,7 @@ def test_recipe_records_training(run, merged):
     assert d["name"] == "data.json" and "/" not in d["name"]
     assert d["records"] == 27 and d["used"] == 24
     assert d["skipped"] == {"no_assistant_turn": 1, "missing_image": 1, "unreadable_image": 1}
-    assert d["categories"] == {"algorithm": 6, "chart": 6, "html": 12}
+    assert d["categories"] == {"coding": 6, "grounding": 6, "image_code": 12}
     h = t["hparams"]
     assert (h["global_batch"], h["per_device_batch"], h["grad_accumulation"]) == (4, 2, 2)
     assert h["learning_rate"] == 3e-3 and h["bf16"] is False

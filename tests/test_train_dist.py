@@ -35,7 +35,7 @@ merged = merged_fixture("dist")
 
 @pytest.fixture(scope="module")
 def mixed(merged):
-    from viscodex.training.data import write_toy_dataset
+    from viscodex.training.toy_data import write_toy_dataset
 
     root = merged.parent / "imgs"
     recs = json.loads(write_toy_dataset(root, n=4, seed=1).read_text())

@@ -8,7 +8,7 @@ from train_helpers import merged_fixture, small_config, tensors, toy_data_fixtur
 from typer.testing import CliRunner
 
 from viscodex.engine.recipe import Recipe
-from viscodex.training.data import write_toy_dataset
+from viscodex.training.toy_data import write_toy_dataset
 from viscodex.training.trainer import run_train
 
 config = small_config

@@ -48,7 +48,7 @@ def toy_data_fixture(n: int, seed: int):
     """A module-scoped `data` fixture: `n` toy image->code records next to the `merged` model."""
     @pytest.fixture(scope="module")
     def data(merged) -> Path:
-        from viscodex.training.data import write_toy_dataset
+        from viscodex.training.toy_data import write_toy_dataset
 
         return write_toy_dataset(merged.parent / "toy", n=n, seed=seed)
 

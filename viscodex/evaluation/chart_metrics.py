@@ -7,7 +7,7 @@ compute it:
   layout  multiset match of the axes' gridspec geometry (layout_evaluator)
   type    sum over chart types of min(generated calls, reference calls) (chart_type_evaluator)
   colour  per chart type, the best one-to-one pairing of generated and reference colours, each pair
-          worth max(0, 1 - CIEDE2000 / 100) as colormath 3.0.0 computes it (names: 1 when equal);
+          worth max(0, 1 - CIEDE2000 / 100) as colormath 3.0.0 computes it (cie.py; names: 1 when equal);
           precision over the generated colours, recall over the reference's (color_evaluator,
           color_utils). More than 10 colours on one side are first thinned: a colour within
           similarity 0.7 of a kept one is dropped, in sorted order (the benchmark: set order).
@@ -16,11 +16,11 @@ F1 = 2PR / (P + R); an empty side gives 0. The low-level score is the mean of th
 from __future__ import annotations
 
 import json
-import math
 from collections import Counter
 from pathlib import Path
 
 from .. import sandbox
+from . import cie
 from .chart_programs import TICKS_OFF, combined_plan, text_program, with_ticks_hook
 
 CHILD_SCRIPT = Path(__file__).with_name("chart_trace_child.py")
@@ -83,49 +83,11 @@ def type_f1(gen: dict[str, int], ref: dict[str, int]) -> float:
 
 
 # ---------------------------------------------------------------- colours
-def hex_to_lab(hexcolor: str) -> tuple[float, float, float]:
-    """sRGB -> CIE L*a*b* (D65, 2 degrees) with colormath 3.0.0's constants: its sRGB matrix
-    (0.412424, ...), 7.787 for the linear part of f(t) and 216/24389 as the threshold."""
-    rgb = [int(hexcolor[i:i + 2], 16) / 255 for i in (1, 3, 5)]
-    r, g, b = (c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in rgb)
-    x = (0.412424 * r + 0.357579 * g + 0.180464 * b) / 0.95047
-    y = 0.212656 * r + 0.715158 * g + 0.0721856 * b
-    z = (0.0193324 * r + 0.119193 * g + 0.950444 * b) / 1.08883
-    f = lambda t: t ** (1 / 3) if t > 216 / 24389 else 7.787 * t + 16 / 116  # noqa: E731
-    fx, fy, fz = f(x), f(y), f(z)
-    return 116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)
-
-
-def ciede2000(lab1, lab2) -> float:
-    """CIEDE2000 (kL = kC = kH = 1) as colormath 3.0.0 computes it: the mean hue gets +360 whenever
-    the hues are more than 180 degrees apart (the standard subtracts 360 when their sum is 360 or
-    more, which moves the rotation term's Gaussian); hues of zero-chroma colours are 0."""
-    L1, a1, b1 = lab1
-    L2, a2, b2 = lab2
-    cbar = (math.hypot(a1, b1) + math.hypot(a2, b2)) / 2
-    g = 0.5 * (1 - math.sqrt(cbar ** 7 / (cbar ** 7 + 25 ** 7)))
-    a1p, a2p = (1 + g) * a1, (1 + g) * a2
-    c1p, c2p = math.hypot(a1p, b1), math.hypot(a2p, b2)
-    h1p, h2p = math.degrees(math.atan2(b1, a1p)) % 360, math.degrees(math.atan2(b2, a2p)) % 360
-    hbar = (h1p + h2p + (360 if abs(h1p - h2p) > 180 else 0)) / 2
-    dh = h2p - h1p
-    dh = dh + 360 if dh < -180 else dh - 360 if dh > 180 else dh  # sin(dh/2) as colormath's, which differs by 720
-    dl, dc = L2 - L1, c2p - c1p
-    dH = 2 * math.sqrt(c1p * c2p) * math.sin(math.radians(dh) / 2)
-    lbar, cbarp = (L1 + L2) / 2, (c1p + c2p) / 2
-    t = (1 - 0.17 * math.cos(math.radians(hbar - 30)) + 0.24 * math.cos(math.radians(2 * hbar))
-         + 0.32 * math.cos(math.radians(3 * hbar + 6)) - 0.20 * math.cos(math.radians(4 * hbar - 63)))
-    sl = 1 + 0.015 * (lbar - 50) ** 2 / math.sqrt(20 + (lbar - 50) ** 2)
-    sc, sh = 1 + 0.045 * cbarp, 1 + 0.015 * cbarp * t
-    rt = (-2 * math.sqrt(cbarp ** 7 / (cbarp ** 7 + 25 ** 7))
-          * math.sin(2 * math.radians(30 * math.exp(-(((hbar - 275) / 25) ** 2)))))
-    return math.sqrt((dl / sl) ** 2 + (dc / sc) ** 2 + (dH / sh) ** 2 + rt * (dc / sc) * (dH / sh))
-
-
 def color_similarity(c1: str, c2: str) -> float:
-    """color_utils.calculate_similarity_single: hex colours by CIEDE2000, names by equality."""
+    """color_utils.calculate_similarity_single: "#RRGGBB[AA]" colours by colormath's CIEDE2000
+    (cie.py; the alpha digits are ignored), names by equality."""
     if c1.startswith("#") and c2.startswith("#"):
-        return max(0.0, 1 - ciede2000(hex_to_lab(c1), hex_to_lab(c2)) / 100)
+        return cie.color_similarity(*(tuple(int(c[i:i + 2], 16) for i in (1, 3, 5)) for c in (c1, c2)))
     if not c1.startswith("#") and not c2.startswith("#"):
         return float(c1 == c2)
     return 0.0
@@ -174,4 +136,4 @@ def low_level(gen: dict, ref: dict) -> dict[str, float]:
     return out
 
 
-__all__ = ["trace", "low_level", "multiset_f1", "type_f1", "color_f1", "color_similarity", "ciede2000", "METRICS"]
+__all__ = ["trace", "low_level", "multiset_f1", "type_f1", "color_f1", "color_similarity", "thin", "METRICS"]

@@ -37,7 +37,8 @@ from .._util.quiet import quiet_transformers
 from .._util.threads import torch_threads
 from .._version import __version__
 from ..errors import DemoError
-from ..training.examples import ExampleCollator, encode_chat, encode_raw, encode_task, fit
+from ..training.data import Encoder, SFTCollator
+from ..training.examples import chat_sample, encode_raw, fit, task_sample
 from . import world as tt
 from .models import TRIO_VERSION, TinyConfig
 from .claims import decide, paper_claims
@@ -59,15 +60,9 @@ class DemoConfig:
     # in the next run when the other core got busy (benchmarks/README.md); and a count adapted to
     # the load would make the models depend on the load.
     threads: int = 1
-    # model
-    hidden_size: int = 96
-    intermediate_size: int = 256
-    num_hidden_layers: int = 2
-    num_attention_heads: int = 4
-    num_key_value_heads: int = 2
-    vision_hidden_size: int = 48
-    vision_depth: int = 2
-    image_size: int = 56
+    # the architecture (TinyConfig's fields; its seed is this config's `seed`). Larger than TinyConfig's
+    # default: with hidden size 64 the coder never learnt to copy the colour (docs/demo.md).
+    model: TinyConfig = TinyConfig(hidden_size=96, intermediate_size=256, vision_hidden_size=48, shard_size="5GB")
     # training (steps of batch_size samples)
     batch_size: int = 8
     pretrain_steps: int = 3000
@@ -92,7 +87,11 @@ class DemoConfig:
     sft_grounding: float = 0.3
 
     def tiny(self) -> TinyConfig:
-        return TinyConfig(**{k: getattr(self, k) for k in _shared_fields()}, shard_size="5GB")
+        return dataclasses.replace(self.model, seed=self.seed)
+
+    @property
+    def image_size(self) -> int:
+        return self.model.image_size
 
     def trio_key(self) -> str:
         """Hash of everything the trio depends on (not the evaluation settings)."""
@@ -102,13 +101,6 @@ class DemoConfig:
     def key(self) -> str:
         """Hash of the whole configuration: names a demo's output folder."""
         return _hash(json.dumps(asdict(self), sort_keys=True), _code_version())
-
-
-def _shared_fields() -> tuple[str, ...]:
-    """The fields DemoConfig shares with TinyConfig (the architecture, and the seed): one list for
-    both directions of the conversion, so a field added to both cannot be dropped by one of them."""
-    demo = {f.name for f in dataclasses.fields(DemoConfig)}
-    return tuple(f.name for f in dataclasses.fields(TinyConfig) if f.name in demo)
 
 
 def _hash(*parts: str) -> str:
@@ -140,11 +132,11 @@ def _pad_id(tok) -> int:
     return tok.convert_tokens_to_ids("<|endoftext|>")
 
 
-def _replay(tok, demo: DemoConfig, seed: str, n_task: int) -> list[dict]:
+def _replay(enc: Encoder, demo: DemoConfig, seed: str, n_task: int) -> list[dict]:
     """Chat turns from the base's corpus mixed into a fine-tune (as real fine-tunes mix general
     instruction data), so the answer's form follows the prompt rather than the fine-tune."""
     n = int(n_task * demo.replay / (1 - demo.replay))
-    return [encode_chat(tok, *d) for d in tt.pretraining_docs(f"replay-{seed}", n * 2) if isinstance(d, tuple)][:n]
+    return [enc.encode(chat_sample(*d)) for d in tt.pretraining_docs(f"replay-{seed}", n * 2) if isinstance(d, tuple)][:n]
 
 
 def train_trio(out: str | os.PathLike, cfg: TinyConfig | None = None, demo: DemoConfig | None = None) -> dict[str, Path]:
@@ -154,12 +146,12 @@ def train_trio(out: str | os.PathLike, cfg: TinyConfig | None = None, demo: Demo
     from the FULL demo configuration. Deterministic for a given configuration (thread count included).
     """
     from ..engine.arch import param_role
-    from .models import build_processor, build_tokenizer, new_base, new_vlm_from, save
+    from .models import build_processor, build_tokenizer, new_base, new_vlm_from, save_trio
 
     if demo is None:
         cfg = cfg or TinyConfig()
-        demo = dataclasses.replace(FULL, **{k: getattr(cfg, k) for k in _shared_fields()})
-    cfg = demo.tiny() if cfg is None else cfg
+        demo = dataclasses.replace(FULL, model=cfg, seed=cfg.seed)
+    cfg = demo.tiny()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     seed, bs = demo.seed, demo.batch_size
@@ -170,13 +162,16 @@ def train_trio(out: str | os.PathLike, cfg: TinyConfig | None = None, demo: Demo
         work = Path(work)
         tok = build_tokenizer(cfg)
         proc = build_processor(tok, cfg)
-        pad = _pad_id(tok)
+        # the SFT pipeline's encoder (chat template, image expansion, loss on assistant turns) for
+        # every model: the base and the coder share the VLM's tokenizer and chat template
+        enc = Encoder(proc, max_len=512)
+        text_batch, vl_batch = SFTCollator(_pad_id(tok), token_types=False), SFTCollator(_pad_id(tok))
 
         # 1. base: pre-training on raw and chat text
         base = new_base(cfg, tok).train()
         docs = tt.pretraining_docs(seed, demo.pretrain_steps * bs, code_every=demo.pretrain_code_every)
-        data = [encode_chat(tok, *d) if isinstance(d, tuple) else encode_raw(tok, d) for d in docs]
-        record["base"] = fit("base", base, data, ExampleCollator(pad), lr=demo.pretrain_lr, batch_size=bs, seed=seed,
+        data = [enc.encode(chat_sample(*d)) if isinstance(d, tuple) else encode_raw(tok, d) for d in docs]
+        record["base"] = fit("base", base, data, text_batch, lr=demo.pretrain_lr, batch_size=bs, seed=seed,
                              steps=demo.pretrain_steps, workdir=work / "base")
 
         # 2. coder: the base fine-tuned on description -> SVG
@@ -184,29 +179,23 @@ def train_trio(out: str | os.PathLike, cfg: TinyConfig | None = None, demo: Demo
         coder.load_state_dict(base.state_dict())
         coder.train()
         samples = tt.make_samples(tt.CODING, scenes, demo.coder_steps * bs, f"coder-{seed}")
-        data = [encode_task(tok, tt.CODING, s) for s in samples] + _replay(tok, demo, f"coder-{seed}", len(samples))
-        record["coder"] = fit("coder", coder, data, ExampleCollator(pad), lr=demo.coder_lr, batch_size=bs, seed=seed + 1,
+        data = [enc.encode(task_sample(tt.CODING, s)) for s in samples] + _replay(enc, demo, f"coder-{seed}", len(samples))
+        record["coder"] = fit("coder", coder, data, text_batch, lr=demo.coder_lr, batch_size=bs, seed=seed + 1,
                               steps=demo.coder_steps, workdir=work / "coder")
 
         # 3. vlm: base backbone + fresh vision tower, trained together on image -> description
         vlm = new_vlm_from(base, cfg, tok).train()
         samples = tt.make_samples(tt.GROUNDING, scenes, min(demo.vlm_steps * bs, 2048), f"vlm-{seed}",
                                   image_size=cfg.image_size)
-        data = [encode_task(proc, tt.GROUNDING, s) for s in samples] + _replay(tok, demo, f"vlm-{seed}", len(samples))
+        data = [enc.encode(task_sample(tt.GROUNDING, s)) for s in samples] + _replay(enc, demo, f"vlm-{seed}", len(samples))
         vision = {n for n, _ in vlm.named_parameters() if param_role(n) == "vision"}  # tower + projector
         vis = [p for n, p in vlm.named_parameters() if n in vision]
         lm = [p for n, p in vlm.named_parameters() if n not in vision]
         groups = [{"params": vis, "lr": demo.vision_lr}, {"params": lm, "lr": demo.vlm_lr}]
-        record["vlm"] = fit("vlm", vlm, data, ExampleCollator(pad, vlm.config.image_token_id), lr=demo.vlm_lr, batch_size=bs,
+        record["vlm"] = fit("vlm", vlm, data, vl_batch, lr=demo.vlm_lr, batch_size=bs,
                             seed=seed + 2, steps=demo.vlm_steps, workdir=work / "vlm", param_groups=groups)
 
-        paths = {"base": out / "base", "coder": out / "coder", "vlm": out / "vlm"}
-        for p in paths.values():
-            if p.exists():
-                shutil.rmtree(p)
-        save(base, tok, paths["base"], cfg)
-        save(coder, tok, paths["coder"], cfg)
-        save(vlm, tok, paths["vlm"], cfg, processor=proc)
+        paths = save_trio(out, base, coder, vlm, tok, proc, cfg)
     record["seconds"] = round(time.perf_counter() - t_all, 1)
     (out / "trio.json").write_text(json.dumps(record, indent=2) + "\n")
     return paths
@@ -282,45 +271,34 @@ def evaluate_variant(path: Path, demo: DemoConfig, reports: list[dict] | None = 
 
 
 def sft_image_code(src: Path, dst: Path, demo: DemoConfig) -> dict:
-    """Short SFT of a VL model on image -> code, with grounding samples mixed in (`sft_grounding`
-    of the data, as the paper's MCD mixes general instruction data); vision tower + projector frozen."""
-    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+    """Short SFT of a VL model on image -> code with grounding samples mixed in (`sft_grounding` of
+    the data, as the paper's MCD mixes general instruction data): the toy samples written as an
+    SFT dataset (training.toy_data) and trained by `viscodex train`'s own run_train, which freezes
+    the vision tower and projector, writes `dst` atomically and records the training in the
+    recipe of a merged variant. Returns that training record."""
+    from ..training.toy_data import write_samples
+    from ..training.trainer import TrainConfig, run_train
 
-    from ..training.trainer import freeze_for_sft
-
-    with quiet_transformers():
-        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(src, dtype=torch.float32).eval()
-        proc = AutoProcessor.from_pretrained(src)
-    freeze_for_sft(model)
     samples = tt.make_samples(tt.IMAGE_CODE, tt.all_scenes(), demo.sft_samples, f"sft-{demo.seed}",
                               image_size=demo.image_size)
-    data = [encode_task(proc, tt.IMAGE_CODE, s) for s in samples]
     n_ground = round(demo.sft_samples * demo.sft_grounding / (1 - demo.sft_grounding))
     ground = tt.make_samples(tt.GROUNDING, tt.all_scenes(), n_ground, f"sft-{demo.seed}", image_size=demo.image_size)
-    data += [encode_task(proc, tt.GROUNDING, s) for s in ground]
-    model.train()
+    batch = min(demo.batch_size, 16)
     with tempfile.TemporaryDirectory(prefix="viscodex-sft-") as work:
-        info = fit("sft", model, data, ExampleCollator(_pad_id(proc.tokenizer), model.config.image_token_id),
-                   lr=demo.sft_lr, batch_size=min(demo.batch_size, 16), seed=demo.seed + 3, epochs=demo.sft_epochs,
-                   workdir=Path(work))
-    with quiet_transformers():
-        model.save_pretrained(dst)
-        proc.save_pretrained(dst)
-        model.generation_config.save_pretrained(dst)
-    info = {**info, "samples": demo.sft_samples, "grounding_samples": n_ground, "epochs": demo.sft_epochs, "lr": demo.sft_lr,
-            "frozen": "vision tower + projector"}
-    _write_provenance(src, dst, info)
-    return info
-
-
-def _write_provenance(src: Path, dst: Path, training: dict) -> None:
-    """Carry a merged variant's recipe over to its fine-tuned copy, with a `training` record."""
-    from ..engine.recipe import RECIPE_FILE, Recipe
-
-    if (src / RECIPE_FILE).exists():
-        r = Recipe.load(src)
-        r.records["training"] = {"task": "image_code (toy)", **training}
-        (dst / RECIPE_FILE).write_text(r.dump())
+        data = write_samples(Path(work) / "data", [(tt.IMAGE_CODE, x) for x in samples] +
+                             [(tt.GROUNDING, x) for x in ground])
+        cfg = TrainConfig(
+            model=str(src), data=str(data), out=str(dst), checkpoint_dir=str(Path(work) / "checkpoints"),
+            epochs=demo.sft_epochs, learning_rate=demo.sft_lr, global_batch=batch, batch_size=batch,
+            max_len=512, seed=demo.seed + 3, gradient_checkpointing=False, save_steps=10**6, save_total_limit=None,
+            logging_steps=max(1, demo.sft_epochs * (len(samples) + len(ground)) // batch // 4), prepare_procs=1,
+            warmup_ratio=0.05)  # as the trio's training (training.examples.fit)
+        with quiet_transformers():
+            res = run_train(cfg)
+    t = res.training
+    return {"steps": t["steps"], "final_loss": t["final_loss"], "loss_history": t["loss_history"],
+            "seconds": round(res.seconds, 1), "samples": demo.sft_samples, "grounding_samples": n_ground,
+            "epochs": demo.sft_epochs, "lr": demo.sft_lr, "frozen": "; ".join(t["frozen"]["modules"])}
 
 
 # ---------------------------------------------------------------- the demo

@@ -167,20 +167,32 @@ def new_vlm_from(base, cfg: TinyConfig, tokenizer):
     )
     torch.manual_seed(cfg.seed + 1)
     vlm = Qwen2_5_VLForConditionalGeneration(conf).eval()
-    sd = base.state_dict()
-    lm = {k[len("model."):]: v for k, v in sd.items() if k.startswith("model.")}
-    vlm.model.language_model.load_state_dict(lm)
-    if not cfg.tie_word_embeddings:
-        vlm.lm_head.weight.data.copy_(sd["lm_head.weight"])
+    copy_backbone(base, vlm)
     return vlm
 
 
 @torch.no_grad()
-def perturb(model, seed: int, scale: float = 0.02, skip: str = "visual") -> None:
+def copy_backbone(llm, vlm) -> None:
+    """Copy every tensor of the LLM into the VLM's tensor of the same canonical name (the language
+    backbone, embedding and head); the key layouts are the merge engine's (engine.arch)."""
+    from ..engine.arch import canonical_name
+
+    target = {canonical_name(k): v for k, v in vlm.state_dict().items()}
+    for k, v in llm.state_dict().items():
+        name = canonical_name(k)
+        if name not in target or target[name].shape != v.shape:
+            raise ValueError(f"{k}: no VLM tensor of that name and shape {tuple(v.shape)} to copy it into")
+        target[name].copy_(v)
+
+
+@torch.no_grad()
+def perturb(model, seed: int, scale: float = 0.02) -> None:
     """Distinct, seeded weight changes (a stand-in for fine-tuning) on every non-vision tensor."""
+    from ..engine.arch import param_role
+
     g = torch.Generator().manual_seed(seed)
     for name, p in model.named_parameters():
-        if skip in name:
+        if param_role(name) == "vision":
             continue
         p.add_(torch.randn(p.shape, generator=g) * scale)
 
@@ -213,15 +225,21 @@ def build_trio(out: str | os.PathLike, cfg: TinyConfig = TinyConfig()) -> dict[s
         coder = new_base(cfg, tok)
         coder.load_state_dict(base.state_dict())
         perturb(coder, cfg.seed + 200)
-        paths = {"base": out / "base", "coder": out / "coder", "vlm": out / "vlm"}
-        for p in paths.values():
-            if p.exists():
-                shutil.rmtree(p)
-        save(base, tok, paths["base"], cfg)
-        save(coder, tok, paths["coder"], cfg)
-        save(vlm, tok, paths["vlm"], cfg, processor=proc)
+        return save_trio(out, base, coder, vlm, tok, proc, cfg)
     finally:
         hf_logging.set_verbosity(verbosity)
+
+
+def save_trio(out: Path, base, coder, vlm, tokenizer, processor, cfg: TinyConfig) -> dict[str, Path]:
+    """Write base/, coder/ and vlm/ under `out` (replacing those three folders: `out` is the
+    caller's own, fresh folder) and return their paths."""
+    paths = {"base": out / "base", "coder": out / "coder", "vlm": out / "vlm"}
+    for p in paths.values():
+        if p.exists():
+            shutil.rmtree(p)
+    save(base, tokenizer, paths["base"], cfg)
+    save(coder, tokenizer, paths["coder"], cfg)
+    save(vlm, tokenizer, paths["vlm"], cfg, processor=processor)
     return paths
 
 

@@ -319,7 +319,7 @@ class Encoder:
     def image_tokens(self, hw: tuple[int, int]) -> int:
         try:
             n = self.processor.image_processor.get_number_of_image_patches(
-                hw[0], hw[1], {"min_pixels": self.min_pixels, "max_pixels": self.max_pixels})
+                hw[0], hw[1], {"size": {"shortest_edge": self.min_pixels, "longest_edge": self.max_pixels}})
         except ValueError as e:
             raise InvalidRecord("bad_image_size", f"{hw[1]}x{hw[0]} px: {e}") from None
         return n // (self.merge**2)
@@ -675,11 +675,13 @@ class SFTDataset(torch.utils.data.Dataset):
 
 
 class SFTCollator:
-    """Right-pads a list of encoded samples into one batch; images are concatenated in order."""
+    """Right-pads a list of encoded samples into one batch; images are concatenated in order.
+    `token_types=False` leaves out mm_token_type_ids (a text-only model takes none)."""
 
-    def __init__(self, pad_id: int, pad_to_multiple_of: int | None = None):
+    def __init__(self, pad_id: int, pad_to_multiple_of: int | None = None, token_types: bool = True):
         self.pad_id = pad_id
         self.multiple = pad_to_multiple_of
+        self.token_types = token_types
 
     def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
         n = max(len(it["input_ids"]) for it in items)
@@ -698,64 +700,10 @@ class SFTCollator:
             batch["attention_mask"][r, :m] = 1
             batch["labels"][r, :m] = it["labels"]
             batch["mm_token_type_ids"][r, :m] = it["mm_token_type_ids"]
+        if not self.token_types:
+            del batch["mm_token_type_ids"]
         with_img = [it for it in items if "pixel_values" in it]
         if with_img:
             batch["pixel_values"] = torch.cat([it["pixel_values"] for it in with_img])
             batch["image_grid_thw"] = torch.cat([it["image_grid_thw"] for it in with_img])
         return batch
-
-
-# ---------------------------------------------------------------- toy data
-def write_toy_dataset(folder: str | os.PathLike, n: int = 32, seed: int = 0, image_size: int = 56,
-                      layout: str = "mcd") -> Path:
-    """A small image->code dataset in MCD layout (data.json + images/): PIL-drawn shapes paired
-    with the SVG/HTML/Python that draws them, plus a few text-only algorithm records. For tests,
-    benchmarks and trying `viscodex train` on the tiny models without downloads."""
-    import random
-
-    from PIL import Image, ImageDraw
-
-    from ..toy.world import COLORS, RGB, SHAPES, SIZES
-
-    folder = Path(folder)
-    (folder / "images").mkdir(parents=True, exist_ok=True)
-    rng = random.Random(seed)
-    records = []
-    for i in range(n):
-        c, s, z = rng.choice(COLORS), rng.choice(SHAPES), rng.choice(SIZES)
-        kind = ("html", "chart", "html", "algorithm")[i % 4]
-        if kind == "algorithm":
-            a, b = rng.randint(0, 99), rng.randint(0, 99)
-            msgs = [{"role": "user", "content": f"Write f(x) = x + {a} and print f({b})."},
-                    {"role": "assistant", "content": f"def f(x):\n    return x + {a}\nprint(f({b}))"}]
-            records.append({"messages": msgs, "images": [], "category": kind})
-            continue
-        img = Image.new("RGB", (image_size, image_size), RGB["white" if c != "white" else "black"])
-        d = ImageDraw.Draw(img)
-        m = image_size // (4 if z == "large" else 3)
-        box = (m, m, image_size - m, image_size - m)
-        if s == "circle":
-            d.ellipse(box, fill=RGB[c])
-        elif s == "square":
-            d.rectangle(box, fill=RGB[c])
-        elif s == "triangle":
-            d.polygon([(box[0], box[3]), (box[2], box[3]), ((box[0] + box[2]) // 2, box[1])], fill=RGB[c])
-        else:
-            cx, cy, r = image_size // 2, image_size // 2, (box[2] - box[0]) // 2
-            d.polygon([(cx, cy - r), (cx + r // 3, cy), (cx + r, cy), (cx, cy + r // 2), (cx - r, cy), (cx - r // 3, cy)],
-                      fill=RGB[c])
-        rel = f"images/{i:04d}.png"
-        img.save(folder / rel)
-        if kind == "html":
-            q, a = "Write the SVG for this picture.", f'<svg width="64" height="64"><{s} fill="{c}" size="{z}"/></svg>'
-        else:
-            q, a = "Write the HTML for this picture.", f'<html><body><div style="color:{c}">{s}</div></body></html>'
-        records.append({"messages": [{"role": "user", "content": f"<image>\n{q}"}, {"role": "assistant", "content": a}],
-                        "images": [rel], "category": kind})
-    path = folder / "data.json"
-    if layout == "jsonl":
-        path = folder / "data.jsonl"
-        path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    else:
-        path.write_text(json.dumps(records, indent=1))
-    return path
