@@ -10,9 +10,9 @@ from chartmimic_cases import ANSWERS, GOLDEN
 
 from viscodex.evaluation import chart_metrics, chartmimic
 from viscodex.evaluation.chart_metrics import color_f1, color_similarity, thin
-from viscodex.evaluation.cie import ciede2000, srgb_to_lab
 from viscodex.evaluation.chart_programs import combined_plan, generated_program, text_program
 from viscodex.evaluation.chartmimic import PINNED, ChartMimic
+from viscodex.evaluation.cie import ciede2000, srgb_to_lab
 from viscodex.evaluation.records import card_entry
 from viscodex.evaluation.tasks import EvalSample
 
@@ -197,10 +197,10 @@ def test_high_level_score_comes_from_a_judge_at_the_given_endpoint(monkeypatch):
     import json
     import threading
 
+    from viscodex.errors import EvalError
     from viscodex.evaluation import get_task
     from viscodex.evaluation.chartmimic import ChartMimic, with_judge
     from viscodex.evaluation.judge import ChartJudge, parse_score
-    from viscodex.errors import EvalError
 
     seen = []
 

@@ -70,7 +70,7 @@ def multiset_f1(gen: list, ref: list) -> float:
     """text_evaluator / layout_evaluator: each reference item matches one equal generated item."""
     if not gen or not ref:
         return 0.0
-    key = lambda x: json.dumps(x, sort_keys=True)  # noqa: E731 - layouts are dicts
+    key = lambda x: json.dumps(x, sort_keys=True)
     hits = sum((Counter(map(key, gen)) & Counter(map(key, ref))).values())
     return f1(hits / len(gen), hits / len(ref))
 
@@ -120,7 +120,7 @@ def color_f1(gen: list[str], ref: list[str]) -> float:
     gen, ref = (thin(x) if len(x) > 10 else list(x) for x in (gen, ref))
     if not gen or not ref:
         return 0.0
-    groups = lambda xs: {t: [c.split("--", 1)[1] for c in xs if c.split("--", 1)[0] == t]  # noqa: E731
+    groups = lambda xs: {t: [c.split("--", 1)[1] for c in xs if c.split("--", 1)[0] == t]
                          for t in {c.split("--", 1)[0] for c in xs}}
     g, r = groups(gen), groups(ref)
     total = sum(_best_pairing(g.get(t, []), r.get(t, [])) for t in set(g) | set(r))
@@ -136,4 +136,4 @@ def low_level(gen: dict, ref: dict) -> dict[str, float]:
     return out
 
 
-__all__ = ["trace", "low_level", "multiset_f1", "type_f1", "color_f1", "color_similarity", "thin", "METRICS"]
+__all__ = ["METRICS", "color_f1", "color_similarity", "low_level", "multiset_f1", "thin", "trace", "type_f1"]

@@ -56,8 +56,8 @@ def generated_program(answer: str, name: str, *, report: bool = True) -> str:
     """The script the benchmark evaluates for a model's answer to sample `name` (code_interpreter).
     report=False: `pass` in the except clause, as there (for running it outside the tracer)."""
     code = answer_code(answer).replace("\n", "\n    ")
-    code = re.sub(r"plt\.savefig\(.*\n*", "", code, flags=re.S)
-    code = re.sub(r"plt.show\(.*\n*", "", code, flags=re.S)
+    code = re.sub(r"plt\.savefig\(.*\n*", "", code, flags=re.DOTALL)
+    code = re.sub(r"plt.show\(.*\n*", "", code, flags=re.DOTALL)
     caught = f"{CAUGHT_HOOK}(e)" if report else "pass"
     return f"try:\n    {code.strip()}\nexcept Exception as e:\n    {caught}\nplt.savefig(\"{name}.pdf\")"
 
@@ -127,5 +127,5 @@ def with_ticks_hook(code: str, at: int | None) -> str:
     return code if at is None else code[:at] + TICKS_HOOK + code[at:]
 
 
-__all__ = ["answer_code", "generated_program", "text_program", "combined_plan", "with_ticks_hook", "PREFIX_NAMES",
-           "TICKS_OFF", "CAUGHT_HOOK", "NO_BLOCK"]
+__all__ = ["CAUGHT_HOOK", "NO_BLOCK", "PREFIX_NAMES", "TICKS_OFF", "answer_code", "combined_plan", "generated_program",
+           "text_program", "with_ticks_hook"]

@@ -27,24 +27,24 @@ warnings.filterwarnings("ignore", category=UserWarning)
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 warnings.filterwarnings("ignore", category=FutureWarning)
 
-import matplotlib  # noqa: E402
+import matplotlib
 
 matplotlib.use("Agg")
-import inspect  # noqa: E402
-import os  # noqa: E402
+import inspect
+import os
 
-import matplotlib.colors as mcolors  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.axes._base import _process_plot_var_args  # noqa: E402
-from matplotlib.backends.backend_pdf import RendererPdf  # noqa: E402
-from matplotlib.cbook import silent_list  # noqa: E402
-from matplotlib.image import NonUniformImage  # noqa: E402
-from matplotlib.patches import Circle, Ellipse, Patch, PathPatch  # noqa: E402
-from matplotlib.projections.polar import PolarAxes  # noqa: E402
-from matplotlib.tri._tripcolor import tripcolor  # noqa: E402
-from mpl_toolkits.mplot3d import Axes3D  # noqa: E402
+import matplotlib.colors as mcolors
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.axes._base import _process_plot_var_args
+from matplotlib.backends.backend_pdf import RendererPdf
+from matplotlib.cbook import silent_list
+from matplotlib.image import NonUniformImage
+from matplotlib.patches import Circle, Ellipse, Patch, PathPatch
+from matplotlib.projections.polar import PolarAxes
+from matplotlib.tri._tripcolor import tripcolor
+from mpl_toolkits.mplot3d import Axes3D
 
 with open("job.json", encoding="utf-8") as f:
     JOB = json.load(f)
@@ -302,7 +302,7 @@ def recorder(name, func, how=record):
         result = func(*args, **kwargs)
         try:
             how(name, args, kwargs, result)
-        except Exception as e:  # noqa: BLE001 - the benchmark's wrapper raises into the script here
+        except Exception as e:
             if MODE == "color":
                 raise
             state["diverged"] = f"the colour tracer failed on {name.rsplit('/', 1)[1]} ({type(e).__name__}: {e})"

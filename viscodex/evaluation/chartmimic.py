@@ -37,7 +37,7 @@ from .._util.cache import cache_root
 from . import chart_metrics, chart_programs
 from .judge import ChartJudge
 from .similarity import to_rgb
-from .tasks import SAMPLE_SOURCE, SAMPLES_DIR, EvalError, EvalSample, Task, extract_code, limited, register, set_on
+from .tasks import SAMPLE_SOURCE, SAMPLES_DIR, EvalError, EvalSample, Task, limited, register, set_on
 
 log = logging.getLogger(__name__)
 
