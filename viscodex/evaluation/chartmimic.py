@@ -20,7 +20,7 @@ The high-level score (the benchmark's GPT-4o judge) is added as `high_level` whe
 The traces depend on the drawing libraries' versions (what a call draws, its colours); the number
 is the benchmark's own (`official`, card metric `low-level`) only when the sandbox imported the
 versions the benchmark pinned (PINNED); otherwise the card calls it viscodex's own
-(`viscodex/chartmimic/low-level`). docs/eval.md lists what else differs and why it cannot change a
+(`viscodex/chartmimic/low-level`). docs/eval.md lists what else differs and which of it can change a
 score.
 """
 from __future__ import annotations
