@@ -29,8 +29,9 @@ def one(threads: int, steps: int) -> dict:
 
     from viscodex.toy import world as tt
     from viscodex.toy.demo import FAST
-    from viscodex.toy.models import build_tokenizer, new_base
-    from viscodex.training.examples import ExampleCollator, encode_chat, encode_raw, fit
+    from viscodex.toy.models import build_processor, build_tokenizer, new_base
+    from viscodex.training.data import Encoder, SFTCollator
+    from viscodex.training.examples import chat_sample, encode_raw, fit
 
     torch.set_num_threads(threads)
     demo = dataclasses.replace(FAST, threads=threads)
@@ -38,11 +39,12 @@ def one(threads: int, steps: int) -> dict:
     tok = build_tokenizer(cfg)
     model = new_base(cfg, tok).train()
     docs = tt.pretraining_docs(0, steps * demo.batch_size)
-    data = [encode_chat(tok, *d) if isinstance(d, tuple) else encode_raw(tok, d) for d in docs]
+    enc = Encoder(build_processor(tok, cfg), max_len=512)
+    data = [enc.encode(chat_sample(*d)) if isinstance(d, tuple) else encode_raw(tok, d) for d in docs]
     load = os.getloadavg()[0]
     c0, t0 = time.process_time(), time.perf_counter()
     with tempfile.TemporaryDirectory() as work:
-        fit("bench", model, data, ExampleCollator(tok.convert_tokens_to_ids("<|endoftext|>")), lr=demo.pretrain_lr,
+        fit("bench", model, data, SFTCollator(tok.convert_tokens_to_ids("<|endoftext|>"), token_types=False), lr=demo.pretrain_lr,
             batch_size=demo.batch_size, seed=0, steps=steps, workdir=Path(work))
     return {"threads": threads, "steps": steps, "wall_s": round(time.perf_counter() - t0, 2),
             "cpu_s": round(time.process_time() - c0, 2), "load1": round(load, 2)}

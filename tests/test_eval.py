@@ -149,7 +149,7 @@ def test_chartmimic_scores_traced_code(charts):
     answers = {
         "good": f"```python\n{bar.reference['code']}```",
         "other": f"```python\n{line.reference['code']}```",
-        "empty": "import matplotlib.pyplot as plt\nplt.figure(figsize=(4, 3))\nplt.axis('off')\n",
+        "empty": "```python\nimport matplotlib.pyplot as plt\nplt.figure(figsize=(4, 3))\nplt.axis('off')\n```",
         "error": "```python\nimport matplotlib.pyplot as plt\nplt.plot([1, 2], [3])\n```",
         "prose": "I would draw a bar chart.",
     }
@@ -159,12 +159,16 @@ def test_chartmimic_scores_traced_code(charts):
         loop = loop_f.result()
     assert got["good"] == {"score": 1.0, "executed": 1.0, "text": 1.0, "layout": 1.0, "type": 1.0, "color": 1.0}
     assert got["other"]["executed"] == 1.0 and got["other"]["type"] == 0.0 and got["other"]["score"] < 0.5
-    assert got["prose"]["score"] == 0.0 and got["prose"]["message"].startswith("the code raised SyntaxError")
+    # no ```python block: the benchmark runs a script that only imports pyplot (no axes: all four 0)
+    assert got["prose"]["score"] == 0.0 and got["prose"]["message"].startswith("no ```python block in the answer")
     # a figure with nothing drawn keeps only the layout F1 (one 1x1 axes on both sides), as in the benchmark
     assert {k: got["empty"][k] for k in ("text", "layout", "type", "color", "score")} == \
         {"text": 0.0, "layout": 1.0, "type": 0.0, "color": 0.0, "score": 0.25}
+    # the benchmark runs the answer inside try/except: plt.plot raised after making the axes (layout
+    # 1x1 matches), and counted as a plot call before raising (the reference has a bar: type 0)
     err = got["error"]
-    assert err["score"] == 0.0 and err["executed"] == 0.0 and err["message"].startswith("the code raised ValueError")
+    assert (err["score"], err["executed"], err["layout"], err["type"]) == (0.25, 1.0, 1.0, 0.0)
+    assert err["message"].startswith("the code raised ValueError") and err["message"].endswith("(caught, as the benchmark's wrapper does)")
     assert loop["score"] == 0.0 and "longer than 2 s" in loop["message"]
 
 

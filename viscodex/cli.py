@@ -332,7 +332,7 @@ def eval_cmd(
     options: EvalOptions = EvalOptions(),
 ) -> None:
     """Score a model on multimodal code benchmarks (generated code runs only in the sandbox)."""
-    from .evaluation.records import card_entry, write_to_recipe
+    from .evaluation.records import card_entries, write_to_recipe
     from .evaluation.runner import check_model_spec, evaluate_many, score_predictions, write_json
     from .errors import EvalError
 
@@ -366,7 +366,7 @@ def eval_cmd(
             typer.echo(f"{r['task']:16s} {100 * r['score']:6.2f}%  {r['metric_name'] or r['metric']} over {r['n']} samples ({how})")
         typer.echo(f"wrote {out}")
         if write_recipe:
-            path = write_to_recipe(model, [card_entry(r) for r in reports])
+            path = write_to_recipe(model, [e for r in reports for e in card_entries(r)])
             typer.echo(f"recorded the results in {path} (run `viscodex card {model}` to refresh the model card)")
 
     _guard(run)

@@ -38,7 +38,7 @@ from typing import Iterable
 
 from ..errors import OutputError
 
-log = logging.getLogger("viscodex")
+log = logging.getLogger(__name__)
 
 MARKER = ".viscodex-output"  # written into every folder this module commits
 OWNER_FILE = ".viscodex-owner"  # inside a temp folder: who is writing it

@@ -3,7 +3,8 @@ ChartMimic-style, Design2Code-style, the demo's toy tasks) and choose the merge'
 
 Modules: tasks (interface + registry), catalog (the built-in tasks by name), mmcode / chartmimic / design2code / toy (the tasks),
 mmcode_harness (+ mmcode_child.py, run in the sandbox: MMCode's official harness semantics),
-chart_metrics (+ chart_trace_child.py: ChartMimic's low-level F1s), judge (ChartMimic's high-level judge),
+chart_programs (the scripts ChartMimic's evaluators run), chart_metrics (+ chart_trace_child.py:
+ChartMimic's low-level F1s), judge (ChartMimic's high-level judge),
 similarity (image scores), generate (batched generation), runner (resumable evaluation, scoring
 predictions made elsewhere), records (results -> viscodex_recipe.yaml -> model card, honest metric
 names), sweep (merge + evaluate per lambda, steerable selection).

@@ -1,36 +1,65 @@
 """ChartMimic's low-level metrics (text, layout, chart type, colour F1), the parent half.
 
-Both the generated and the ground-truth script run in the sandbox under the tracer
-(chart_trace_child.py); the comparison is here. As the benchmark's evaluators compute them:
+The generated and the ground-truth script run in the sandbox under the tracer (chart_trace_child.py,
+on the programs chart_programs.py builds); the comparison is here, as the benchmark's evaluators
+compute it:
   text    multiset match of the drawn strings (text_evaluator, use_position=False)
   layout  multiset match of the axes' gridspec geometry (layout_evaluator)
   type    sum over chart types of min(generated calls, reference calls) (chart_type_evaluator)
   colour  per chart type, the best one-to-one pairing of generated and reference colours, each pair
-          worth max(0, 1 - CIEDE2000 / 100) (names: 1 when equal); precision over the generated
-          colours, recall over the reference's (color_evaluator, color_utils). More than 10 colours
-          on one side are first thinned: a colour within similarity 0.7 of a kept one is dropped.
+          worth max(0, 1 - CIEDE2000 / 100) as colormath 3.0.0 computes it (cie.py; names: 1 when equal);
+          precision over the generated colours, recall over the reference's (color_evaluator,
+          color_utils). More than 10 colours on one side are first thinned: a colour within
+          similarity 0.7 of a kept one is dropped, in sorted order (the benchmark: set order).
 F1 = 2PR / (P + R); an empty side gives 0. The low-level score is the mean of the four F1s.
 """
 from __future__ import annotations
 
 import json
-import math
 from collections import Counter
 from pathlib import Path
 
 from .. import sandbox
+from . import cie
+from .chart_programs import TICKS_OFF, combined_plan, text_program, with_ticks_hook
 
 CHILD_SCRIPT = Path(__file__).with_name("chart_trace_child.py")
 METRICS = ("text", "layout", "type", "color")
+EVALUATORS = {"text": "texts", "type": "types", "color": "colors", "layout": "layout"}  # mode -> its part
 
 
-def trace(code: str, *, timeout: float, mem_mb: int) -> dict:
-    """The tracer's record of one script (empty lists and an `error` when it fails)."""
+def _run(program: str, mode: str, *, graph: bool, timeout: float, mem_mb: int) -> dict:
+    job = json.dumps({"mode": mode, "graph": graph, "ticks_off": TICKS_OFF}).encode()
     r = sandbox.run_python(CHILD_SCRIPT.read_text(encoding="utf-8"), timeout=timeout, mem_mb=mem_mb,
-                           files={"program.py": code.encode()}, outputs=["trace.json"])
-    if not r.ok:
-        return {"types": {}, "colors": [], "layout": [], "texts": [], "error": r.message}
+                           files={"program.py": program.encode(), "job.json": job}, outputs=["trace.json"])
+    if not r.ok:  # killed (time, memory) or no trace written: the sandbox's message
+        return {"types": {}, "colors": [], "layout": [], "texts": [], "error": r.message, "caught": None,
+                "diverged": None, "libraries": None, "killed": True}
     return json.loads(r.outputs["trace.json"])
+
+
+def trace(program: str, *, graph: bool = False, timeout: float, mem_mb: int) -> dict:
+    """The four evaluators' records of one program (chart_programs builds a model's; a ground
+    truth runs as it is). One sandboxed run when that is exact, else one per evaluator, each with
+    what that evaluator's run would see. `graph`: a `graph_*` sample (its layout counts axes only)."""
+    together, at = combined_plan(program)
+    if together:
+        out = _run(with_ticks_hook(program, at), "all", graph=graph, timeout=timeout, mem_mb=mem_mb)
+        if not out.get("diverged"):
+            out["runs"] = 1
+            return out
+    parts = {}
+    for mode in EVALUATORS:
+        parts[mode] = _run(text_program(program) if mode == "text" else program, mode, graph=graph, timeout=timeout,
+                           mem_mb=mem_mb)
+        if parts[mode].get("killed"):  # the same program would be killed again: no evaluator gets a trace
+            return {**parts[mode], "runs": len(parts)}
+    out = {key: parts[mode][key] for mode, key in EVALUATORS.items()}
+    out["error"] = next((p["error"] for p in parts.values() if p["error"]), None)
+    out["caught"] = next((p["caught"] for p in parts.values() if p["caught"]), None)
+    out["libraries"] = next((p["libraries"] for p in parts.values() if p["libraries"]), None)
+    out["runs"] = len(parts)
+    return out
 
 
 def f1(precision: float, recall: float) -> float:
@@ -41,7 +70,7 @@ def multiset_f1(gen: list, ref: list) -> float:
     """text_evaluator / layout_evaluator: each reference item matches one equal generated item."""
     if not gen or not ref:
         return 0.0
-    key = lambda x: json.dumps(x, sort_keys=True)  # noqa: E731 - layouts are dicts
+    key = lambda x: json.dumps(x, sort_keys=True)
     hits = sum((Counter(map(key, gen)) & Counter(map(key, ref))).values())
     return f1(hits / len(gen), hits / len(ref))
 
@@ -54,61 +83,20 @@ def type_f1(gen: dict[str, int], ref: dict[str, int]) -> float:
 
 
 # ---------------------------------------------------------------- colours
-def hex_to_lab(hexcolor: str) -> tuple[float, float, float]:
-    """sRGB (D65) -> CIE L*a*b*."""
-    rgb = [int(hexcolor[i:i + 2], 16) / 255 for i in (1, 3, 5)]
-    lin = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in rgb]
-    x = (0.4124564 * lin[0] + 0.3575761 * lin[1] + 0.1804375 * lin[2]) / 0.95047
-    y = 0.2126729 * lin[0] + 0.7151522 * lin[1] + 0.0721750 * lin[2]
-    z = (0.0193339 * lin[0] + 0.1191920 * lin[1] + 0.9503041 * lin[2]) / 1.08883
-    f = lambda t: t ** (1 / 3) if t > 216 / 24389 else (24389 / 27 * t + 16) / 116  # noqa: E731
-    fx, fy, fz = f(x), f(y), f(z)
-    return 116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)
-
-
-def ciede2000(lab1, lab2) -> float:
-    """The CIEDE2000 colour difference (kL = kC = kH = 1)."""
-    L1, a1, b1 = lab1
-    L2, a2, b2 = lab2
-    cbar = (math.hypot(a1, b1) + math.hypot(a2, b2)) / 2
-    g = 0.5 * (1 - math.sqrt(cbar ** 7 / (cbar ** 7 + 25 ** 7)))
-    a1p, a2p = (1 + g) * a1, (1 + g) * a2
-    c1p, c2p = math.hypot(a1p, b1), math.hypot(a2p, b2)
-    h1p = math.degrees(math.atan2(b1, a1p)) % 360 if c1p else 0.0
-    h2p = math.degrees(math.atan2(b2, a2p)) % 360 if c2p else 0.0
-    dl, dc = L2 - L1, c2p - c1p
-    dh = 0.0
-    if c1p * c2p:
-        dh = h2p - h1p
-        dh = dh - 360 if dh > 180 else dh + 360 if dh < -180 else dh
-    dH = 2 * math.sqrt(c1p * c2p) * math.sin(math.radians(dh / 2))
-    lbar, cbarp = (L1 + L2) / 2, (c1p + c2p) / 2
-    if not c1p * c2p:
-        hbar = h1p + h2p
-    elif abs(h1p - h2p) <= 180:
-        hbar = (h1p + h2p) / 2
-    else:
-        hbar = (h1p + h2p + 360) / 2 if h1p + h2p < 360 else (h1p + h2p - 360) / 2
-    t = (1 - 0.17 * math.cos(math.radians(hbar - 30)) + 0.24 * math.cos(math.radians(2 * hbar))
-         + 0.32 * math.cos(math.radians(3 * hbar + 6)) - 0.20 * math.cos(math.radians(4 * hbar - 63)))
-    sl = 1 + 0.015 * (lbar - 50) ** 2 / math.sqrt(20 + (lbar - 50) ** 2)
-    sc, sh = 1 + 0.045 * cbarp, 1 + 0.015 * cbarp * t
-    rt = (-2 * math.sqrt(cbarp ** 7 / (cbarp ** 7 + 25 ** 7))
-          * math.sin(math.radians(60 * math.exp(-(((hbar - 275) / 25) ** 2)))))
-    return math.sqrt((dl / sl) ** 2 + (dc / sc) ** 2 + (dH / sh) ** 2 + rt * (dc / sc) * (dH / sh))
-
-
 def color_similarity(c1: str, c2: str) -> float:
-    """color_utils.calculate_similarity_single: hex colours by CIEDE2000, names by equality."""
+    """color_utils.calculate_similarity_single: "#RRGGBB[AA]" colours by colormath's CIEDE2000
+    (cie.py; the alpha digits are ignored), names by equality."""
     if c1.startswith("#") and c2.startswith("#"):
-        return max(0.0, 1 - ciede2000(hex_to_lab(c1), hex_to_lab(c2)) / 100)
+        return cie.color_similarity(*(tuple(int(c[i:i + 2], 16) for i in (1, 3, 5)) for c in (c1, c2)))
     if not c1.startswith("#") and not c2.startswith("#"):
         return float(c1 == c2)
     return 0.0
 
 
 def thin(colors: list[str]) -> list[str]:
-    """color_utils.filter_color (applied above 10 colours): drop a colour within 0.7 of a kept one."""
+    """color_utils.filter_color (applied above 10 colours): drop a colour within 0.7 of a kept one
+    (the colour only: a type's prefix plays no part). `colors` come sorted; the benchmark walks a
+    set, so where two colours are within 0.7 its kept list depends on the run's string hashes."""
     kept: list[str] = []
     for c in colors:
         if not kept or all(color_similarity(c.split("--", 1)[1], k.split("--", 1)[1]) <= 0.7 for k in kept):
@@ -132,7 +120,7 @@ def color_f1(gen: list[str], ref: list[str]) -> float:
     gen, ref = (thin(x) if len(x) > 10 else list(x) for x in (gen, ref))
     if not gen or not ref:
         return 0.0
-    groups = lambda xs: {t: [c.split("--", 1)[1] for c in xs if c.split("--", 1)[0] == t]  # noqa: E731
+    groups = lambda xs: {t: [c.split("--", 1)[1] for c in xs if c.split("--", 1)[0] == t]
                          for t in {c.split("--", 1)[0] for c in xs}}
     g, r = groups(gen), groups(ref)
     total = sum(_best_pairing(g.get(t, []), r.get(t, [])) for t in set(g) | set(r))
@@ -148,4 +136,4 @@ def low_level(gen: dict, ref: dict) -> dict[str, float]:
     return out
 
 
-__all__ = ["trace", "low_level", "multiset_f1", "type_f1", "color_f1", "color_similarity", "ciede2000", "METRICS"]
+__all__ = ["METRICS", "color_f1", "color_similarity", "low_level", "multiset_f1", "thin", "trace", "type_f1"]

@@ -10,14 +10,18 @@ result's `split` is the subset folder actually read.
 
 Prompt: the benchmark's DirectAgent instruction, with figsize = the figure's size in inches.
 
-Scoring (chart_metrics.py): the generated script and the ground-truth script each run once in the
-sandbox under a tracer of matplotlib's drawing calls; text, layout, chart-type and colour F1 are
-computed here from the two traces, as the benchmark's evaluators compute them; `score` is their mean
-(the benchmark's "low-level" score). The high-level score (the benchmark's GPT-4o judge) is added
-as `high_level` when a judge is given (judge.py: any OpenAI-compatible endpoint). What
-still differs from the benchmark's own code is listed in docs/eval.md; until those differences are
-closed the number is recorded as viscodex's own (`viscodex/chartmimic/low_level`), not as the
-benchmark's.
+Scoring (chart_programs.py, chart_metrics.py): the answer becomes the script the benchmark builds
+from it; that script and the ground truth run in the sandbox under a tracer of the calls the
+benchmark's evaluator prefixes wrap; text, layout, chart-type and colour F1 are computed from the
+two traces as its evaluators compute them; `score` is their mean (the paper's "Low-Level" score).
+The high-level score (the benchmark's GPT-4o judge) is added as `high_level` when a judge is given
+(judge.py: any OpenAI-compatible endpoint).
+
+The traces depend on the drawing libraries' versions (what a call draws, its colours); the number
+is the benchmark's own (`official`, card metric `low-level`) only when the sandbox imported the
+versions the benchmark pinned (PINNED); otherwise the card calls it viscodex's own
+(`viscodex/chartmimic/low-level`). docs/eval.md lists what else differs and which of it can change a
+score.
 """
 from __future__ import annotations
 
@@ -30,10 +34,10 @@ from pathlib import Path
 
 from .. import sandbox
 from .._util.cache import cache_root
-from . import chart_metrics
+from . import chart_metrics, chart_programs
 from .judge import ChartJudge
 from .similarity import to_rgb
-from .tasks import SAMPLE_SOURCE, SAMPLES_DIR, EvalError, EvalSample, Task, extract_code, limited, register, set_on
+from .tasks import SAMPLE_SOURCE, SAMPLES_DIR, EvalError, EvalSample, Task, limited, register, set_on
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +49,10 @@ SAMPLE_DIR = SAMPLES_DIR / "chartmimic"
 DPI = 100  # render_chart saves figures at 100 dpi: figsize in inches = pixels / 100
 TIMEOUT = 30.0
 MEM_MB = 1536
+# the drawing libraries at the versions the benchmark's environment.yaml pins (numpy, pandas and
+# scipy only prepare data; their versions do not change what is drawn)
+PINNED = {"matplotlib": "3.8.4", "networkx": "3.2.1", "squarify": "0.4.3", "matplotlib-venn": "0.11.10",
+          "seaborn": "0.13.2"}
 
 # the benchmark's DirectAgent instruction (prompts/DirectAgent/gpt-4-vision-preview.json)
 PROMPT = ("You are an expert Python developer who specializes in writing matplotlib code based on a given picture. "
@@ -117,6 +125,18 @@ def load_folder(folder: Path, limit: int | None) -> list[EvalSample]:
     return out
 
 
+def installed_libraries() -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str | None] = {}
+    for dist in PINNED:
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
 def archive_for(subset: str) -> str:
     return OLD_HUB_FILE if subset in ("ori_500", "edit_500") else HUB_FILE
 
@@ -127,21 +147,31 @@ class ChartMimic(Task):
     dataset_id = HUB_ID
     dataset_name = "ChartMimic (direct mimic)"
     split = DEFAULT_SUBSET
-    metric = "low_level"
-    metric_name = "low-level score (mean of text, layout, type, colour F1)"
+    metric = "low-level"
+    metric_name = "Low-Level (mean of Text, Layout, Type and Color F1)"
     max_new_tokens = 1536
-    version = 2
+    version = 3
 
     def __init__(self, subset: str = DEFAULT_SUBSET, timeout: float = TIMEOUT, mem_mb: int = MEM_MB,
                  judge: ChartJudge | None = None):
         self.split, self.timeout, self.mem_mb, self.judge = subset, timeout, mem_mb, judge
         self.read_subset: str | None = None  # the folder the last load read (the result's split)
+        self.libraries_seen: set[tuple] = set()  # the library versions the traced runs imported
 
     def cache_settings(self) -> dict:
-        return {"judge": [self.judge.url, self.judge.model]} if self.judge is not None else {}
+        out = {"libraries": installed_libraries()}  # cached scores are per library versions
+        return {**out, "judge": [self.judge.url, self.judge.model]} if self.judge is not None else out
+
+    @property
+    def official(self) -> bool:
+        """The benchmark's own number: the installed drawing libraries are its pinned ones, and every
+        traced run this session imported those versions (not another copy on its own path)."""
+        installed = installed_libraries()
+        return installed == PINNED and all(dict(seen).items() <= installed.items() for seen in self.libraries_seen)
 
     def describe(self) -> dict:
-        return {**super().describe(), "split": self.read_subset or self.split}
+        return {**super().describe(), "split": self.read_subset or self.split, "libraries": installed_libraries(),
+                "pinned_libraries": PINNED}
 
     def load(self, source: str | None = None, limit: int | None = None) -> list[EvalSample]:
         folder = self._folder(source)
@@ -169,27 +199,36 @@ class ChartMimic(Task):
         yield self.score
 
     def score(self, output: str, sample: EvalSample) -> dict:
-        code = extract_code(output, "python")
-        zero = {"score": 0.0, "executed": 0.0, **{m: 0.0 for m in chart_metrics.METRICS},
-                **({"high_level": 0.0, "judge_failed": 0.0} if self.judge is not None else {})}
-        if not code.strip():
-            return {**zero, "message": "no code in the answer"}
-        gen = chart_metrics.trace(code, timeout=self.timeout, mem_mb=self.mem_mb)
-        if gen.get("error"):
-            return {**zero, "message": gen["error"]}
-        if "trace" not in sample.reference:  # the ground truth's trace, once per sample
-            ref = chart_metrics.trace(sample.reference["code"], timeout=self.timeout, mem_mb=self.mem_mb)
+        """The four F1s of the answer's script against the ground truth's (chart_metrics), on the
+        script the benchmark builds from the answer (chart_programs.generated_program)."""
+        graph = sample.id.startswith("graph")  # the layout evaluator's "/graph" in the file's path
+        gen = chart_metrics.trace(chart_programs.generated_program(output, sample.id), graph=graph,
+                                  timeout=self.timeout, mem_mb=self.mem_mb)
+        # nothing traced (the one run failed, or the sandbox killed it): every F1 is 0 whatever the reference
+        failed = bool(gen.get("error")) and (gen["runs"] == 1 or bool(gen.get("killed")))
+        if not failed and "trace" not in sample.reference:  # the ground truth's trace, once per sample
+            ref = chart_metrics.trace(sample.reference["code"], graph=graph, timeout=self.timeout, mem_mb=self.mem_mb)
             if ref.get("error"):
                 raise EvalError(f"ChartMimic {sample.id}: the ground-truth script fails under the tracer ({ref['error']})")
             sample.reference["trace"] = ref
-        m = chart_metrics.low_level(gen, sample.reference["trace"])
-        out = {"score": m.pop("low_level"), "executed": 1.0, **m}
-        if self.judge is not None:
-            out.update(self.high_level(code, sample))
+        ref = sample.reference.get("trace") or gen  # (a failed answer scores 0 against anything)
+        for t in (gen, ref):
+            if t.get("libraries"):
+                self.libraries_seen.add(tuple(sorted(t["libraries"].items())))
+        m = chart_metrics.low_level(gen, ref)
+        out = {"score": m.pop("low_level"), "executed": 0.0 if failed else 1.0, **m}
+        has_block = chart_programs.answer_code(output) != chart_programs.NO_BLOCK
+        if not has_block:
+            out["message"] = "no ```python block in the answer (the benchmark then runs an empty figure)"
+        elif gen.get("error") or gen.get("caught"):
+            out["message"] = gen["error"] or f"the code raised {gen['caught']} (caught, as the benchmark's wrapper does)"
+        if self.judge is not None:  # no block: a blank figure, scored 0 without asking the judge
+            out.update(self.high_level(chart_programs.generated_program(output, sample.id, report=False), sample)
+                       if has_block and out["executed"] else {"high_level": 0.0, "judge_failed": 0.0})
         return out
 
     def high_level(self, code: str, sample: EvalSample) -> dict:
-        """The judge's score of the drawn chart against the reference figure (0 when nothing is drawn;
+        """The judge's score of the chart `code` draws against the reference figure (0 when nothing is drawn;
         `judge_failed` when the judge's answer holds no score: then the sample has no high_level)."""
         r = sandbox.render_chart(code, timeout=self.timeout, mem_mb=self.mem_mb)
         if r.png is None:

@@ -1,209 +1,89 @@
 """Design2Code's low-level visual metrics (metrics/visual_score.py + ocr_free_utils.py in
-NoviScl/Design2Code), reimplemented: Block-Match, Text, Position and Color.
+NoviScl/Design2Code at 4c213a3), reimplemented: Block-Match, Text, Position and Color, and the
+blocks its CLIP score masks.
 
 Text blocks are found without OCR, as the benchmark finds them: the page is rewritten so that every
-element's background is transparent and every text element (p, h1-h6, div, span, a, b, li, table,
-td, th, button, footer, header, figcaption) gets its own colour from a fixed pool; it is rendered
-twice (pool shifted by 50 the second time); pixels whose colour moved by 50 are text; a text node's
-block is the bounding box of the pixels of its element's colour among those, and its colour the
-mean colour of those pixels in the page's normal rendering. Blocks with the same box are merged.
-Generated and reference blocks are paired by the Hungarian method on text similarity (difflib),
-adjacent blocks merged while that raises the matched similarity, pairs below 0.5 dropped; then
+element's background is transparent and every text element gets its own colour from a fixed pool
+(d2c_html.recolor); it is rendered twice (pool shifted by 50 the second time); pixels whose colour
+moved by 50 (±8 per channel) are text; a text node's block is the bounding box of the pixels of its
+element's colour (±4, with the benchmark's uint8 wrap-around: a channel below 4 or above 251 finds
+nothing) among those, and its colour the mean colour of those pixels in the page's normal rendering
+(truncated to integers). Blocks with the same box are merged. Generated and reference blocks are
+paired by the Hungarian method on text similarity (difflib), adjacent blocks merged while that
+raises the matched similarity, pairs below 0.5 dropped; then
   Block-Match = matched blocks' area / all blocks' area; Text = mean text similarity of the pairs;
   Position = mean of 1 - the larger of the x and y shifts of the pair's centres (page-relative);
-  Color = mean CIEDE2000 similarity of the pairs' text colours.
-CLIP (the benchmark's fifth score) is not computed here. Pages render in viscodex's sandboxed
-browser (design2code.HtmlRenderer: no JavaScript, no network) at 1280x720, full page, like the
-benchmark's screenshot script.
+  Color = mean CIEDE2000 similarity of the pairs' text colours (cie.py: colormath's numbers).
+Screenshots: 1280x720 viewport, the full page (no height cut), as metrics/screenshot_single.py
+takes them; a page that cannot be rendered becomes a white 1280x960 image, as there.
 """
 from __future__ import annotations
 
 import difflib
-import html
-import html.parser
 import io
-import re
 from collections import Counter
-from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
-from .chart_metrics import hex_to_lab, ciede2000
+from .cie import color_similarity
+from .d2c_html import recolor, texts_with_color
 
-TEXT_TAGS = {"p", "h1", "h2", "h3", "h4", "h5", "h6", "div", "span", "a", "b", "li", "table", "td", "th", "button",
-             "footer", "header", "figcaption"}
-VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
-RAW = {"script", "style"}
 MATCH_MIN = 0.5
+SHIFT = 50  # the second pool's offset
+Render = Callable[[str], bytes]  # HTML -> PNG (1280x720 viewport, full page)
 
 
-# ---------------------------------------------------------------- a small DOM (parse, restyle, serialise)
-@dataclass
-class Element:
-    tag: str
-    attrs: list = field(default_factory=list)
-    children: list = field(default_factory=list)  # Element | str
-
-    def style(self) -> str:
-        return next((v or "" for k, v in self.attrs if k == "style"), "")
-
-    def set_style(self, prop: str, value: str) -> None:
-        """ocr_free_utils.update_style: drop declarations starting with `prop`, append `prop: value !important`."""
-        kept = [s for s in self.style().split(";") if not s.strip().startswith(prop) and s.strip()]
-        kept.append(f"{prop}: {value} !important")
-        self.attrs = [(k, v) for k, v in self.attrs if k != "style"] + [("style", "; ".join(kept).strip())]
-
-
-class _Builder(html.parser.HTMLParser):
-    def __init__(self):
-        super().__init__(convert_charrefs=True)
-        self.root = Element("[document]")
-        self.stack = [self.root]
-
-    def handle_starttag(self, tag, attrs):
-        el = Element(tag, list(attrs))
-        self.stack[-1].children.append(el)
-        if tag not in VOID:
-            self.stack.append(el)
-
-    def handle_startendtag(self, tag, attrs):
-        self.stack[-1].children.append(Element(tag, list(attrs)))
-
-    def handle_endtag(self, tag):
-        for i in range(len(self.stack) - 1, 0, -1):
-            if self.stack[i].tag == tag:
-                del self.stack[i:]
-                return
-
-    def handle_data(self, data):
-        self.stack[-1].children.append(data)
-
-    def handle_decl(self, decl):
-        self.root.children.insert(0, Element("!" + decl))
-
-
-def parse(doc: str) -> Element:
-    b = _Builder()
-    b.feed(doc)
-    b.close()
-    return b.root
-
-
-def serialize(node, raw: bool = False) -> str:
-    if isinstance(node, str):
-        return node if raw else html.escape(node, quote=False)
-    if node.tag.startswith("!"):
-        return f"<{node.tag}>"
-    inner = "".join(serialize(c, raw=node.tag in RAW) for c in node.children)
-    if node.tag == "[document]":
-        return inner
-    attrs = "".join(f' {k}="{html.escape(v, quote=True)}"' if v is not None else f" {k}" for k, v in node.attrs)
-    return f"<{node.tag}{attrs}>" if node.tag in VOID else f"<{node.tag}{attrs}>{inner}</{node.tag}>"
-
-
-def elements(node: Element):
-    for c in node.children:
-        if isinstance(c, Element) and not c.tag.startswith("!"):
-            yield c
-            yield from elements(c)
-
-
-def color_pool(offset: int) -> list[str]:
-    """ocr_free_utils.ColorPool: 16 levels per channel from 10 by 16, shifted by offset; popped from the end."""
-    levels = range(10, 251, 16)
-    return ["#%02X%02X%02X" % ((r + offset) % 256, (g + offset) % 256, (b + offset) % 256)
-            for r in levels for g in levels for b in levels]
-
-
-def recolor(doc: str, offset: int) -> Element:
-    root = parse(doc)
-    pool = color_pool(offset)
-    for el in elements(root):
-        el.set_style("background-color", "rgba(255, 255, 255, 0.0)")
-    for el in elements(root):
-        if el.tag in TEXT_TAGS:
-            el.set_style("color", pool.pop())
-            el.set_style("opacity", "1.0")
-    return root
-
-
-def _css_color(el: Element) -> str | None:
-    decl = [s for s in el.style().split(";") if "color" in s and "background-color" not in s]
-    if not decl:
-        return None
-    value = decl[-1].split(":", 1)[1].strip().replace(" !important", "") if ":" in decl[-1] else ""
-    if value.startswith("#"):
-        return value
-    try:
-        from PIL import ImageColor
-
-        rgb = tuple(map(int, value[4:-1].split(","))) if value.startswith("rgb") else ImageColor.getrgb(value)[:3]
-        return "#%02x%02x%02x" % rgb[:3]
-    except (ValueError, TypeError):
-        return None
-
-
-def texts_with_color(root: Element) -> list[tuple[str, str]]:
-    """extract_text_with_color: every non-empty stripped text node of <body>, with the colour of its
-    nearest element that sets one (black by default)."""
-    body = next((e for e in elements(root) if e.tag == "body"), None)
-    out: list[tuple[str, str]] = []
-
-    def walk(node: Element, color: str):
-        color = _css_color(node) or color
-        for c in node.children:
-            if isinstance(c, str):
-                if c.strip():
-                    out.append((c.strip(), color))
-            elif not c.tag.startswith("!"):
-                walk(c, color)
-
-    if body is not None:
-        walk(body, "#000000")
-    return out
-
-
-# ---------------------------------------------------------------- blocks from two renderings
-def _rgb(png: bytes) -> np.ndarray:
+# ---------------------------------------------------------------- blocks from renderings
+def shoot(render: Render, doc: str) -> np.ndarray:
+    """A screenshot as an HxWx3 int16 array; screenshot_single's white 1280x960 when rendering fails."""
     from PIL import Image
+    from playwright.sync_api import Error as PageError
 
-    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(np.int64)
-
-
-def as_page(doc: str) -> str:
-    """visual_score.make_html: an answer without an <html> tag is wrapped as one paragraph."""
-    return doc if re.search(r"<html[^>]*>", doc, re.I) else f"<html><body><p>{doc}</p></body></html>"
-
-
-def blocks_of(doc: str, render) -> list[dict]:
-    """get_blocks_ocr_free: [{'text', 'bbox': (x, y, w, h) page-relative, 'color': (r, g, b)}]."""
-    return page_blocks(doc, render)[0]
+    try:
+        png = render(doc)
+    except PageError:  # the page failed (time-out, crash): the benchmark's blank page, scored like any other
+        return np.full((960, 1280, 3), 255, dtype=np.int16)
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(np.int16)
 
 
-def page_blocks(doc: str, render) -> tuple[list[dict], np.ndarray]:
-    """The page's blocks and its normal rendering (HxWx3)."""
-    doc = as_page(doc)
-    plain, p0 = _rgb(render(doc)), recolor(doc, 0)
-    a, b = _rgb(render(serialize(p0))), _rgb(render(serialize(recolor(doc, 50))))
-    if a.shape != b.shape or plain.shape != a.shape:
+def _hex_rgb(color: str) -> np.ndarray | None:
+    try:
+        return np.array([int(color.lstrip("#")[i:i + 2], 16) for i in (0, 2, 4)], dtype=np.int16)
+    except ValueError:  # e.g. "#fff": the benchmark skips it
+        return None
+
+
+def page_blocks(doc: str, render: Render) -> tuple[list[dict], np.ndarray]:
+    """get_blocks_ocr_free on a page as given: its blocks [{'text', 'bbox': (x, y, w, h)
+    page-relative, 'color': (r, g, b)}] (not yet merged by box) and its normal rendering."""
+    plain = shoot(render, doc)
+    marked = recolor(doc, 0)
+    a, b = shoot(render, marked), shoot(render, recolor(doc, SHIFT))
+    if a.shape != b.shape:
         return [], plain
-    moved = (np.abs((a + 50) % 256 - b) <= 8).all(axis=-1)
+    moved = (np.abs((a + SHIFT) % 256 - b) <= 8).all(axis=-1)
     if not moved.any():
         return [], plain
     h, w = moved.shape
+    ys_all, xs_all = np.nonzero(moved)  # only these pixels can belong to a block
+    marks = a[ys_all, xs_all]
     out = []
-    for text, color in texts_with_color(p0):
-        try:
-            target = np.array([int(color.lstrip("#")[i:i + 2], 16) for i in (0, 2, 4)])
-        except ValueError:
+    for text, color in texts_with_color(marked):
+        target = _hex_rgb(color)
+        if target is None:
             continue
-        ys, xs = np.nonzero((np.abs(a - target) <= 4).all(axis=-1) & moved)
+        lo, hi = (target - 4) % 256, (target + 4) % 256  # cv2.inRange on uint8 bounds that wrapped
+        hit = ((marks >= lo) & (marks <= hi)).all(axis=-1)
+        ys, xs = ys_all[hit], xs_all[hit]
         if not len(ys):
             continue
+        if ys.max() >= plain.shape[0] or xs.max() >= plain.shape[1]:
+            return [], plain  # the benchmark's average_color fails and it drops every block
         mean = tuple(int(v) for v in plain[ys, xs].mean(axis=0))
-        out.append({"text": text.lower(), "bbox": (xs.min() / w, ys.min() / h, (xs.max() - xs.min() + 1) / w,
-                                                   (ys.max() - ys.min() + 1) / h), "color": mean})
-    return merge_same_box(out), plain
+        x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())
+        out.append({"text": text.lower(), "bbox": (x0 / w, y0 / h, (x1 - x0 + 1) / w, (y1 - y0 + 1) / h), "color": mean})
+    return out, plain
 
 
 def merge_same_box(blocks: list[dict]) -> list[dict]:
@@ -315,15 +195,17 @@ def possible_merge(A: list[dict], B: list[dict]) -> tuple[list[dict], list[dict]
     return A, B, pairs
 
 
-def block_scores(pred: list[dict], ref: list[dict]) -> dict[str, float]:
-    """Block-Match, Text, Position, Color (0 each when either page has no block or nothing pairs)."""
+def block_scores(pred: list[dict], ref: list[dict]) -> tuple[dict[str, float], list[dict]]:
+    """Block-Match, Text, Position, Color of two pages' blocks (the reference's already merged by
+    box), and the generated page's blocks as the benchmark masks them for CLIP: after its merges,
+    which the benchmark applies to that list in place. No block on either side or no pair: 0 each."""
     zero = {"block_match": 0.0, "text": 0.0, "position": 0.0, "color": 0.0}
     if not pred or not ref:
-        return zero
+        return zero, pred
     A, B, pairs = possible_merge(merge_same_box(pred), [dict(b) for b in ref])
     kept = [(i, j, s) for i, j in pairs if (s := _sim(A[i]["text"], B[j]["text"])) >= MATCH_MIN]
     if not kept:
-        return zero
+        return zero, A
     area = lambda blk: blk["bbox"][2] * blk["bbox"][3]  # noqa: E731
     used_a, used_b = {i for i, _, _ in kept}, {j for _, j, _ in kept}
     unmatched = sum(area(b) for k, b in enumerate(A) if k not in used_a) + sum(area(b) for k, b in enumerate(B) if k not in used_b)
@@ -334,58 +216,10 @@ def block_scores(pred: list[dict], ref: list[dict]) -> dict[str, float]:
         return x + w / 2, y + h / 2
 
     pos = [1 - max(abs(centre(A[i])[0] - centre(B[j])[0]), abs(centre(A[i])[1] - centre(B[j])[1])) for i, j, _ in kept]
-    hexc = lambda c: "#%02X%02X%02X" % tuple(int(v) for v in c)  # noqa: E731
-    col = [max(0.0, 1 - ciede2000(hex_to_lab(hexc(A[i]["color"])), hex_to_lab(hexc(B[j]["color"]))) / 100) for i, j, _ in kept]
+    col = [color_similarity(A[i]["color"], B[j]["color"]) for i, j, _ in kept]
     return {"block_match": float(sum(matched) / (sum(matched) + unmatched)),
-            "text": float(np.mean([s for _, _, s in kept])), "position": float(np.mean(pos)), "color": float(np.mean(col))}
+            "text": float(np.mean([s for _, _, s in kept])), "position": float(np.mean(pos)),
+            "color": float(np.mean(col))}, A
 
 
-# ---------------------------------------------------------------- CLIP
-def masked_square(shot: np.ndarray, blocks: list[dict]):
-    """rescale_and_mask: the text boxes painted over, then the page squeezed to a square of its
-    shorter side. The benchmark inpaints the boxes (OpenCV, Telea); viscodex fills each with the
-    median colour of the pixels just around it."""
-    from PIL import Image
-
-    img = shot.astype(np.uint8).copy()
-    h, w = img.shape[:2]
-    for blk in blocks:
-        x, y = int(blk["bbox"][0] * w), int(blk["bbox"][1] * h)
-        x1, y1 = x + int(blk["bbox"][2] * w), y + int(blk["bbox"][3] * h)
-        ring = np.concatenate([img[max(0, y - 1), x:x1], img[min(h - 1, y1), x:x1],
-                               img[y:y1, max(0, x - 1)], img[y:y1, min(w - 1, x1)]]).reshape(-1, 3)
-        if len(ring):
-            img[y:y1, x:x1] = np.median(ring, axis=0).astype(np.uint8)
-    side = min(w, h)
-    return Image.fromarray(img).resize((side, side), Image.LANCZOS)
-
-
-class ClipScore:
-    """Cosine similarity of CLIP image embeddings (the benchmark: ViT-B/32) of two masked pages,
-    with a CLIP checkpoint the user gives (a folder or Hub id loadable by transformers)."""
-
-    def __init__(self, checkpoint: str):
-        from ..errors import EvalError
-
-        try:
-            from transformers import CLIPImageProcessor, CLIPModel
-
-            self.model = CLIPModel.from_pretrained(checkpoint).eval()
-            self.processor = CLIPImageProcessor.from_pretrained(checkpoint)
-        except (OSError, ValueError) as e:
-            raise EvalError(f"--clip-model {checkpoint}: not a CLIP checkpoint transformers can load "
-                            f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); e.g. openai/clip-vit-base-patch32") from None
-
-    def __call__(self, shot_a: np.ndarray, blocks_a: list[dict], shot_b: np.ndarray, blocks_b: list[dict]) -> float:
-        import torch
-
-        pix = self.processor(images=[masked_square(shot_a, blocks_a), masked_square(shot_b, blocks_b)],
-                             return_tensors="pt")["pixel_values"]
-        with torch.no_grad():
-            out = self.model.get_image_features(pixel_values=pix)
-        feats = getattr(out, "pooler_output", out)
-        feats = feats / feats.norm(dim=-1, keepdim=True)
-        return float((feats[0] * feats[1]).sum())
-
-
-__all__ = ["ClipScore", "masked_square", "page_blocks", "as_page", "blocks_of", "block_scores", "recolor", "texts_with_color", "serialize", "parse", "merge_same_box"]
+__all__ = ["page_blocks", "block_scores", "merge_same_box", "possible_merge", "shoot"]

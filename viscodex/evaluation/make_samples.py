@@ -115,7 +115,7 @@ ax.set_ylim(50, 80)
 ax.set_ylabel("score")
 ax.set_title("ChartMimic")
 plt.tight_layout()
-plt.show()
+plt.savefig("bar_1.pdf", bbox_inches="tight")
 ''',
     "line_1": '''import matplotlib.pyplot as plt
 import numpy as np
@@ -128,7 +128,7 @@ ax.set_xlabel("lambda")
 ax.legend()
 ax.grid(alpha=0.3)
 plt.tight_layout()
-plt.show()
+plt.savefig("line_1.pdf", bbox_inches="tight")
 ''',
 }
 

@@ -76,6 +76,24 @@ def card_entry(report: dict[str, Any], extra: dict | None = None) -> dict[str, A
     }
 
 
+def card_entries(report: dict[str, Any], extra: dict | None = None) -> list[dict[str, Any]]:
+    """The headline's entry (card_entry), then one per metric the task computed the benchmark's way
+    (`official_metrics`: metric key -> the benchmark's own name for it, e.g. Design2Code's
+    `d2c_block_match` -> `Block-Match`), only on the benchmark's data (not the tiny sample). Such an
+    entry's sample count is the number of samples that report the metric."""
+    out = [card_entry(report, extra)]
+    if (report.get("source_kind") or _kind(report.get("source"))) not in ("hub", "local"):
+        return out
+    metrics = report.get("metrics") or {}
+    for key, name in (report.get("official_metrics") or {}).items():
+        if key not in metrics:
+            continue
+        n = sum(1 for s in report.get("samples") or [] if key in (s.get("scores") or {}))
+        one = {**report, "official": True, "metric": name, "metric_name": name, "score": metrics[key]}
+        out.append(card_entry(one, {**(extra or {}), "samples": n, "metric_key": key}))
+    return out
+
+
 def _same(a: dict, b: dict) -> bool:
     keys = ("dataset_type", "dataset_split", "metric_type")
     return all(a.get(k) == b.get(k) for k in keys) and not a.get("model") and not a.get("variant")
@@ -111,4 +129,4 @@ def write_to_recipe(folder: str | os.PathLike, entries: list[dict]) -> Path:
     return write_atomic(path, recipe.dump())
 
 
-__all__ = ["card_entry", "merge_entries", "write_to_recipe"]
+__all__ = ["card_entry", "card_entries", "merge_entries", "write_to_recipe"]

@@ -259,11 +259,16 @@ def score_predictions(task: str | Task, predictions: str | os.PathLike, *, sourc
                         f"(e.g. {sorted(preds)[0]!r}; the benchmark's are like {samples[0].id!r})")
     missing = [s.id for s in samples if s.id not in preds]
     records: dict[str, dict] = {}
-    with task.scorer() as score_fn, ThreadPoolExecutor(max_workers=max(1, workers) if task.parallel_scoring else 1) as pool:
-        futs = {s.id: pool.submit(_safe_score, score_fn, preds[s.id], s) for s in samples if s.id in preds}
-        for s in samples:
-            scores = futs[s.id].result() if s.id in futs else {"score": 0.0, "message": "no prediction for this sample"}
-            records[s.id] = {"id": s.id, "output": preds.get(s.id, ""), "scores": scores}
+    todo = [s for s in samples if s.id in preds]
+    with task.scorer() as score_fn:
+        if task.parallel_scoring:
+            with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+                got = dict(zip([s.id for s in todo], pool.map(lambda s: _safe_score(score_fn, preds[s.id], s), todo)))
+        else:  # the scorer holds a resource bound to this thread (design2code's sync Playwright browser)
+            got = {s.id: _safe_score(score_fn, preds[s.id], s) for s in todo}
+    for s in samples:
+        scores = got.get(s.id) or {"score": 0.0, "message": "no prediction for this sample"}
+        records[s.id] = {"id": s.id, "output": preds.get(s.id, ""), "scores": scores}
     report = build_report(task, [records[s.id] for s in samples], source=source, limit=limit,
                           keep_outputs=keep_outputs, model=f"predictions: {Path(predictions).name}",
                           predictions=str(predictions), decoding="made elsewhere", max_new_tokens=None,

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from ..errors import RecipeError
 from ..engine.recipe import Recipe
-from .records import card_entry, write_to_recipe
+from .records import card_entries, write_to_recipe
 from .runner import _sha, evaluate_many, write_json
 from .catalog import get_task
 from .options import DEFAULT_WARN_DROP
@@ -284,8 +284,8 @@ def record_sweep(folder: str | os.PathLike, res: SweepResult) -> Path:
     if res.no_signal:
         summary["no_signal"] = res.no_signal
     first = res.selected_by if res.selected_by in res.tasks else res.tasks[0]
-    entries = [card_entry(rep, {"lambda": lam, **({"sweep": summary} if rep["task"] == first else {})})
-               for rep in res.reports[lam]]
+    entries = [e for rep in res.reports[lam]
+               for e in card_entries(rep, {"lambda": lam, **({"sweep": summary} if rep["task"] == first else {})})]
     return write_to_recipe(folder, entries)
 
 

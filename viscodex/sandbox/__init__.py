@@ -39,9 +39,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import SandboxUnavailable, ViscodexError
+from ..errors import SandboxUnavailable
 
-log = logging.getLogger("viscodex")
+log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 20.0
 DEFAULT_MEM_MB = 1024

@@ -37,7 +37,8 @@ from .._util.quiet import quiet_transformers
 from .._util.threads import torch_threads
 from .._version import __version__
 from ..errors import DemoError
-from ..training.examples import ExampleCollator, encode_chat, encode_raw, encode_task, fit
+from ..training.data import Encoder, SFTCollator
+from ..training.examples import chat_sample, encode_raw, fit, task_sample
 from . import world as tt
 from .models import TRIO_VERSION, TinyConfig
 from .claims import decide, paper_claims
@@ -134,11 +135,11 @@ def _pad_id(tok) -> int:
     return tok.convert_tokens_to_ids("<|endoftext|>")
 
 
-def _replay(tok, demo: DemoConfig, seed: str, n_task: int) -> list[dict]:
+def _replay(enc: Encoder, demo: DemoConfig, seed: str, n_task: int) -> list[dict]:
     """Chat turns from the base's corpus mixed into a fine-tune (as real fine-tunes mix general
     instruction data), so the answer's form follows the prompt rather than the fine-tune."""
     n = int(n_task * demo.replay / (1 - demo.replay))
-    return [encode_chat(tok, *d) for d in tt.pretraining_docs(f"replay-{seed}", n * 2) if isinstance(d, tuple)][:n]
+    return [enc.encode(chat_sample(*d)) for d in tt.pretraining_docs(f"replay-{seed}", n * 2) if isinstance(d, tuple)][:n]
 
 
 def train_trio(out: str | os.PathLike, cfg: TinyConfig | None = None, demo: DemoConfig | None = None) -> dict[str, Path]:
@@ -164,13 +165,16 @@ def train_trio(out: str | os.PathLike, cfg: TinyConfig | None = None, demo: Demo
         work = Path(work)
         tok = build_tokenizer(cfg)
         proc = build_processor(tok, cfg)
-        pad = _pad_id(tok)
+        # the SFT pipeline's encoder (chat template, image expansion, loss on assistant turns) for
+        # every model: the base and the coder share the VLM's tokenizer and chat template
+        enc = Encoder(proc, max_len=512)
+        text_batch, vl_batch = SFTCollator(_pad_id(tok), token_types=False), SFTCollator(_pad_id(tok))
 
         # 1. base: pre-training on raw and chat text
         base = new_base(cfg, tok).train()
         docs = tt.pretraining_docs(seed, demo.pretrain_steps * bs, code_every=demo.pretrain_code_every)
-        data = [encode_chat(tok, *d) if isinstance(d, tuple) else encode_raw(tok, d) for d in docs]
-        record["base"] = fit("base", base, data, ExampleCollator(pad), lr=demo.pretrain_lr, batch_size=bs, seed=seed,
+        data = [enc.encode(chat_sample(*d)) if isinstance(d, tuple) else encode_raw(tok, d) for d in docs]
+        record["base"] = fit("base", base, data, text_batch, lr=demo.pretrain_lr, batch_size=bs, seed=seed,
                              steps=demo.pretrain_steps, workdir=work / "base")
 
         # 2. coder: the base fine-tuned on description -> SVG
@@ -178,20 +182,20 @@ def train_trio(out: str | os.PathLike, cfg: TinyConfig | None = None, demo: Demo
         coder.load_state_dict(base.state_dict())
         coder.train()
         samples = tt.make_samples(tt.CODING, scenes, demo.coder_steps * bs, f"coder-{seed}")
-        data = [encode_task(tok, tt.CODING, s) for s in samples] + _replay(tok, demo, f"coder-{seed}", len(samples))
-        record["coder"] = fit("coder", coder, data, ExampleCollator(pad), lr=demo.coder_lr, batch_size=bs, seed=seed + 1,
+        data = [enc.encode(task_sample(tt.CODING, s)) for s in samples] + _replay(enc, demo, f"coder-{seed}", len(samples))
+        record["coder"] = fit("coder", coder, data, text_batch, lr=demo.coder_lr, batch_size=bs, seed=seed + 1,
                               steps=demo.coder_steps, workdir=work / "coder")
 
         # 3. vlm: base backbone + fresh vision tower, trained together on image -> description
         vlm = new_vlm_from(base, cfg, tok).train()
         samples = tt.make_samples(tt.GROUNDING, scenes, min(demo.vlm_steps * bs, 2048), f"vlm-{seed}",
                                   image_size=cfg.image_size)
-        data = [encode_task(proc, tt.GROUNDING, s) for s in samples] + _replay(tok, demo, f"vlm-{seed}", len(samples))
+        data = [enc.encode(task_sample(tt.GROUNDING, s)) for s in samples] + _replay(enc, demo, f"vlm-{seed}", len(samples))
         vision = {n for n, _ in vlm.named_parameters() if param_role(n) == "vision"}  # tower + projector
         vis = [p for n, p in vlm.named_parameters() if n in vision]
         lm = [p for n, p in vlm.named_parameters() if n not in vision]
         groups = [{"params": vis, "lr": demo.vision_lr}, {"params": lm, "lr": demo.vlm_lr}]
-        record["vlm"] = fit("vlm", vlm, data, ExampleCollator(pad, vlm.config.image_token_id), lr=demo.vlm_lr, batch_size=bs,
+        record["vlm"] = fit("vlm", vlm, data, vl_batch, lr=demo.vlm_lr, batch_size=bs,
                             seed=seed + 2, steps=demo.vlm_steps, workdir=work / "vlm", param_groups=groups)
 
         paths = save_trio(out, base, coder, vlm, tok, proc, cfg)

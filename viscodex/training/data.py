@@ -675,11 +675,13 @@ class SFTDataset(torch.utils.data.Dataset):
 
 
 class SFTCollator:
-    """Right-pads a list of encoded samples into one batch; images are concatenated in order."""
+    """Right-pads a list of encoded samples into one batch; images are concatenated in order.
+    `token_types=False` leaves out mm_token_type_ids (a text-only model takes none)."""
 
-    def __init__(self, pad_id: int, pad_to_multiple_of: int | None = None):
+    def __init__(self, pad_id: int, pad_to_multiple_of: int | None = None, token_types: bool = True):
         self.pad_id = pad_id
         self.multiple = pad_to_multiple_of
+        self.token_types = token_types
 
     def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
         n = max(len(it["input_ids"]) for it in items)
@@ -698,6 +700,8 @@ class SFTCollator:
             batch["attention_mask"][r, :m] = 1
             batch["labels"][r, :m] = it["labels"]
             batch["mm_token_type_ids"][r, :m] = it["mm_token_type_ids"]
+        if not self.token_types:
+            del batch["mm_token_type_ids"]
         with_img = [it for it in items if "pixel_values" in it]
         if with_img:
             batch["pixel_values"] = torch.cat([it["pixel_values"] for it in with_img])

@@ -1,10 +1,12 @@
-"""Training on in-memory examples, at the toy world's scale: encoders for chat turns, raw text and
-task samples, a collator, and `fit` (transformers' Trainer on CPU). `viscodex demo` trains its tiny
-trio and fine-tunes its variants with these; `trainer.run_train` is the same on records from disk,
-at full scale (GPUs, checkpoints, data index).
+"""Training from in-memory examples: how `viscodex demo` pre-trains and fine-tunes its tiny trio
+(the base and the coder are LLMs, which `trainer.run_train`, a VLM fine-tune from records on
+disk, does not train; the demo's SFT of its VLM variants is run_train's). Chat turns and task
+samples are encoded by the SFT pipeline's own `data.Encoder` and batched by its `SFTCollator`;
+only raw pre-training text (loss on every token) has an encoder here. `fit` is transformers'
+Trainer on CPU with a progress line and an ETA.
 
-A task is anything with `messages(sample)` (a chat) and `uses_image`; a sample has `target` (the
-answer) and `image`.
+A task is anything with `messages(sample, answer=True)` (a chat) and `uses_image`; a sample has
+`target` (the answer) and `image`.
 """
 from __future__ import annotations
 
@@ -16,67 +18,27 @@ import torch
 from transformers import TrainerCallback
 
 from .._util.quiet import quiet_transformers
-from .data import IGNORE_INDEX
+from .data import Sample
+
 
 log = logging.getLogger(__name__)
 
 
-def _ids(tok, text: str) -> list[int]:
-    return tok(text, add_special_tokens=False)["input_ids"]
+def chat_sample(prompt: str, answer: str) -> Sample:
+    """A text-only chat turn, for data.Encoder (the loss covers the answer and its end token)."""
+    return Sample([{"role": "user", "content": [{"type": "text", "text": prompt}]},
+                   {"role": "assistant", "content": [{"type": "text", "text": answer}]}], [])
 
 
-def encode_chat(tok, prompt: str, answer: str) -> dict:
-    """A text-only chat turn; the loss covers the answer and its <|im_end|>."""
-    p = _ids(tok, tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                          add_generation_prompt=True))
-    a = _ids(tok, answer + "<|im_end|>\n")
-    return {"input_ids": p + a, "labels": [IGNORE_INDEX] * len(p) + a}
+def task_sample(task, sample) -> Sample:
+    """A toy task's sample as the model sees it at evaluation (the task's own messages), for data.Encoder."""
+    return Sample(task.messages(sample, answer=True), [sample.image] if task.uses_image else [], task.name)
 
 
-def encode_raw(tok, text: str) -> dict:
-    """A raw document (pre-training): loss on every token."""
-    ids = _ids(tok, text + "<|endoftext|>")
-    return {"input_ids": ids, "labels": list(ids)}
-
-
-def encode_task(processor, task, sample) -> dict:
-    """A task sample as the model sees it: chat template, processor-expanded image tokens."""
-    tok = processor.tokenizer if hasattr(processor, "tokenizer") else processor
-    prompt = tok.apply_chat_template(task.messages(sample), tokenize=False, add_generation_prompt=True)
-    if task.uses_image:
-        b = processor(text=[prompt], images=[sample.image], return_tensors="pt")
-        p = b["input_ids"][0].tolist()
-        extra = {"pixel_values": b["pixel_values"], "image_grid_thw": b["image_grid_thw"]}
-    else:
-        p, extra = _ids(tok, prompt), {}
-    a = _ids(tok, sample.target + "<|im_end|>\n")
-    return {"input_ids": p + a, "labels": [IGNORE_INDEX] * len(p) + a, **extra}
-
-
-class ExampleCollator:
-    """Right-pads a batch; concatenates image patches; marks image tokens for Qwen2.5-VL's M-RoPE
-    (`image_token_id`; None for a text-only model, which takes no token types)."""
-
-    def __init__(self, pad_id: int, image_token_id: int | None = None):
-        self.pad_id, self.image_token_id = pad_id, image_token_id
-
-    def __call__(self, feats: list[dict]) -> dict[str, torch.Tensor]:
-        n = max(len(f["input_ids"]) for f in feats)
-        ids = torch.full((len(feats), n), self.pad_id, dtype=torch.long)
-        labels = torch.full((len(feats), n), IGNORE_INDEX, dtype=torch.long)
-        mask = torch.zeros((len(feats), n), dtype=torch.long)
-        for i, f in enumerate(feats):
-            k = len(f["input_ids"])
-            ids[i, :k] = torch.tensor(f["input_ids"])
-            labels[i, :k] = torch.tensor(f["labels"])
-            mask[i, :k] = 1
-        batch = {"input_ids": ids, "labels": labels, "attention_mask": mask}
-        if any("pixel_values" in f for f in feats):
-            batch["pixel_values"] = torch.cat([f["pixel_values"] for f in feats if "pixel_values" in f])
-            batch["image_grid_thw"] = torch.cat([f["image_grid_thw"] for f in feats if "image_grid_thw" in f])
-        if self.image_token_id is not None:
-            batch["mm_token_type_ids"] = (ids == self.image_token_id).long()
-        return batch
+def encode_raw(tok, text: str) -> dict[str, torch.Tensor]:
+    """A raw document (pre-training): loss on every token; in the form data.Encoder gives."""
+    ids = torch.tensor(tok(text + "<|endoftext|>", add_special_tokens=False)["input_ids"], dtype=torch.long)
+    return {"input_ids": ids, "labels": ids.clone(), "mm_token_type_ids": torch.zeros(len(ids), dtype=torch.int32)}
 
 
 class EtaProgress(TrainerCallback):

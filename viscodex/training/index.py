@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from .._util.atomic import write_atomic
 from .data import DataIndex, DataSource, Encoder, build_index
 
 log = logging.getLogger(__name__)
@@ -29,9 +30,7 @@ DONE = "index.json"
 
 
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(obj))  # durable: a crash leaves the old part or the new one
 
 
 def _part_path(folder: Path, start: int) -> Path:
