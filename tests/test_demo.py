@@ -4,18 +4,18 @@
 The claims (toy.claims: paired bootstrap intervals against margins fixed there) were measured on
 FAST seeds 0-4 (docs/demo.md has every interval and the skills' ranges). Asserted here, per seed:
   SKILL_FLOORS  the trio has both skills to merge: the coder codes (measured 1.00 on every seed)
-                and the VLM grounds (0.74-0.84; chance 0.29), each floor about the width of a
+                and the VLM grounds (0.62-0.80; chance 0.29), each floor about the width of a
                 64-sample interval below the measured minimum;
-  MUST_HOLD     held on every seed measured: the swap loses grounding, the merge adds the coder's
-                skill, and the merged model writes code for images zero-shot better than the VLM;
+  MUST_HOLD     held on every seed measured: the swap loses grounding;
   NOT_REFUTED   held on some seeds and was inconclusive on others, never "does not hold": the merge
-                keeps grounding (inconclusive on seeds 0, 1 and 4: 0.03-0.09 below the VLM against
-                the -0.10 margin) and writes code for images better than coder-swapped (holds on
-                seeds 1 and 4, +0.05 to +0.10 on the others against the +0.05 margin); asserted as
+                keeps grounding (inconclusive on 4 of 5 seeds: 0.03-0.14 below the VLM against the
+                -0.10 margin), writes code for images zero-shot better than the VLM (inconclusive
+                on seed 4) and better than coder-swapped (holds on seeds 2 and 3); asserted as
                 "not shown false".
-The fake merges are shown false there: the VLM's coding equals the VLM's on every sample (a
-difference of exactly 0 cannot clear a +0.05 margin), the coder backbone's and the swapped model's
-grounding lie 0.29-0.53 below the VLM's.
+"The merge adds the coder's skill" is not asserted: it held on seeds 1-3 but did not on seed 4
+(+0.01, where the VLM already codes 0.70). The fake merges are shown false all the same: the VLM's
+image -> code equals the VLM's on every sample (a difference of exactly 0 cannot clear a +0.05
+margin), the coder backbone's and the swapped model's grounding lie 0.37-0.57 below the VLM's.
 """
 from __future__ import annotations
 
@@ -38,10 +38,10 @@ pytestmark = pytest.mark.slow
 
 SEEDS = (0, 1, 2)
 # (model, task, floor on its attribute accuracy): the skills the merge combines
-SKILL_FLOORS = (("coder", "coding", 0.90), ("vlm", "grounding", 0.65))
-MUST_HOLD = ("swapping the backbone loses visual grounding", "merging adds the coder's skill",
-             "merged writes code for images zero-shot better than the base VLM")
+SKILL_FLOORS = (("coder", "coding", 0.90), ("vlm", "grounding", 0.50))
+MUST_HOLD = ("swapping the backbone loses visual grounding",)
 NOT_REFUTED = ("merging keeps visual grounding (within 0.10 of the base VLM)",
+               "merged writes code for images zero-shot better than the base VLM",
                "merged writes code for images zero-shot better than coder-swapped")
 
 
