@@ -79,6 +79,7 @@ def test_tiny_run_prints_and_records_a_row(tmp_path):
     assert not (tmp_path / "s" / "qwen25vltiny-L2").exists()  # --discard-inputs
 
 
+@pytest.mark.slow
 def test_missing_mergekit_and_short_disk_are_named(tmp_path):
     r = _run("--shape", "tiny", "--layers", "2", "--mergekit", str(tmp_path / "nope"), "--scratch", str(tmp_path), cwd=tmp_path)
     assert r.returncode != 0 and f"mergekit-yaml not found at {tmp_path / 'nope'}" in r.stderr

@@ -9,7 +9,6 @@ import gzip
 import http.server
 import io
 import json
-import os
 import shutil
 import threading
 
@@ -18,6 +17,8 @@ import pytest
 import yaml
 from PIL import Image
 from typer.testing import CliRunner
+
+from markers import needs_browser
 
 from viscodex.cli import app
 from viscodex.evaluation import EvalError, get_task, task_names
@@ -94,6 +95,7 @@ def test_mmcode_reads_the_benchmark_format(mm, tmp_path):
         task.load(str(tmp_path / "missing"))
 
 
+@pytest.mark.slow
 def test_mmcode_correct_programs_pass_wrong_fail_loops_time_out(mm):
     task, samples = mm
     problems = [json.loads(x) for x in (SAMPLES_DIR / "mmcode_sample.jsonl").read_text().splitlines()]
@@ -141,6 +143,7 @@ def charts():
     return task, task.load("sample")
 
 
+@pytest.mark.slow
 def test_chartmimic_scores_traced_code(charts):
     from concurrent.futures import ThreadPoolExecutor
 
@@ -206,8 +209,6 @@ def test_chartmimic_folder_without_figures_renders_the_ground_truth(tmp_path):
 
 
 # ---------------------------------------------------------------- design2code
-needs_browser = pytest.mark.skipif(not browser_available() and not os.environ.get("CI"),
-                                   reason="needs chromium + playwright (bash tests/setup_browser.sh)")
 
 
 def test_text_and_block_similarity():
@@ -266,6 +267,7 @@ def test_design2code_scores_rendered_pages_without_js_or_network():
         srv.shutdown()
 
 
+@pytest.mark.slow
 def test_empty_or_prose_answers_score_zero_on_every_task():
     """No metric floor (issue 15): an empty answer, prose, or 13 characters of garbage score 0."""
     for name in task_names():

@@ -42,6 +42,7 @@ def f1s(score):
     return tuple(round(score[k], 6) for k in ("text", "layout", "type", "color"))
 
 
+@pytest.mark.slow
 def test_ground_truths_are_traced_as_the_benchmark_traces_them(scored):
     refs, _ = scored
     assert all(r["error"] is None and r["runs"] == 1 for r in refs.values())
@@ -113,6 +114,7 @@ EXPECTED = {
 }
 
 
+@pytest.mark.slow
 def test_low_level_f1s_worked_out_by_hand(scored):
     _, got = scored
     assert set(EXPECTED) == set(ANSWERS)
@@ -189,6 +191,7 @@ def test_card_names_the_official_low_level_only_with_the_pinned_libraries_on_the
     assert not task.official and card_entry({**task.describe(), **report})["metric_type"] == "viscodex/chartmimic/low-level"
 
 
+@pytest.mark.slow
 def test_high_level_score_comes_from_a_judge_at_the_given_endpoint(monkeypatch):
     """--judge-url/--judge-model: the benchmark's judge request (its instruction, the reference
     figure first, then the drawn chart) to an OpenAI-compatible endpoint; absent by default."""

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import difflib
 import io
-import os
 
 import numpy as np
 import pytest
@@ -17,15 +16,9 @@ from viscodex.evaluation import d2c_html, get_task
 from viscodex.evaluation.cie import color_similarity
 from viscodex.evaluation.d2c_blocks import block_scores, merge_same_box, page_blocks
 from viscodex.evaluation.d2c_clip import clip_pixels, inpaint_boxes, masked_square
-from viscodex.evaluation.design2code import HtmlRenderer, benchmark_scores, browser_available
+from viscodex.evaluation.design2code import HtmlRenderer, benchmark_scores
 from viscodex.evaluation.records import card_entries
-
-
-def needs_browser(test):
-    """Marked `browser` as the suite marks such tests; skipped without chromium (except in CI)."""
-    skip = pytest.mark.skipif(not browser_available() and not os.environ.get("CI"),
-                              reason="needs chromium + playwright (bash tests/setup_browser.sh)")
-    return pytest.mark.browser(skip(test))
+from markers import needs_browser
 
 
 STYLE = "<style>body{margin:0;font:20px sans-serif} p{margin:0;position:absolute}</style>"

@@ -56,6 +56,7 @@ def mini(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_programs_the_official_harness_accepts_pass_and_wrong_ones_fail(mini):
     task = MMCode(timeout=21.0)
     samples = {s.id: s for s in task.load(str(mini))}

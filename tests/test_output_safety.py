@@ -163,6 +163,7 @@ def test_a_reused_pid_is_not_taken_for_the_owner(tmp_path):
     assert notes == [f"removed {stale.name} (0.00 GB) left by an interrupted run"]
 
 
+@pytest.mark.slow
 def test_kill_between_the_final_renames_restores_the_previous_output(trio, tmp_path):
     out = tmp_path / "o"
     r = Recipe(vlm=str(trio["vlm"]), coder=str(trio["coder"]), base=str(trio["base"]))
@@ -188,6 +189,7 @@ def test_kill_between_the_final_renames_restores_the_previous_output(trio, tmp_p
     assert sorted(os.listdir(tmp_path)) == ["o"]
 
 
+@pytest.mark.slow
 def test_two_merges_to_one_out_do_not_both_succeed(trio, tmp_path):
     first = start_slow_merge(trio, tmp_path / "o")
     wait_for_shards(first, tmp_path, "o")
@@ -334,6 +336,7 @@ def start_long_train(trio, data: Path, out: Path) -> tuple[subprocess.Popen, Pat
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+@pytest.mark.slow
 def test_train_terminate_and_hangup_leave_nothing(trio, toy_data, tmp_path, sig):
     (tmp_path / "runs").mkdir()
     out = tmp_path / "runs" / "ft"
@@ -347,6 +350,7 @@ def test_train_terminate_and_hangup_leave_nothing(trio, toy_data, tmp_path, sig)
     assert os.listdir(tmp_path / "runs") == []  # no temp folder, no lock file, no output
 
 
+@pytest.mark.slow
 def test_sigkilled_train_leftovers_are_removed_by_the_next_run(trio, toy_data, tmp_path):
     (tmp_path / "runs").mkdir()
     out = tmp_path / "runs" / "ft"
@@ -362,6 +366,7 @@ def test_sigkilled_train_leftovers_are_removed_by_the_next_run(trio, toy_data, t
     assert (out / atomic.MARKER).is_file() and (out / RECIPE_FILE).is_file()
 
 
+@pytest.mark.slow
 def test_train_holds_the_lock_while_it_trains(trio, toy_data, tmp_path):
     """A second train (or merge) to the same --out is refused while the first is still training."""
     (tmp_path / "runs").mkdir()
