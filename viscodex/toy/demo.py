@@ -131,10 +131,6 @@ FAST = DemoConfig(pretrain_steps=1500, coder_steps=1600, vlm_steps=600, lambdas=
 
 
 # ---------------------------------------------------------------- the trio
-def _pad_id(tok) -> int:
-    return tok.convert_tokens_to_ids("<|endoftext|>")
-
-
 def _replay(enc: Encoder, demo: DemoConfig, seed: str, n_task: int) -> list[dict]:
     """Chat turns from the base's corpus mixed into a fine-tune (as real fine-tunes mix general
     instruction data), so the answer's form follows the prompt rather than the fine-tune."""
@@ -168,7 +164,7 @@ def train_trio(out: str | os.PathLike, cfg: TinyConfig | None = None, demo: Demo
         # the SFT pipeline's encoder (chat template, image expansion, loss on assistant turns) for
         # every model: the base and the coder share the VLM's tokenizer and chat template
         enc = Encoder(proc, max_len=512)
-        text_batch, vl_batch = SFTCollator(_pad_id(tok), token_types=False), SFTCollator(_pad_id(tok))
+        text_batch, vl_batch = SFTCollator(enc.pad_id, token_types=False), SFTCollator(enc.pad_id)
 
         # 1. base: pre-training on raw and chat text
         base = new_base(cfg, tok).train()
