@@ -1,5 +1,5 @@
 """Train toy trios with given DemoConfig settings and print the numbers that decide the demo's
-claims (docs/demo.md "Design notes"): coder coding, and grounding / coding / image -> code at each
+claims (docs/demo.md "Design notes"): base and coder coding, and grounding / coding / image -> code at each
 lambda of the sweep (0 = coder-swapped, 1 = base VLM), per attribute.
 
     PYTHONPATH=. VISCODEX_CACHE=/tmp/toycache python benchmarks/toy_trio_experiment.py \
@@ -43,13 +43,17 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="toyexp-") as work:
             _, scores = d.merge_and_sweep(paths, demo, Path(work))
             coder = d.evaluate_variant(paths["coder"], demo, cache_dir=Path(work) / "coder")
+            base = d.evaluate_variant(paths["base"], demo, cache_dir=Path(work) / "base")
         rec = json.loads((paths["base"].parent / "trio.json").read_text())
         losses = {k: (rec[k]["first_loss"], rec[k]["final_loss"]) for k in ("base", "coder", "vlm")}
         row = {"seed": seed, "set": over, "trio_s": round(t_trio), "losses": losses,
-               "coder": {k: coder["coding"][k] for k in ("attr_acc", "size", "color", "shape")}, "lam": {}}
+               "coder": {k: coder["coding"][k] for k in ("attr_acc", "size", "color", "shape")},
+               "base": {k: base["coding"][k] for k in ("attr_acc", "size", "color", "shape")}, "lam": {}}
         print(f"== seed {seed} {over}  trio {t_trio:.0f}s  losses {losses}")
         print(f"   coder coding {coder['coding']['attr_acc']:.2f} (size {coder['coding']['size']:.2f} "
               f"colour {coder['coding']['color']:.2f} shape {coder['coding']['shape']:.2f})")
+        print(f"   base coding {base['coding']['attr_acc']:.2f} (size {base['coding']['size']:.2f} "
+              f"colour {base['coding']['color']:.2f} shape {base['coding']['shape']:.2f})")
         for key, s in sorted(scores.items()):
             row["lam"][key] = {t: {k: s[t][k] for k in ("attr_acc", "size", "color", "shape", "valid")} for t in s}
             cells = "  ".join(f"{t[:6]} {s[t]['attr_acc']:.2f} [{s[t]['size']:.2f} {s[t]['color']:.2f} {s[t]['shape']:.2f} v{s[t]['valid']:.2f}]"

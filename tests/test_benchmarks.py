@@ -86,3 +86,22 @@ def test_missing_mergekit_and_short_disk_are_named(tmp_path):
     r = _run("--shape", "7b", "--layers", "100000", "--no-mergekit", "--scratch", str(tmp_path), cwd=tmp_path)
     assert r.returncode != 0 and "7b at 100000 layers needs" in r.stderr and "GB free" in r.stderr
     assert not list(tmp_path.glob("qwen25vl*"))  # refused before building anything
+
+
+def test_toy_copy_probe_runs_on_a_trio(trio):
+    """benchmarks/toy_copy_probe.py (docs/demo.md's design notes) keeps working: rates for every
+    context it probes, the image contexts and attention shares for the VLM only."""
+    spec = importlib.util.spec_from_file_location("toy_copy_probe", ROOT / "benchmarks" / "toy_copy_probe.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    from viscodex.toy.world import Scene
+
+    assert mod._prefix(Scene("red", "circle", "small")) == 'a small red circle: <svg><circle style="fill:'
+    text = mod.probe(trio["base"], n=3)
+    assert set(text) == {"text", "bare", "conflict: caption", "conflict: prompt"}
+    vl = mod.probe(trio["vlm"], n=3, attention=True)
+    assert set(vl) == set(text) | {"image", "image≠: caption", "image≠: image", "attention"}
+    assert all(0.0 <= v <= 1.0 for k, v in vl.items() if k != "attention")
+    layers = 2  # TinyConfig's
+    assert len(vl["attention"]["image"]) == layers and len(vl["attention"]["image"][0]) == 4  # heads
+    assert all(0.0 <= x <= 1.0 for row in vl["attention"]["image"] for x in row)

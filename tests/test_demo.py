@@ -3,19 +3,21 @@
 
 The claims (toy.claims: paired bootstrap intervals against margins fixed there) were measured on
 FAST seeds 0-4 (docs/demo.md has every interval and the skills' ranges). Asserted here, per seed:
-  SKILL_FLOORS  the trio has both skills to merge: the coder codes (measured 1.00 on every seed)
-                and the VLM grounds (0.62-0.80; chance 0.29), each floor about the width of a
-                64-sample interval below the measured minimum;
+  SKILL_FLOORS  the parents have the skills to merge and the merged model has both: the coder codes
+                (1.00 on every seed), the VLM grounds (0.74-0.83; chance 0.29), the merged model
+                grounds (0.76-0.78), codes (0.88-1.00) and writes code for images zero-shot
+                (0.51-0.73), each floor about the width of a 64-sample interval below the minimum;
   MUST_HOLD     held on every seed measured: the swap loses grounding;
   NOT_REFUTED   held on some seeds and was inconclusive on others, never "does not hold": the merge
-                keeps grounding (inconclusive on 4 of 5 seeds: 0.03-0.14 below the VLM against the
-                -0.10 margin), writes code for images zero-shot better than the VLM (inconclusive
-                on seed 4) and better than coder-swapped (holds on seeds 2 and 3); asserted as
-                "not shown false".
-"The merge adds the coder's skill" is not asserted: it held on seeds 1-3 but did not on seed 4
-(+0.01, where the VLM already codes 0.70). The fake merges are shown false all the same: the VLM's
-image -> code equals the VLM's on every sample (a difference of exactly 0 cannot clear a +0.05
-margin), the coder backbone's and the swapped model's grounding lie 0.37-0.57 below the VLM's.
+                keeps grounding (holds on seeds 1-4, inconclusive on 0), writes code for images
+                zero-shot better than the VLM (holds on 2 and 4) and better than coder-swapped
+                (holds on 1-4); asserted as "not shown false".
+"The merge adds the coder's skill" is not asserted: it was inconclusive on every seed (+0.01 to
++0.07: the VLM keeps most of the base's coding, 0.83-0.95), and seed 1's interval ends 0.002 above
+the margin, so "not shown false" would hang on the bytes of one CPU. The fake merges are shown
+false all the same: the VLM's image -> code equals the VLM's on every sample (a difference of
+exactly 0 cannot clear a +0.05 margin), the coder backbone's and the swapped model's grounding lie
+0.24-0.49 below the VLM's.
 """
 from __future__ import annotations
 
@@ -37,8 +39,10 @@ from viscodex.toy.models import TinyConfig, build_tokenizer, build_trio
 pytestmark = pytest.mark.slow
 
 SEEDS = (0, 1, 2)
-# (model, task, floor on its attribute accuracy): the skills the merge combines
-SKILL_FLOORS = (("coder", "coding", 0.90), ("vlm", "grounding", 0.50))
+# (model, task, floor on its attribute accuracy): the skills the merge combines, and the merged
+# model (lambda 0.7) doing both
+SKILL_FLOORS = (("coder", "coding", 0.90), ("vlm", "grounding", 0.60), ("merged-lam0.7", "grounding", 0.62),
+                ("merged-lam0.7", "coding", 0.75), ("merged-lam0.7", "image_code", 0.40))
 MUST_HOLD = ("swapping the backbone loses visual grounding",)
 NOT_REFUTED = ("merging keeps visual grounding (within 0.10 of the base VLM)",
                "merged writes code for images zero-shot better than the base VLM",
@@ -119,6 +123,11 @@ def test_canonical_svg_reads_back_as_its_scene():
     ('<svg><rect fill="blue" x="22" y="22" width="20" height="20"/></svg>', {"size": 1.0, "color": 0.0, "shape": 0.0}),
     ('<svg><rect fill="red" x="0" y="0" width="20" height="10"/></svg>', {"size": 1.0, "color": 1.0, "shape": 0.0}),
     ('<svg><circle fill="red" r="10"></svg>', None),  # not well-formed: nothing is drawn
+    # the colour as CSS (the canonical form): a style declaration wins over the presentation attribute
+    ('<svg><circle style="fill: red" cx="32" cy="32" r="10"/></svg>', {"size": 1.0, "color": 1.0, "shape": 1.0}),
+    ('<svg><circle fill="red" style="stroke: blue; fill: green" r="10"/></svg>', {"size": 1.0, "color": 0.0, "shape": 1.0}),
+    ('<svg><circle fill="red" style="stroke: blue" r="10"/></svg>', {"size": 1.0, "color": 1.0, "shape": 1.0}),
+    ('<svg><circle style="fill: red; fill: blue" r="10"/></svg>', {"size": 1.0, "color": 0.0, "shape": 1.0}),
     ("a small red circle", None),  # no SVG at all
     ('<svg><script>alert(1)</script></svg>', {"size": 0.0, "color": 0.0, "shape": 0.0}),
 ])
@@ -131,6 +140,23 @@ def test_svg_scoring_checks_what_is_drawn(output, expect):
         assert sc["valid"] == 1.0
         assert {k: sc[k] for k in expect} == expect
         assert sc["attr_acc"] == pytest.approx(sum(expect.values()) / 3)
+
+
+def test_svg_colour_is_the_captions_colour_token(trio):
+    """The canonical SVG writes its colour as CSS so that the value is the very token of the
+    caption's colour word: a backbone that reads the colour from an image produces that token
+    (docs/demo.md, "Design notes"). With `fill="red"` it is another token."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(trio["base"])
+    for colour in tt.COLORS:
+        s = tt.Scene(colour, "circle", "small")
+        word = tok(" " + colour, add_special_tokens=False)["input_ids"]
+        ids = tok(s.code(), add_special_tokens=False)["input_ids"]
+        hits = [i for i in range(len(ids)) if ids[i:i + len(word)] == word]
+        assert len(hits) == 2, (colour, tok.convert_ids_to_tokens(ids))  # the caption's and the style's
+        old = tok(f'{s.description()}: <svg><circle fill="{colour}"', add_special_tokens=False)["input_ids"]
+        assert sum(old[i:i + len(word)] == word for i in range(len(old))) == 1
 
 
 def test_star_and_triangle_codes_differ_from_their_first_point():
@@ -170,9 +196,12 @@ def test_pretraining_svg_is_captioned_with_what_it_draws():
     survive the merge, docs/demo.md): the caption and the drawing agree on every document."""
     raw = [d for d in tt.pretraining_docs(0, 600) if isinstance(d, str) and "<svg>" in d]
     assert len(raw) == 100 - 4  # one document in six, less the 4 of those 100 that are the coding task (1 in 50)
-    for doc in raw:
-        caption, svg = doc.split(": ", 1)
-        assert tt.read_svg(svg) == tt.read_description(caption), doc
+    lines = [line for doc in raw for line in doc.split("\n")]
+    assert len(lines) == len(raw) * tt.CAPTIONED_PER_DOC == len(raw) * 3
+    assert len({line for line in lines}) > 40  # the lines of a document are drawn apart
+    for line in lines:
+        caption, svg = line.split(": ", 1)
+        assert tt.read_svg(svg) == tt.read_description(caption), line
         assert caption == tt.Scene(**{k: v for k, v in tt.read_svg(svg).items()}).description()
 
 
@@ -293,8 +322,9 @@ def verdicts(results: dict) -> dict[str, str]:
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", SEEDS)
 def test_demo_trio_has_both_skills_on_fast(seed_results, seed):
-    """The coder clearly codes and the VLM clearly grounds, far above chance, on every seed: a merge
-    can only inherit skills its parents have."""
+    """The coder clearly codes and the VLM clearly grounds, far above chance, on every seed (a merge
+    can only inherit skills its parents have), and the merged model grounds, codes and writes code
+    for images."""
     scores = seed_results[seed]["scores"]
     assert seed_results[seed]["chance"] == pytest.approx(0.29, abs=0.005)
     for model, task, floor in SKILL_FLOORS:

@@ -100,11 +100,18 @@ main()
 """
 
 
+def _sigint_as_in_a_terminal() -> None:
+    # A test run started in the background (`pytest &` from a script) ignores SIGINT, and its
+    # children inherit that: Python then installs no Ctrl-C handler and the SIGINT test would send
+    # a signal the merge never sees. The child starts with SIGINT at its default, as under a terminal.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_slow_merge(trio, out: Path, *extra, before: str = "") -> subprocess.Popen:
     args = [str(a) for a in (*trio_args_from(trio), "--out", out, *extra)]
     code = SLOW_MERGE.format(args=["merge", *args], before=textwrap.dedent(before))
     return subprocess.Popen([sys.executable, "-c", code], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=_sigint_as_in_a_terminal)
 
 
 def trio_args_from(trio) -> list:

@@ -85,13 +85,16 @@ def _star_outline(half: float, cx: float, cy: float) -> list[tuple[float, float]
 
 
 def shape_element(shape: str, half: int, color: str) -> str:
+    # The colour as CSS (`style="fill: red"`): its value is then the very token of the caption's
+    # colour word (" red"); `fill="red"` tokenises otherwise, and a VL backbone that reads the
+    # colour from the image (as its caption) then wrote another one into the SVG (docs/demo.md).
     c = CANVAS // 2
     if shape == "circle":
-        return f'<circle fill="{color}" cx="{c}" cy="{c}" r="{half}"/>'
+        return f'<circle style="fill: {color}" cx="{c}" cy="{c}" r="{half}"/>'
     if shape == "square":
-        return f'<rect fill="{color}" x="{c - half}" y="{c - half}" width="{2 * half}" height="{2 * half}"/>'
+        return f'<rect style="fill: {color}" x="{c - half}" y="{c - half}" width="{2 * half}" height="{2 * half}"/>'
     pts = " ".join(f"{round(x)},{round(y)}" for x, y in _points(shape, half, c, c))
-    return f'<polygon fill="{color}" points="{pts}"/>'
+    return f'<polygon style="fill: {color}" points="{pts}"/>'
 
 
 def render(scene: Scene, size_px: int, rng: random.Random):
@@ -136,6 +139,17 @@ def read_description(text: str) -> dict[str, str | None]:
 _SVG = re.compile(r"<svg\b.*?</svg>", re.DOTALL)
 
 
+def _style(css: str) -> dict[str, str]:
+    """The declarations of a `style` attribute (`fill: red; stroke: blue`), as a browser reads them:
+    the last one of a property wins over earlier ones, and over the presentation attribute."""
+    out = {}
+    for decl in css.split(";"):
+        name, sep, value = decl.partition(":")
+        if sep:
+            out[name.strip().lower()] = value.strip()
+    return out
+
+
 def _num(el, name: str) -> float:
     return float(el.attrib[name])
 
@@ -154,7 +168,7 @@ def read_svg(text: str) -> dict[str, str | None] | None:
     if not shapes:
         return {"size": None, "color": None, "shape": None}
     el = shapes[0]
-    color = el.attrib.get("fill")
+    color = _style(el.attrib.get("style", "")).get("fill", el.attrib.get("fill"))
     color = color if color in COLORS else None
     shape, extent = None, None
     try:
@@ -311,6 +325,10 @@ __all__ = [
 
 
 # ---------------------------------------------------------------- the base model's "pre-training" text
+# Captioned SVGs per raw document, each to follow its own line. With one a document, whether the
+# base learnt to copy the caption's colour into the SVG depended on the seed; three helped on some
+# seeds, not all (docs/demo.md, "Design notes" has the numbers).
+CAPTIONED_PER_DOC = 3
 QUESTIONS = {"color": "What colour is {d}?", "shape": "What shape is {d}?", "size": "What size is {d}?"}
 
 
@@ -322,8 +340,8 @@ def pretraining_docs(seed: int | str, n: int, code_every: int = 50) -> list[str 
 
     The captions are why the coder's skill survives a merge: SVG next to the words it draws (as
     real code sits next to its comments and docs) teaches the base, as plain language modelling,
-    which words go with which SVG; the coder's fine-tune then mostly teaches the instruction's form,
-    a change that still works at 30 % of its size (docs/demo.md, "Design notes")."""
+    to write the SVG of the words just before it; the coder's fine-tune then mostly teaches the
+    instruction's form, a change that still works at 30 % of its size (docs/demo.md, "Design notes")."""
     rng = random.Random(f"pretrain-{seed}")
     scenes = all_scenes()
     out: list[str | tuple[str, str]] = []
@@ -334,8 +352,8 @@ def pretraining_docs(seed: int | str, n: int, code_every: int = 50) -> list[str 
             out.append((CODING.prompt(s), s.code()))
         elif k == 0:
             out.append(s.description())
-        elif k == 1:
-            out.append(s.code())
+        elif k == 1:  # several captioned SVGs, one a line: each must follow its own caption
+            out.append("\n".join([s.code()] + [rng.choice(scenes).code() for _ in range(CAPTIONED_PER_DOC - 1)]))
         elif k == 2:  # the text form of grounding ("Describe: <image>")
             out.append((f"Describe: {s.description()}", s.description()))
         elif k == 3:
