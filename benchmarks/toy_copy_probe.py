@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -54,7 +55,7 @@ def probe(path: Path, n: int = 48, seed: int = 0, attention: bool = False) -> di
     tok = proc.tokenizer if is_vlm else proc
     rng = random.Random(seed)
     scenes = tt.all_scenes()
-    hits: dict[str, int] = {}
+    hits: Counter[str] = Counter()
     att = None
 
     def run(user: list[dict], prefix: str, image=None):
@@ -75,18 +76,18 @@ def probe(path: Path, n: int = 48, seed: int = 0, attention: bool = False) -> di
         pre = _prefix(a)
         ask = lambda d: [{"type": "text", "text": f"Write SVG for: {d}" if d else "Write SVG for:"}]  # noqa: E731
         for key, user in (("text", ask(a.description())), ("bare", ask(""))):
-            hits[key] = hits.get(key, 0) + (run(user, pre)[0] == a.color)
+            hits[key] += run(user, pre)[0] == a.color
         word, _ = run(ask(b.description()), pre)
-        hits["conflict: caption"] = hits.get("conflict: caption", 0) + (word == a.color)
-        hits["conflict: prompt"] = hits.get("conflict: prompt", 0) + (word == b.color)
+        hits["conflict: caption"] += word == a.color
+        hits["conflict: prompt"] += word == b.color
         if is_vlm:
             img_a, img_b = tt.render(a, 56, rng), tt.render(b, 56, rng)
             user = ask("") + [{"type": "image"}]
             word, inp = run(user, pre, img_a)
-            hits["image"] = hits.get("image", 0) + (word == a.color)
+            hits["image"] += word == a.color
             word, _ = run(user, pre, img_b)
-            hits["image≠: caption"] = hits.get("image≠: caption", 0) + (word == a.color)
-            hits["image≠: image"] = hits.get("image≠: image", 0) + (word == b.color)
+            hits["image≠: caption"] += word == a.color
+            hits["image≠: image"] += word == b.color
             if attention:
                 att = _attention(model, tok, inp, a, att, n)
     res = {k: round(v / n, 2) for k, v in hits.items()}
