@@ -128,6 +128,12 @@ def test_canonical_svg_reads_back_as_its_scene():
     ('<svg><circle fill="red" style="stroke: blue; fill: green" r="10"/></svg>', {"size": 1.0, "color": 0.0, "shape": 1.0}),
     ('<svg><circle fill="red" style="stroke: blue" r="10"/></svg>', {"size": 1.0, "color": 1.0, "shape": 1.0}),
     ('<svg><circle style="fill: red; fill: blue" r="10"/></svg>', {"size": 1.0, "color": 0.0, "shape": 1.0}),
+    # malformed declarations are dropped, as a browser drops them: no colour is read from them
+    ('<svg><circle style=";;fill;:red" r="10"/></svg>', {"size": 1.0, "color": 0.0, "shape": 1.0}),
+    # !important: an earlier important declaration beats a later plain one, as in a browser
+    ('<svg><circle style="fill: red !important; fill: blue; fill" r="10"/></svg>', {"size": 1.0, "color": 1.0, "shape": 1.0}),
+    ('<svg><circle style="fill: blue !important; fill: red" r="10"/></svg>', {"size": 1.0, "color": 0.0, "shape": 1.0}),
+    ('<svg><circle style="' + "fill: blue;" * 20000 + 'fill: red" r="10"/></svg>', {"size": 1.0, "color": 1.0, "shape": 1.0}),
     ("a small red circle", None),  # no SVG at all
     ('<svg><script>alert(1)</script></svg>', {"size": 0.0, "color": 0.0, "shape": 0.0}),
 ])

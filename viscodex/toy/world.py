@@ -141,12 +141,23 @@ _SVG = re.compile(r"<svg\b.*?</svg>", re.DOTALL)
 
 def _style(css: str) -> dict[str, str]:
     """The declarations of a `style` attribute (`fill: red; stroke: blue`), as a browser reads them:
-    the last one of a property wins over earlier ones, and over the presentation attribute."""
-    out = {}
+    the last one of a property wins over earlier ones unless an earlier one is `!important`, and
+    any of them wins over the presentation attribute; a declaration without a colon is dropped."""
+    out: dict[str, str] = {}
+    important: set[str] = set()
     for decl in css.split(";"):
         name, sep, value = decl.partition(":")
-        if sep:
-            out[name.strip().lower()] = value.strip()
+        name, value = name.strip().lower(), value.strip()
+        if not sep:
+            continue
+        urgent = value.lower().endswith("!important")
+        if urgent:
+            value = value[: -len("!important")].strip()
+        if name in important and not urgent:
+            continue
+        out[name] = value
+        if urgent:
+            important.add(name)
     return out
 
 
