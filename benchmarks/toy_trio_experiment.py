@@ -1,6 +1,7 @@
 """Train toy trios with given DemoConfig settings and print the numbers that decide the demo's
-claims (docs/demo.md "Design notes"): base and coder coding, and grounding / coding / image -> code at each
-lambda of the sweep (0 = coder-swapped, 1 = base VLM), per attribute.
+claims (docs/demo.md "Design notes"): base and coder coding, grounding / coding / image -> code at
+each lambda of the sweep (0 = coder-swapped, 1 = base VLM) per attribute, and the verdicts of the
+zero-shot claims (toy.claims) when the sweep has 0, 1 and the demo's lambda.
 
     PYTHONPATH=. VISCODEX_CACHE=/tmp/toycache python benchmarks/toy_trio_experiment.py \
         --seeds 0 1 --set coder_lr=3e-4 --set vlm_steps=800
@@ -27,6 +28,8 @@ def parse_set(items: list[str]) -> dict:
 
 def main() -> None:
     from viscodex.toy import demo as d
+    from viscodex.toy.claims import decide, paper_claims
+    from viscodex.toy.report import lam_dir, model_names
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -55,10 +58,20 @@ def main() -> None:
         print(f"   base coding {base['coding']['attr_acc']:.2f} (size {base['coding']['size']:.2f} "
               f"colour {base['coding']['color']:.2f} shape {base['coding']['shape']:.2f})")
         for key, s in sorted(scores.items()):
-            row["lam"][key] = {t: {k: s[t][k] for k in ("attr_acc", "size", "color", "shape", "valid")} for t in s}
+            row["lam"][key] = {t: {k: s[t][k] for k in ("attr_acc", "size", "color", "shape", "valid", "per_sample")}
+                               for t in s}
             cells = "  ".join(f"{t[:6]} {s[t]['attr_acc']:.2f} [{s[t]['size']:.2f} {s[t]['color']:.2f} {s[t]['shape']:.2f} v{s[t]['valid']:.2f}]"
                               for t in ("grounding", "coding", "image_code"))
             print(f"   {key:14s} {cells}")
+        # the zero-shot claims on these scores: the swapped model is lambda 0, the VLM lambda 1 (the
+        # same backbones, the same answers)
+        if {"merged-lam0", "merged-lam1", lam_dir(demo.lam)} <= scores.keys():
+            res = {"scores": {"vlm": scores["merged-lam1"], "swapped": scores["merged-lam0"], **scores}, "sft": {"scores": {}}}
+            row["claims"] = [c for c in decide(res, paper_claims(lam_dir(demo.lam)), model_names(demo.lam))
+                             if c["verdict"] != "not measured"]
+            for c in row["claims"]:
+                lo, hi = c["interval"]
+                print(f"   {c['verdict']:13s} {c['difference']:+.2f} [{lo:+.2f}, {hi:+.2f}]  {c['claim']}")
         if a.json:
             with open(a.json, "a") as f:
                 f.write(json.dumps(row) + "\n")

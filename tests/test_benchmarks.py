@@ -105,3 +105,33 @@ def test_toy_copy_probe_runs_on_a_trio(trio):
     layers = 2  # TinyConfig's
     assert len(vl["attention"]["image"]) == layers and len(vl["attention"]["image"][0]) == 4  # heads
     assert all(0.0 <= x <= 1.0 for row in vl["attention"]["image"] for x in row)
+
+
+@pytest.mark.slow
+def test_toy_trio_experiment_prints_the_zero_shot_claims(tmp_path, monkeypatch, capsys):
+    """benchmarks/toy_trio_experiment.py (how docs/demo.md's design variants were measured) trains a
+    trio with the settings given, and decides the five zero-shot claims with the demo's own claims
+    code, lambda 1 standing for the VLM and lambda 0 for coder-swapped."""
+    spec = importlib.util.spec_from_file_location("toy_trio_experiment", ROOT / "benchmarks" / "toy_trio_experiment.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    from viscodex.toy.claims import paper_claims
+
+    out = tmp_path / "rows.jsonl"
+    monkeypatch.setenv("VISCODEX_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(sys, "argv", ["toy_trio_experiment.py", "--seeds", "3", "--lambdas", "0", "0.7", "1",
+                                      "--set", "pretrain_steps=2", "--set", "coder_steps=2", "--set", "vlm_steps=2",
+                                      "--set", "eval_samples=4", "--set", "vlm_replay_coding=0.5", "--json", str(out)])
+    mod.main()
+    row = json.loads(out.read_text())
+    assert row["seed"] == 3 and row["set"]["vlm_replay_coding"] == 0.5
+    zero_shot = [c.claim for c in paper_claims("merged-lam0.7") if not (c.x_sft or c.y_sft)]
+    assert [c["claim"] for c in row["claims"]] == zero_shot and len(zero_shot) == 5
+    lam = row["lam"]
+    for c in row["claims"]:
+        assert c["verdict"] in ("holds", "does not hold", "inconclusive") and c["n"] == 4
+    swap = row["claims"][0]  # vlm - swapped on grounding: lambda 1's and lambda 0's scores
+    assert swap["values"] == [round(lam["merged-lam1"]["grounding"]["attr_acc"], 4),
+                              round(lam["merged-lam0"]["grounding"]["attr_acc"], 4)]
+    printed = capsys.readouterr().out
+    assert f"{row['claims'][2]['verdict']:13s} " in printed and "merging adds the coder's skill" in printed

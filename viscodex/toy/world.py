@@ -244,10 +244,11 @@ class Task:
 
 GROUNDING = Task("grounding", "grounding (image -> description)", True,
                  lambda s: "Describe:", Scene.description, read_description, image_last=True)
+CODE_PROMPT = "Write SVG for:"  # the coding tasks' instruction, before a description or an image
 CODING = Task("coding", "coding (description -> SVG)", False,
-              lambda s: f"Write SVG for: {s.description()}", Scene.code, read_svg, max_new_tokens=64)
+              lambda s: f"{CODE_PROMPT} {s.description()}", Scene.code, read_svg, max_new_tokens=64)
 IMAGE_CODE = Task("image_code", "image -> code (SVG)", True,
-                  lambda s: "Write SVG for:", Scene.code, read_svg, max_new_tokens=64, image_last=True)
+                  lambda s: CODE_PROMPT, Scene.code, read_svg, max_new_tokens=64, image_last=True)
 TASKS = {t.name: t for t in (GROUNDING, CODING, IMAGE_CODE)}
 
 
@@ -311,6 +312,7 @@ def text_corpus(seed: int, n: int = 400) -> list[str]:
 
 
 __all__ = [
+    "CODE_PROMPT",
     "CODING",
     "COLORS",
     "GROUNDING",
