@@ -74,15 +74,17 @@ def probe(path: Path, n: int = 48, seed: int = 0, attention: bool = False) -> di
         while b.color == a.color:
             b = rng.choice(scenes)
         pre = _prefix(a)
-        ask = lambda d: [{"type": "text", "text": f"Write SVG for: {d}" if d else "Write SVG for:"}]  # noqa: E731
-        for key, user in (("text", ask(a.description())), ("bare", ask(""))):
+        ask = lambda prompt: [{"type": "text", "text": prompt}]
+        # the coding tasks' own prompts: with the description, and bare as image -> code asks
+        bare = ask(tt.IMAGE_CODE.prompt(a))
+        for key, user in (("text", ask(tt.CODING.prompt(a))), ("bare", bare)):
             hits[key] += run(user, pre)[0] == a.color
-        word, _ = run(ask(b.description()), pre)
+        word, _ = run(ask(tt.CODING.prompt(b)), pre)
         hits["conflict: caption"] += word == a.color
         hits["conflict: prompt"] += word == b.color
         if is_vlm:
             img_a, img_b = tt.render(a, 56, rng), tt.render(b, 56, rng)
-            user = ask("") + [{"type": "image"}]
+            user = bare + [{"type": "image"}]
             word, inp = run(user, pre, img_a)
             hits["image"] += word == a.color
             word, _ = run(user, pre, img_b)

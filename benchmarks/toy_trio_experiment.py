@@ -49,14 +49,11 @@ def main() -> None:
             base = d.evaluate_variant(paths["base"], demo, cache_dir=Path(work) / "base")
         rec = json.loads((paths["base"].parent / "trio.json").read_text())
         losses = {k: (rec[k]["first_loss"], rec[k]["final_loss"]) for k in ("base", "coder", "vlm")}
-        row = {"seed": seed, "set": over, "trio_s": round(t_trio), "losses": losses,
-               "coder": {k: coder["coding"][k] for k in ("attr_acc", "size", "color", "shape")},
-               "base": {k: base["coding"][k] for k in ("attr_acc", "size", "color", "shape")}, "lam": {}}
+        row = {"seed": seed, "set": over, "trio_s": round(t_trio), "losses": losses, "lam": {}}
         print(f"== seed {seed} {over}  trio {t_trio:.0f}s  losses {losses}")
-        print(f"   coder coding {coder['coding']['attr_acc']:.2f} (size {coder['coding']['size']:.2f} "
-              f"colour {coder['coding']['color']:.2f} shape {coder['coding']['shape']:.2f})")
-        print(f"   base coding {base['coding']['attr_acc']:.2f} (size {base['coding']['size']:.2f} "
-              f"colour {base['coding']['color']:.2f} shape {base['coding']['shape']:.2f})")
+        for name, s in (("coder", coder["coding"]), ("base", base["coding"])):
+            row[name] = {k: s[k] for k in ("attr_acc", "size", "color", "shape")}
+            print(f"   {name} coding {s['attr_acc']:.2f} (size {s['size']:.2f} colour {s['color']:.2f} shape {s['shape']:.2f})")
         for key, s in sorted(scores.items()):
             row["lam"][key] = {t: {k: s[t][k] for k in ("attr_acc", "size", "color", "shape", "valid", "per_sample")}
                                for t in s}
